@@ -1,0 +1,3 @@
+from purejaxppo.cli import main
+
+main()

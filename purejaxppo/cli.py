@@ -1,0 +1,123 @@
+"""Command line: ``python -m purejaxppo --env CartPole-v1 [--num-seeds 4] [--lr 3e-4 ...]``.
+
+Trains ``num_seeds`` seeds of one config in a single compiled, vmapped call and
+prints a short table: compile time and steady-state time apart, the learning
+curve (median over seeds), and each seed's final and greedy-evaluation return.
+Every `PPOConfig` field is a flag (``--help`` lists them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import tyro
+
+import purejaxppo  # noqa: F401  (applies the XLA guard before jax starts)
+from purejaxppo.config import PPOConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    """Train PPO on a gymnax environment, all seeds in one compiled call."""
+
+    config: Annotated[PPOConfig, tyro.conf.arg(name="")] = PPOConfig()
+    num_seeds: int = 1
+    """Seeds trained together under jax.vmap."""
+    seed: int = 0
+    """Base PRNG seed; seed i uses split(PRNGKey(seed), num_seeds)[i]."""
+    eval_episodes: int = 16
+    """Greedy evaluation episodes per seed after training (0 to skip)."""
+    json_out: Path | None = None
+    """Write the per-update metrics (median over seeds) and the summary here."""
+
+
+def run(args: Args) -> dict:
+    import jax
+
+    from purejaxppo.evaluation import final_return, make_evaluate
+    from purejaxppo.train import make_train
+
+    if args.num_seeds <= 0:
+        raise ValueError(f"num_seeds must be a positive int, got {args.num_seeds}")
+    if args.eval_episodes < 0:
+        raise ValueError(f"eval_episodes must be >= 0, got {args.eval_episodes}")
+    config = args.config
+    keys = jax.random.split(jax.random.PRNGKey(args.seed), args.num_seeds)
+    train = jax.jit(jax.vmap(make_train(config)))
+
+    t0 = time.perf_counter()
+    compiled = train.lower(keys).compile()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    result = jax.block_until_ready(compiled(keys))
+    run_s = time.perf_counter() - t0
+
+    steps = config.num_updates * config.batch_size
+    finals = final_return(result.metrics)
+    evals = None
+    if args.eval_episodes:
+        evaluate = jax.jit(jax.vmap(make_evaluate(config, args.eval_episodes)))
+        eval_keys = jax.random.split(jax.random.PRNGKey(args.seed + 1), args.num_seeds)
+        evals = np.asarray(evaluate(result.train_state.params, eval_keys)).mean(axis=1)
+
+    curve = np.nanmedian(np.asarray(result.metrics["episode_return"]), axis=0) if np.isfinite(
+        np.asarray(result.metrics["episode_return"])
+    ).any() else np.full(config.num_updates, np.nan)
+    print(f"purejaxppo | {config.env_name} | {args.num_seeds} seed(s) x {steps:,} steps "
+          f"| {config.num_envs} envs x {config.num_steps} steps x {config.num_updates} updates "
+          f"| backend {jax.default_backend()}")
+    print(f"compile {compile_s:.2f} s | run {run_s:.2f} s | "
+          f"{steps * args.num_seeds / run_s:,.0f} env steps/s (all seeds)")
+    print("\nlearning curve (episode_return, median over seeds)")
+    print(f"{'progress':>9} {'env steps':>12} {'return':>10}")
+    for frac in (0.1, 0.25, 0.5, 0.75, 1.0):
+        i = max(int(round(frac * config.num_updates)) - 1, 0)
+        print(f"{frac:>9.0%} {(i + 1) * config.batch_size:>12,} {curve[i]:>10.2f}")
+    print(f"\n{'seed':>4} {'final return':>13} {'greedy eval':>12}")
+    for i in range(args.num_seeds):
+        ev = f"{evals[i]:>12.2f}" if evals is not None else f"{'-':>12}"
+        print(f"{i:>4} {finals[i]:>13.2f} {ev}")
+    print(f"{'all':>4} {np.nanmedian(finals):>13.2f} "
+          + (f"{np.median(evals):>12.2f}" if evals is not None else f"{'-':>12}")
+          + "  (median)")
+
+    summary = {
+        "env_name": config.env_name,
+        "num_seeds": args.num_seeds,
+        "env_steps_per_seed": steps,
+        "compile_s": compile_s,
+        "run_s": run_s,
+        "steps_per_s": steps * args.num_seeds / run_s,
+        "final_return": [float(x) for x in finals],
+        "eval_return": None if evals is None else [float(x) for x in evals],
+        "backend": jax.default_backend(),
+    }
+    if args.json_out is not None:
+        metrics = {k: np.nanmedian(np.asarray(v, np.float64), axis=0).tolist()
+                   if np.isfinite(np.asarray(v, np.float64)).any() else []
+                   for k, v in result.metrics.items()}
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps({"summary": summary, "config": repr(config),
+                                             "metrics_median": metrics}, indent=1))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m purejaxppo`` and the ``purejaxppo`` script."""
+    try:
+        args = tyro.cli(Args, args=sys.argv[1:] if argv is None else argv,
+                        description=__doc__.splitlines()[0])
+        run(args)
+    except (ValueError, TypeError) as error:
+        print(f"purejaxppo: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

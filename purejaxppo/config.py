@@ -1,0 +1,292 @@
+"""`PPOConfig`: the one typed, frozen, validated description of a PPO run.
+
+The fields split in two kinds, and the split is explicit:
+
+* **Static fields** fix array shapes or the structure of the compiled graph
+  (`env_name`, `num_envs`, `num_steps`, `update_epochs`, `num_minibatches`,
+  `total_timesteps`, network sizes, activation and every boolean toggle).
+  Changing one of them means a new compilation.
+* **Numeric hyperparameters** (`lr`, `gamma`, `gae_lambda`, `clip_eps`,
+  `ent_coef`, `vf_coef`, `max_grad_norm`) never enter Python control flow.
+  `PPOConfig.hyperparams()` packs them into the `HyperParams` pytree, which
+  the training function takes as a traced argument, so a sweep can
+  `jax.vmap` over them inside one compiled call.
+
+Every field is checked in ``__post_init__``: a bad value raises ``TypeError``
+or ``ValueError`` naming the field, the value and what is allowed, before
+anything is traced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from typing import Annotated, Any, Literal
+
+import jax.numpy as jnp
+import tyro
+from flax import struct
+
+ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "elu", "leaky_relu")
+POLICY_OBJECTIVES = ("clip", "kl_penalty", "pg")
+
+
+@struct.dataclass
+class HyperParams:
+    """The traced numeric hyperparameters of a run (a pytree of scalars).
+
+    Any leaf may carry a leading batch axis under `jax.vmap`, so one compiled
+    call can train several hyperparameter settings at once.
+    """
+
+    lr: jnp.ndarray
+    gamma: jnp.ndarray
+    gae_lambda: jnp.ndarray
+    clip_eps: jnp.ndarray
+    ent_coef: jnp.ndarray
+    vf_coef: jnp.ndarray
+    max_grad_norm: jnp.ndarray
+    kl_coef: jnp.ndarray
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PPOConfig:
+    """Configuration of a PPO training run.
+
+    Environment and budget (static):
+        env_name: a gymnax environment id, e.g. ``"CartPole-v1"``.
+        env_kwargs: keyword arguments for the environment's constructor
+            (a dict or a tuple of pairs).
+        env_params: overrides of fields of the env's default ``EnvParams``,
+            e.g. ``{"max_steps_in_episode": 200}`` (a dict or pairs).
+        total_timesteps: environment steps over the whole run (all envs
+            together). The run does ``num_updates = total_timesteps //
+            batch_size`` updates; the remainder is not run.
+        num_envs: parallel environments stepped in lockstep.
+        num_steps: steps per env per rollout (the rollout length T).
+        update_epochs: passes (K) over each rollout batch.
+        num_minibatches: minibatches per epoch; must divide ``batch_size``.
+
+    Optimisation (numeric, traced):
+        lr: Adam learning rate (Adam's eps is 1e-5).
+        gamma: discount factor, in [0, 1].
+        gae_lambda: GAE lambda, in [0, 1].
+        clip_eps: PPO clip range epsilon, > 0.
+        ent_coef: entropy bonus coefficient, >= 0.
+        vf_coef: value loss coefficient, >= 0.
+        max_grad_norm: global gradient norm clip, > 0.
+        kl_coef: coefficient beta of the KL penalty (``policy_objective=
+            "kl_penalty"``) and of the KL to a reference policy
+            (``reference_kl``); >= 0. Ignored otherwise.
+
+    Toggles (static):
+        anneal_lr: decay the learning rate linearly to 0 over all
+            gradient steps (an optax schedule).
+        norm_adv: normalise advantages per minibatch (mean 0, std 1).
+        clip_vloss: clip the value update around the old value estimate
+            (PPO2 style), with the same ``clip_eps``.
+        policy_objective: ``"clip"`` (PPO-Clip, the default),
+            ``"kl_penalty"`` (PPO-Penalty: ``r*A - kl_coef*KL(old||new)``),
+            or ``"pg"`` (vanilla policy gradient with a learned baseline:
+            ``log pi(a|s) * A``; use ``update_epochs=1, num_minibatches=1``
+            for the on-policy actor-critic).
+
+    Networks (static):
+        hidden_sizes: widths of the hidden layers of both the actor and the
+            critic MLP (separate networks).
+        activation: one of ``ACTIVATIONS``.
+    """
+
+    env_name: Annotated[str, tyro.conf.arg(aliases=("--env",))] = "CartPole-v1"
+    env_kwargs: tuple[tuple[str, Any], ...] = ()
+    env_params: tuple[tuple[str, Any], ...] = ()
+    total_timesteps: int = 500_000
+    num_envs: int = 4
+    num_steps: int = 128
+    update_epochs: int = 4
+    num_minibatches: int = 4
+
+    lr: float = 2.5e-4
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    kl_coef: float = 0.0
+
+    anneal_lr: bool = True
+    norm_adv: bool = True
+    clip_vloss: bool = False
+    policy_objective: Literal["clip", "kl_penalty", "pg"] = "clip"
+
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def batch_size(self) -> int:
+        """Transitions per rollout: ``num_envs * num_steps``."""
+        return self.num_envs * self.num_steps
+
+    @property
+    def minibatch_size(self) -> int:
+        """Transitions per minibatch: ``batch_size // num_minibatches``."""
+        return self.batch_size // self.num_minibatches
+
+    @property
+    def num_updates(self) -> int:
+        """Rollout-and-update iterations: ``total_timesteps // batch_size``."""
+        return self.total_timesteps // self.batch_size
+
+    @property
+    def num_gradient_steps(self) -> int:
+        """Optimizer steps over the run (the length of the lr schedule)."""
+        return self.num_updates * self.update_epochs * self.num_minibatches
+
+    # ---------------------------------------------------------------- helpers
+    def replace(self, **changes: Any) -> "PPOConfig":
+        """A copy with ``changes`` applied (and validated)."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise TypeError(
+                f"PPOConfig has no field(s) {unknown}; "
+                f"fields are {[f.name for f in dataclasses.fields(self)]}"
+            )
+        return dataclasses.replace(self, **changes)
+
+    def hyperparams(self) -> HyperParams:
+        """The numeric hyperparameters as a traced-friendly pytree of float32."""
+        return HyperParams(
+            **{
+                name: jnp.asarray(getattr(self, name), dtype=jnp.float32)
+                for name in HYPERPARAM_FIELDS
+            }
+        )
+
+    # ------------------------------------------------------------- validation
+    def __post_init__(self) -> None:
+        # Accept the natural spellings (a dict, a list) and store the
+        # hashable ones, so a config can key caches and be compared.
+        for name in ("env_kwargs", "env_params"):
+            if isinstance(getattr(self, name), dict):
+                object.__setattr__(self, name, tuple(sorted(getattr(self, name).items())))
+        if isinstance(self.hidden_sizes, list):
+            object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
+        _validate(self)
+
+
+HYPERPARAM_FIELDS = tuple(f.name for f in dataclasses.fields(HyperParams))
+
+_INT_FIELDS = (
+    "total_timesteps",
+    "num_envs",
+    "num_steps",
+    "update_epochs",
+    "num_minibatches",
+)
+_BOOL_FIELDS = ("anneal_lr", "norm_adv", "clip_vloss")
+# name -> (low, high, low_inclusive, high_inclusive)
+_RANGES = {
+    "lr": (0.0, math.inf, False, False),
+    "gamma": (0.0, 1.0, True, True),
+    "gae_lambda": (0.0, 1.0, True, True),
+    "clip_eps": (0.0, math.inf, False, False),
+    "ent_coef": (0.0, math.inf, True, False),
+    "vf_coef": (0.0, math.inf, True, False),
+    "max_grad_norm": (0.0, math.inf, False, False),
+    "kl_coef": (0.0, math.inf, True, False),
+}
+
+
+def _interval(low: float, high: float, low_in: bool, high_in: bool) -> str:
+    return f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+
+
+def _validate(c: PPOConfig) -> None:
+    from purejaxppo.envs import registered_env_names  # lazy: gymnax is heavy
+
+    # --- types first, so range checks can compare numbers safely
+    if not isinstance(c.env_name, str):
+        raise TypeError(f"env_name must be a str, got {c.env_name!r}")
+    for name in _INT_FIELDS:
+        v = getattr(c, name)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{name} must be an int, got {v!r} ({type(v).__name__})")
+    for name in _BOOL_FIELDS:
+        v = getattr(c, name)
+        if not isinstance(v, bool):
+            raise TypeError(f"{name} must be a bool, got {v!r} ({type(v).__name__})")
+    for name in _RANGES:
+        v = getattr(c, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(
+                f"{name} must be a float, got {v!r} ({type(v).__name__})"
+            )
+    if not isinstance(c.hidden_sizes, tuple) or not all(
+        isinstance(h, int) and not isinstance(h, bool) for h in c.hidden_sizes
+    ):
+        raise TypeError(
+            f"hidden_sizes must be a tuple of ints, got {c.hidden_sizes!r}"
+        )
+    for name in ("env_kwargs", "env_params"):
+        pairs = getattr(c, name)
+        if not isinstance(pairs, tuple) or not all(
+            isinstance(kv, tuple) and len(kv) == 2 and isinstance(kv[0], str)
+            for kv in pairs
+        ):
+            raise TypeError(
+                f"{name} must be a dict or a tuple of (name, value) pairs, got {pairs!r}"
+            )
+
+    # --- values
+    names = registered_env_names()
+    if c.env_name not in names:
+        close = difflib.get_close_matches(c.env_name, names, n=3, cutoff=0.4)
+        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise ValueError(
+            f"env_name={c.env_name!r} is not a registered gymnax environment.{hint} "
+            f"Allowed: {', '.join(names)}."
+        )
+    for name in _INT_FIELDS:
+        v = getattr(c, name)
+        if v <= 0:
+            raise ValueError(f"{name} must be a positive int, got {v}")
+    for name, (low, high, low_in, high_in) in _RANGES.items():
+        v = float(getattr(c, name))
+        ok = math.isfinite(v)
+        ok = ok and (v >= low if low_in else v > low)
+        ok = ok and (v <= high if high_in else v < high)
+        if not ok:
+            raise ValueError(
+                f"{name} must be finite and in {_interval(low, high, low_in, high_in)}, "
+                f"got {v}"
+            )
+    if not c.hidden_sizes or any(h <= 0 for h in c.hidden_sizes):
+        raise ValueError(
+            f"hidden_sizes must be a non-empty tuple of positive ints, "
+            f"got {c.hidden_sizes!r}"
+        )
+    if c.activation not in ACTIVATIONS:
+        raise ValueError(
+            f"activation={c.activation!r} is unknown; allowed: {', '.join(ACTIVATIONS)}"
+        )
+    if c.policy_objective not in POLICY_OBJECTIVES:
+        raise ValueError(
+            f"policy_objective={c.policy_objective!r} is unknown; "
+            f"allowed: {', '.join(POLICY_OBJECTIVES)}"
+        )
+    if c.batch_size % c.num_minibatches != 0:
+        raise ValueError(
+            f"num_minibatches={c.num_minibatches} must divide batch_size="
+            f"num_envs*num_steps={c.num_envs}*{c.num_steps}={c.batch_size}; "
+            f"divisors of {c.batch_size} that work: "
+            f"{[d for d in range(1, min(c.batch_size, 64) + 1) if c.batch_size % d == 0]}"
+        )
+    if c.total_timesteps < c.batch_size:
+        raise ValueError(
+            f"total_timesteps={c.total_timesteps} is fewer than one update's "
+            f"batch_size=num_envs*num_steps={c.batch_size}; allowed: "
+            f"total_timesteps >= {c.batch_size}"
+        )

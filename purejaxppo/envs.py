@@ -1,0 +1,172 @@
+"""Environments: gymnax construction, space descriptions and vectorised stepping.
+
+Built on the gymnax >= 1.0 step API, which returns six values::
+
+    obs, state, reward, terminated, truncated, info = env.step(key, state, action, params)
+
+with automatic reset: when ``terminated | truncated``, ``obs`` is already the
+first observation of the next episode and ``info["final_observation"]`` is the
+observation the finished episode ended in. A time-limit truncation is *not* a
+termination: the return is bootstrapped from ``V(final_observation)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+
+def registered_env_names() -> list[str]:
+    """All environment ids gymnax can make (built-in and registered)."""
+    import gymnax
+
+    return list(gymnax.registered_envs)
+
+
+@struct.dataclass
+class EnvSpec:
+    """Static description of an environment's spaces (all fields are static).
+
+    Attributes:
+        obs_shape: shape of one observation.
+        discrete: whether the action space is ``Discrete``.
+        action_dim: number of actions (discrete) or action dimensions (Box).
+        action_low, action_high: bounds of a Box action space, as tuples of
+            length ``action_dim``; empty for discrete spaces.
+    """
+
+    obs_shape: tuple[int, ...] = struct.field(pytree_node=False)
+    discrete: bool = struct.field(pytree_node=False)
+    action_dim: int = struct.field(pytree_node=False)
+    action_low: tuple[float, ...] = struct.field(pytree_node=False, default=())
+    action_high: tuple[float, ...] = struct.field(pytree_node=False, default=())
+
+    @property
+    def action_shape(self) -> tuple[int, ...]:
+        """Shape of one action: ``()`` for discrete, ``(action_dim,)`` for Box."""
+        return () if self.discrete else (self.action_dim,)
+
+
+def make_env(
+    env_name: str,
+    env_kwargs: tuple[tuple[str, Any], ...] = (),
+    env_params: tuple[tuple[str, Any], ...] = (),
+):
+    """Construct a gymnax environment; return ``(env, env_params, spec)``.
+
+    ``env_kwargs`` go to the env's constructor; ``env_params`` replace fields
+    of its default ``EnvParams`` (an unknown field is a ``ValueError``).
+    """
+    import dataclasses
+
+    import gymnax
+    from gymnax.environments import spaces
+
+    env, default_params = gymnax.make(env_name, **dict(env_kwargs))
+    overrides = dict(env_params)
+    known = {f.name for f in dataclasses.fields(default_params)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(
+            f"env_params has unknown field(s) {unknown} for {env_name!r}; "
+            f"allowed: {sorted(known)}"
+        )
+    env_params = default_params.replace(**overrides)
+    obs_space = env.observation_space(env_params)
+    act_space = env.action_space(env_params)
+    if not isinstance(obs_space, spaces.Box):
+        raise ValueError(
+            f"env_name={env_name!r} has a {type(obs_space).__name__} observation "
+            "space; purejaxppo supports Box observation spaces"
+        )
+    obs_shape = tuple(int(d) for d in np.shape(np.zeros(obs_space.shape)))
+    if isinstance(act_space, spaces.Discrete):
+        spec = EnvSpec(obs_shape=obs_shape, discrete=True, action_dim=int(act_space.n))
+    elif isinstance(act_space, spaces.Box):
+        shape = tuple(act_space.shape) or (1,)
+        if len(shape) != 1:
+            raise ValueError(
+                f"env_name={env_name!r} has a Box action space of shape {shape}; "
+                "purejaxppo supports flat (1-D) Box action spaces"
+            )
+        dim = shape[0]
+        low = np.broadcast_to(np.asarray(act_space.low, np.float32), (dim,))
+        high = np.broadcast_to(np.asarray(act_space.high, np.float32), (dim,))
+        spec = EnvSpec(
+            obs_shape=obs_shape,
+            discrete=False,
+            action_dim=int(dim),
+            action_low=tuple(float(x) for x in low),
+            action_high=tuple(float(x) for x in high),
+        )
+    else:
+        raise ValueError(
+            f"env_name={env_name!r} has a {type(act_space).__name__} action space; "
+            "purejaxppo supports Discrete and Box action spaces"
+        )
+    return env, env_params, spec
+
+
+@struct.dataclass
+class VecStep:
+    """One step of ``num_envs`` environments (leading axis ``num_envs``)."""
+
+    obs: jax.Array  # observation after auto-reset, (N, *obs_shape)
+    env_state: Any
+    reward: jax.Array  # (N,)
+    terminated: jax.Array  # (N,) bool: a true end, no bootstrap
+    truncated: jax.Array  # (N,) bool: a time limit, bootstrap from final_obs
+    final_obs: jax.Array  # (N, *obs_shape): the observation before auto-reset
+
+
+class VecEnv:
+    """A gymnax env vmapped over ``num_envs`` copies, with float32 observations.
+
+    Static (hashable by identity); holds no arrays, so closing over it in a
+    jitted function adds nothing to the graph but the env's own maths.
+    """
+
+    def __init__(self, env, env_params, spec: EnvSpec, num_envs: int):
+        self.env = env
+        self.env_params = env_params
+        self.spec = spec
+        self.num_envs = num_envs
+
+    def reset(self, key: jax.Array):
+        """Reset all envs; return ``(obs (N, *obs_shape) float32, env_state)``."""
+        keys = jax.random.split(key, self.num_envs)
+        obs, state = jax.vmap(self.env.reset, in_axes=(0, None))(keys, self.env_params)
+        obs = obs.astype(jnp.float32)
+        chex.assert_shape(obs, (self.num_envs, *self.spec.obs_shape))
+        return obs, state
+
+    def step(self, key: jax.Array, env_state, action: jax.Array) -> VecStep:
+        """Step all envs with ``action`` (N, *action_shape); auto-resets."""
+        chex.assert_shape(action, (self.num_envs, *self.spec.action_shape))
+        if self.spec.discrete:
+            env_action = action
+        else:
+            low = jnp.asarray(self.spec.action_low, jnp.float32)
+            high = jnp.asarray(self.spec.action_high, jnp.float32)
+            env_action = jnp.clip(action, low, high)
+        keys = jax.random.split(key, self.num_envs)
+        obs, state, reward, terminated, truncated, info = jax.vmap(
+            self.env.step, in_axes=(0, 0, 0, None)
+        )(keys, env_state, env_action, self.env_params)
+        out = VecStep(
+            obs=obs.astype(jnp.float32),
+            env_state=state,
+            reward=jnp.reshape(reward, (self.num_envs,)).astype(jnp.float32),
+            terminated=jnp.reshape(terminated, (self.num_envs,)).astype(bool),
+            truncated=jnp.reshape(truncated, (self.num_envs,)).astype(bool),
+            final_obs=info["final_observation"].astype(jnp.float32),
+        )
+        chex.assert_shape([out.obs, out.final_obs], (self.num_envs, *self.spec.obs_shape))
+        return out
+
+

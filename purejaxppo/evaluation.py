@@ -1,0 +1,63 @@
+"""Evaluation: play whole episodes with a trained policy, and summarise runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from purejaxppo.config import PPOConfig
+from purejaxppo.envs import VecEnv, make_env
+from purejaxppo.networks import make_network
+
+
+def make_evaluate(config: PPOConfig, num_episodes: int = 16, deterministic: bool = True):
+    """Build ``evaluate(params, rng) -> returns (num_episodes,)``: pure and jittable.
+
+    Plays ``num_episodes`` episodes in parallel envs, each to its first end
+    (termination or time limit), with the greedy action (``deterministic``)
+    or a sampled one, and returns each episode's undiscounted return.
+    """
+    if not isinstance(num_episodes, int) or num_episodes <= 0:
+        raise ValueError(f"num_episodes must be a positive int, got {num_episodes!r}")
+    env, env_params, spec = make_env(config.env_name, config.env_kwargs, config.env_params)
+    vec_env = VecEnv(env, env_params, spec, num_episodes)
+    network = make_network(spec, config.hidden_sizes, config.activation)
+    max_steps = int(np.asarray(env_params.max_steps_in_episode))
+
+    def evaluate(params: Any, rng: jax.Array) -> jax.Array:
+        reset_key, rng = jax.random.split(rng)
+        obs, env_state = vec_env.reset(reset_key)
+
+        def step(carry, key):
+            obs, env_state, returns, active = carry
+            act_key, env_key = jax.random.split(key)
+            dist = network.apply(params, obs, method=network.policy)
+            action = dist.mode() if deterministic else dist.sample(act_key)
+            out = vec_env.step(env_key, env_state, action)
+            returns = returns + jnp.where(active, out.reward, 0.0)
+            active = active & ~(out.terminated | out.truncated)
+            return (out.obs, out.env_state, returns, active), None
+
+        init = (obs, env_state, jnp.zeros((num_episodes,)), jnp.ones((num_episodes,), bool))
+        (_, _, returns, _), _ = jax.lax.scan(step, init, jax.random.split(rng, max_steps))
+        return returns
+
+    return evaluate
+
+
+def final_return(metrics: dict[str, Any], window: int = 10) -> np.ndarray:
+    """Mean ``episode_return`` over the last ``window`` updates (ignoring NaN).
+
+    Works on (num_updates,) and (seeds, num_updates) metrics alike; returns a
+    scalar or one value per seed.
+    """
+    returns = np.asarray(metrics["episode_return"])
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=RuntimeWarning)
+            return np.nanmean(returns[..., -window:], axis=-1)

@@ -1,0 +1,199 @@
+"""PPO losses: the clipped surrogate, its variants, the value loss, diagnostics.
+
+Conventions: *objectives* are maximised and returned as such
+(`clipped_surrogate`); *losses* are minimised (`ppo_loss`). Every function is
+elementwise or a mean over a minibatch, pure and differentiable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+
+def clipped_surrogate(
+    ratio: jax.Array, advantages: jax.Array, clip_eps: jax.Array | float
+) -> jax.Array:
+    """PPO-Clip objective per sample (to maximise), broadcasting::
+
+        L^CLIP = min(r * A, clip(r, 1 - eps, 1 + eps) * A)
+
+    The min is asymmetric on purpose. For A > 0 it caps the credit for raising
+    r past 1 + eps (the gradient there is exactly 0); for A < 0 it caps the
+    credit for lowering r below 1 - eps. It never caps the loss of a harmful
+    move: for A < 0 and r > 1 + eps the unclipped term is the smaller one and
+    its gradient A flows in full.
+
+    Args:
+        ratio: r = pi_theta(a|s) / pi_theta_old(a|s).
+        advantages: A, broadcastable against ``ratio``.
+        clip_eps: eps > 0.
+    Returns:
+        The objective per element, of the broadcast shape.
+    """
+    unclipped = ratio * advantages
+    clipped = jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages
+    return jnp.minimum(unclipped, clipped)
+
+
+def kl_penalty_surrogate(
+    ratio: jax.Array, advantages: jax.Array, kl: jax.Array, kl_coef: jax.Array | float
+) -> jax.Array:
+    """PPO-Penalty objective per sample (to maximise): ``r * A - beta * KL``.
+
+    ``kl`` is KL(pi_old || pi_theta) at the same state.
+    """
+    return ratio * advantages - kl_coef * kl
+
+
+def policy_gradient_surrogate(log_prob: jax.Array, advantages: jax.Array) -> jax.Array:
+    """Vanilla policy-gradient objective per sample: ``log pi(a|s) * A``.
+
+    With a learned baseline in A this is the actor-critic (REINFORCE with a
+    baseline when A is a Monte Carlo return minus V).
+    """
+    return log_prob * advantages
+
+
+def kl_estimate(log_ratio: jax.Array) -> jax.Array:
+    """Per-sample unbiased, non-negative estimator of KL(pi_old || pi): (r - 1) - log r.
+
+    ``log_ratio`` is log r = log pi(a|s) - log pi_old(a|s) for a ~ pi_old.
+    """
+    return jnp.expm1(log_ratio) - log_ratio
+
+
+def approx_kl(log_ratio: jax.Array) -> jax.Array:
+    """Mean of `kl_estimate` over the batch: the ``approx_kl`` diagnostic."""
+    return jnp.mean(kl_estimate(log_ratio))
+
+
+def value_loss(
+    values: jax.Array,
+    old_values: jax.Array,
+    returns: jax.Array,
+    clip_eps: jax.Array | float,
+    clip_vloss: bool,
+) -> jax.Array:
+    """0.5 * mean squared error to the value targets.
+
+    With ``clip_vloss`` (PPO2 style): 0.5 * mean(max((V - R)^2,
+    (V_old + clip(V - V_old, -eps, eps) - R)^2)).
+    """
+    squared = (values - returns) ** 2
+    if clip_vloss:
+        clipped_values = old_values + jnp.clip(values - old_values, -clip_eps, clip_eps)
+        squared = jnp.maximum(squared, (clipped_values - returns) ** 2)
+    return 0.5 * jnp.mean(squared)
+
+
+def normalize(x: jax.Array, eps: float = 1e-8) -> jax.Array:
+    """(x - mean) / (std + eps) over all elements."""
+    return (x - jnp.mean(x)) / (jnp.std(x) + eps)
+
+
+@struct.dataclass
+class Minibatch:
+    """The rollout data one gradient step sees; every field has leading axis B."""
+
+    obs: jax.Array
+    actions: jax.Array
+    log_probs: jax.Array  # log pi_old(a|s)
+    values: jax.Array  # V_old(s)
+    advantages: jax.Array
+    returns: jax.Array  # value targets
+
+
+@struct.dataclass
+class LossStatic:
+    """The static choices the loss depends on (changing one recompiles)."""
+
+    norm_adv: bool = struct.field(pytree_node=False)
+    clip_vloss: bool = struct.field(pytree_node=False)
+    policy_objective: str = struct.field(pytree_node=False)
+
+
+def ppo_loss(
+    params: Any,
+    apply_fn,
+    batch: Minibatch,
+    hp,
+    static: LossStatic,
+    reference_params: Any = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Total PPO loss of one minibatch and its diagnostics.
+
+        loss = -mean(policy objective) + vf_coef * value_loss - ent_coef * entropy
+               [+ kl_coef * KL(pi_ref || pi) if ``reference_params`` is given]
+
+    Args:
+        params: network parameters being optimised.
+        apply_fn: ``apply_fn(params, obs) -> (distribution, values)``.
+        batch: a `Minibatch` of B samples.
+        hp: the `HyperParams` (clip_eps, vf_coef, ent_coef, kl_coef are read).
+        static: the `LossStatic` choices.
+        reference_params: optional parameters of a fixed reference policy
+            (e.g. the pretrained one when fine-tuning); adds a KL penalty.
+
+    Returns:
+        ``(loss, diagnostics)``; diagnostics are scalars: ``policy_loss``,
+        ``value_loss``, ``entropy``, ``approx_kl``, ``clip_fraction`` (|r-1| >
+        eps), ``clip_fraction_pos_adv`` (A > 0 and r > 1 + eps: the gain of a
+        good action is capped, zero gradient), ``clip_fraction_neg_adv`` (A <
+        0 and r < 1 - eps: the avoidance of a bad action is capped, zero
+        gradient); both fractions are of the whole minibatch.
+    """
+    chex.assert_rank([batch.log_probs, batch.values, batch.advantages, batch.returns], 1)
+    chex.assert_equal_shape(
+        [batch.log_probs, batch.values, batch.advantages, batch.returns]
+    )
+    chex.assert_equal_shape_prefix([batch.obs, batch.actions, batch.log_probs], 1)
+
+    dist, values = apply_fn(params, batch.obs)
+    log_probs = dist.log_prob(batch.actions)
+    chex.assert_equal_shape([log_probs, batch.log_probs, values])
+    log_ratio = log_probs - batch.log_probs
+    ratio = jnp.exp(log_ratio)
+
+    advantages = batch.advantages
+    if static.norm_adv:
+        advantages = normalize(advantages)
+
+    kl_old_new = kl_estimate(log_ratio)
+    if static.policy_objective == "clip":
+        objective = clipped_surrogate(ratio, advantages, hp.clip_eps)
+    elif static.policy_objective == "kl_penalty":
+        objective = kl_penalty_surrogate(ratio, advantages, kl_old_new, hp.kl_coef)
+    elif static.policy_objective == "pg":
+        objective = policy_gradient_surrogate(log_probs, advantages)
+    else:  # validated in PPOConfig; kept for direct callers
+        raise ValueError(f"unknown policy_objective {static.policy_objective!r}")
+    policy_loss = -jnp.mean(objective)
+
+    v_loss = value_loss(values, batch.values, batch.returns, hp.clip_eps, static.clip_vloss)
+    entropy = jnp.mean(dist.entropy())
+    loss = policy_loss + hp.vf_coef * v_loss - hp.ent_coef * entropy
+
+    diagnostics = {}
+    if reference_params is not None:
+        ref_dist, _ = apply_fn(jax.lax.stop_gradient(reference_params), batch.obs)
+        ref_kl = jnp.mean(ref_dist.kl(dist))
+        loss = loss + hp.kl_coef * ref_kl
+        diagnostics["reference_kl"] = ref_kl
+
+    outside = jnp.abs(ratio - 1.0) > hp.clip_eps
+    diagnostics.update(
+        loss=loss,
+        policy_loss=policy_loss,
+        value_loss=v_loss,
+        entropy=entropy,
+        approx_kl=approx_kl(log_ratio),
+        clip_fraction=jnp.mean(outside),
+        clip_fraction_pos_adv=jnp.mean((advantages > 0) & (ratio > 1.0 + hp.clip_eps)),
+        clip_fraction_neg_adv=jnp.mean((advantages < 0) & (ratio < 1.0 - hp.clip_eps)),
+    )
+    return loss, diagnostics

@@ -1,0 +1,100 @@
+"""Actor and critic networks (flax linen), separate MLPs with orthogonal init.
+
+Initialisation follows the PPO implementation details: orthogonal weights with
+gain sqrt(2) in hidden layers, 0.01 on the policy head, 1.0 on the value head,
+zero biases; a state-independent log-std parameter initialised at 0 for
+continuous actions.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from purejaxppo.distributions import Categorical, DiagGaussian
+from purejaxppo.envs import EnvSpec
+
+ACTIVATION_FNS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "tanh": jnp.tanh,
+    "relu": nn.relu,
+    "gelu": nn.gelu,
+    "silu": nn.silu,
+    "elu": nn.elu,
+    "leaky_relu": nn.leaky_relu,
+}
+
+_HIDDEN_GAIN = math.sqrt(2.0)
+_POLICY_GAIN = 0.01
+_VALUE_GAIN = 1.0
+
+
+def _dense(features: int, gain: float, name: str | None = None) -> nn.Dense:
+    return nn.Dense(
+        features,
+        kernel_init=nn.initializers.orthogonal(gain),
+        bias_init=nn.initializers.zeros,
+        name=name,
+    )
+
+
+class MLP(nn.Module):
+    """Flatten the observation, then ``len(hidden_sizes)`` Dense+activation layers."""
+
+    hidden_sizes: Sequence[int]
+    activation: str = "tanh"
+    obs_ndim: int = 1
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        x = obs.reshape(obs.shape[: obs.ndim - self.obs_ndim] + (-1,))
+        act = ACTIVATION_FNS[self.activation]
+        for width in self.hidden_sizes:
+            x = act(_dense(width, _HIDDEN_GAIN)(x))
+        return x
+
+
+class ActorCritic(nn.Module):
+    """Separate actor and critic MLPs; returns ``(distribution, value)``.
+
+    Input: observations (..., *obs_shape). Output: a `Categorical` with logits
+    (..., num_actions) or a `DiagGaussian` with mean (..., action_dim), and
+    values (...,).
+    """
+
+    spec: EnvSpec
+    hidden_sizes: Sequence[int] = (64, 64)
+    activation: str = "tanh"
+
+    def setup(self):
+        obs_ndim = len(self.spec.obs_shape)
+        self.actor_torso = MLP(self.hidden_sizes, self.activation, obs_ndim)
+        self.critic_torso = MLP(self.hidden_sizes, self.activation, obs_ndim)
+        self.policy_head = _dense(self.spec.action_dim, _POLICY_GAIN)
+        self.value_head = _dense(1, _VALUE_GAIN)
+        if not self.spec.discrete:
+            self.log_std = self.param(
+                "log_std", nn.initializers.zeros, (self.spec.action_dim,)
+            )
+
+    def policy(self, obs: jax.Array):
+        """The action distribution at ``obs``."""
+        out = self.policy_head(self.actor_torso(obs))
+        if self.spec.discrete:
+            return Categorical(logits=out)
+        return DiagGaussian(mean=out, log_std=jnp.broadcast_to(self.log_std, out.shape))
+
+    def value(self, obs: jax.Array) -> jax.Array:
+        """V(obs), shape ``obs.shape[:-len(obs_shape)]``."""
+        return self.value_head(self.critic_torso(obs))[..., 0]
+
+    def __call__(self, obs: jax.Array):
+        return self.policy(obs), self.value(obs)
+
+
+def make_network(spec: EnvSpec, hidden_sizes: Sequence[int], activation: str) -> ActorCritic:
+    """The actor-critic for an environment; the head follows its action space."""
+    return ActorCritic(spec=spec, hidden_sizes=tuple(hidden_sizes), activation=activation)

@@ -1,0 +1,165 @@
+"""Rollout collection: ``num_steps`` steps of ``num_envs`` envs by `lax.scan`.
+
+Only the actor runs inside the sequential scan (it must, to pick actions).
+The critic is evaluated afterwards on the whole (T, N) batch at once, on both
+the observations the actions were taken in and the observations each step
+ended in (gymnax's ``final_observation``, before any auto-reset): one large
+batched pass instead of T small ones, and the bootstrap value of a time-limit
+truncation comes out of it for free.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import chex
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from purejaxppo.envs import VecEnv
+
+
+@struct.dataclass
+class EpisodeStats:
+    """Per-env episode bookkeeping on the raw (unscaled) reward, shape (N,)."""
+
+    running_return: jax.Array  # return of the episode in progress
+    running_length: jax.Array  # length of the episode in progress
+    last_return: jax.Array  # return of the most recently finished episode
+    last_length: jax.Array  # its length
+    num_finished: jax.Array  # episodes finished so far (int32)
+
+    @classmethod
+    def zeros(cls, num_envs: int) -> "EpisodeStats":
+        f = jnp.zeros((num_envs,), jnp.float32)
+        i = jnp.zeros((num_envs,), jnp.int32)
+        return cls(f, i, f, i, i)
+
+    def record(self, reward: jax.Array, done: jax.Array) -> "EpisodeStats":
+        """Add one step's reward; close the episodes where ``done``."""
+        ret = self.running_return + reward
+        length = self.running_length + 1
+        return EpisodeStats(
+            running_return=jnp.where(done, 0.0, ret),
+            running_length=jnp.where(done, 0, length),
+            last_return=jnp.where(done, ret, self.last_return),
+            last_length=jnp.where(done, length, self.last_length),
+            num_finished=self.num_finished + done.astype(jnp.int32),
+        )
+
+    def summary(self) -> dict[str, jax.Array]:
+        """Mean return and length of each env's most recently finished episode.
+
+        Envs with no finished episode yet are left out of the mean; while no
+        env has finished one, both are NaN (there is nothing to report).
+        """
+        has = self.num_finished > 0
+        count = jnp.sum(has)
+        mean = lambda x: jnp.where(
+            count > 0, jnp.sum(jnp.where(has, x, 0.0)) / jnp.maximum(count, 1), jnp.nan
+        )
+        return {
+            "episode_return": mean(self.last_return),
+            "episode_length": mean(self.last_length.astype(jnp.float32)),
+        }
+
+
+@struct.dataclass
+class EnvCarry:
+    """What the env loop carries from one rollout to the next."""
+
+    env_state: Any
+    obs: jax.Array  # (N, *obs_shape), the observation to act on next
+    episode_stats: EpisodeStats
+
+
+@struct.dataclass
+class Trajectory:
+    """A rollout, time-major: every field has leading axes (T, N)."""
+
+    obs: jax.Array  # s_t, the observation acted on
+    actions: jax.Array  # a_t, unclipped (what the policy sampled and scores)
+    log_probs: jax.Array  # log pi_old(a_t | s_t)
+    rewards: jax.Array  # r_t (raw env reward)
+    terminated: jax.Array  # true end at t: no bootstrap
+    truncated: jax.Array  # time limit at t: bootstrap from final_obs
+    final_obs: jax.Array  # the observation step t ended in, before auto-reset
+
+    @property
+    def done(self) -> jax.Array:
+        return self.terminated | self.truncated
+
+
+def collect_rollout(
+    policy_fn: Callable[[Any, jax.Array], Any],
+    params: Any,
+    vec_env: VecEnv,
+    carry: EnvCarry,
+    key: jax.Array,
+    num_steps: int,
+) -> tuple[EnvCarry, Trajectory]:
+    """Step ``vec_env`` for ``num_steps`` with actions sampled from the policy.
+
+    Args:
+        policy_fn: ``policy_fn(params, obs) -> distribution``.
+        params: network parameters (held fixed during the rollout).
+        vec_env: the vectorised environment.
+        carry: env state, current observation and episode stats.
+        key: PRNG key for action sampling and env transitions.
+        num_steps: T (static).
+
+    Returns:
+        The new `EnvCarry` and the (T, N) `Trajectory`.
+    """
+    n = vec_env.num_envs
+
+    def env_step(carry: EnvCarry, step_key: jax.Array):
+        act_key, env_key = jax.random.split(step_key)
+        dist = policy_fn(params, carry.obs)
+        action = dist.sample(act_key)
+        log_prob = dist.log_prob(action)
+        step = vec_env.step(env_key, carry.env_state, action)
+        done = step.terminated | step.truncated
+        transition = Trajectory(
+            obs=carry.obs,
+            actions=action,
+            log_probs=log_prob,
+            rewards=step.reward,
+            terminated=step.terminated,
+            truncated=step.truncated,
+            final_obs=step.final_obs,
+        )
+        new_carry = EnvCarry(
+            env_state=step.env_state,
+            obs=step.obs,
+            episode_stats=carry.episode_stats.record(step.reward, done),
+        )
+        return new_carry, transition
+
+    carry, traj = jax.lax.scan(env_step, carry, jax.random.split(key, num_steps))
+    spec = vec_env.spec
+    chex.assert_shape([traj.obs, traj.final_obs], (num_steps, n, *spec.obs_shape))
+    chex.assert_shape(traj.actions, (num_steps, n, *spec.action_shape))
+    chex.assert_shape(
+        [traj.log_probs, traj.rewards, traj.terminated, traj.truncated], (num_steps, n)
+    )
+    return carry, traj
+
+
+def critic_values(
+    value_fn: Callable[[Any, jax.Array], jax.Array], params: Any, traj: Trajectory
+) -> tuple[jax.Array, jax.Array]:
+    """``(values, next_values)``, both (T, N), from one batched critic pass.
+
+    ``values[t] = V(obs[t])``; ``next_values[t] = V(final_obs[t])``: the value
+    of the observation step t ended in, before any auto-reset. Inside an
+    episode that is V(s_{t+1}); at a time-limit truncation it is the bootstrap
+    value of the cut-off episode (never the value of the reset observation);
+    at a termination GAE masks it out.
+    """
+    num_steps = traj.obs.shape[0]
+    both = jnp.concatenate([traj.obs, traj.final_obs], axis=0)
+    values, next_values = jnp.split(value_fn(params, both), [num_steps], axis=0)
+    chex.assert_equal_shape([values, next_values, traj.rewards])
+    return values, next_values

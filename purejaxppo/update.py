@@ -1,0 +1,101 @@
+"""The PPO update: ``update_epochs`` passes of shuffled minibatch gradient steps."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from purejaxppo.losses import LossStatic, Minibatch, ppo_loss
+
+
+def _global_norm(tree) -> jax.Array:
+    """sqrt(sum of squares) over every leaf: the norm `clip_by_global_norm` clips."""
+    leaves = jax.tree.leaves(tree)
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in leaves))
+
+
+def make_optimizer(
+    lr: jax.Array | float,
+    max_grad_norm: jax.Array | float,
+    anneal_lr: bool,
+    num_gradient_steps: int,
+) -> tuple[optax.GradientTransformation, optax.ScalarOrSchedule]:
+    """Global-norm clipping then Adam (eps 1e-5); return ``(tx, lr_schedule)``.
+
+    With ``anneal_lr`` the learning rate falls linearly from ``lr`` to 0 over
+    ``num_gradient_steps`` optimizer steps (`optax.linear_schedule`).
+    """
+    if anneal_lr:
+        schedule = optax.linear_schedule(lr, 0.0, num_gradient_steps)
+    else:
+        schedule = lambda count: jnp.asarray(lr, jnp.float32) * jnp.ones_like(count, jnp.float32)
+    tx = optax.chain(
+        optax.clip_by_global_norm(max_grad_norm),
+        optax.adam(schedule, eps=1e-5),
+    )
+    return tx, schedule
+
+
+def shuffle_into_minibatches(
+    batch: Minibatch, key: jax.Array, num_minibatches: int
+) -> Minibatch:
+    """A random permutation of the B samples, reshaped to (M, B // M, ...)."""
+    size = batch.advantages.shape[0]
+    perm = jax.random.permutation(key, size)
+    out = jax.tree.map(
+        lambda x: jnp.take(x, perm, axis=0).reshape(
+            (num_minibatches, size // num_minibatches) + x.shape[1:]
+        ),
+        batch,
+    )
+    chex.assert_tree_shape_prefix(out, (num_minibatches, size // num_minibatches))
+    return out
+
+
+def ppo_update(
+    params: Any,
+    opt_state: optax.OptState,
+    tx: optax.GradientTransformation,
+    apply_fn: Callable,
+    batch: Minibatch,
+    key: jax.Array,
+    hp,
+    static: LossStatic,
+    update_epochs: int,
+    num_minibatches: int,
+) -> tuple[Any, optax.OptState, dict[str, jax.Array]]:
+    """Run ``update_epochs`` epochs over ``batch``, reshuffled every epoch.
+
+    Args:
+        batch: a flat `Minibatch` of all B = T * N samples of the rollout.
+        key: PRNG key for the shuffles.
+        hp, static: see `purejaxppo.losses.ppo_loss`.
+
+    Returns:
+        ``(params, opt_state, diagnostics)``; each diagnostic is the mean over
+        all ``update_epochs * num_minibatches`` gradient steps, and includes
+        ``grad_norm`` (the global norm before clipping).
+    """
+    chex.assert_rank(batch.advantages, 1)
+    grad_fn = jax.grad(ppo_loss, has_aux=True)
+
+    def minibatch_step(carry, minibatch: Minibatch):
+        params, opt_state = carry
+        grads, diagnostics = grad_fn(params, apply_fn, minibatch, hp, static)
+        diagnostics["grad_norm"] = _global_norm(grads)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return (params, opt_state), diagnostics
+
+    def epoch(carry, epoch_key):
+        minibatches = shuffle_into_minibatches(batch, epoch_key, num_minibatches)
+        return jax.lax.scan(minibatch_step, carry, minibatches)
+
+    (params, opt_state), diagnostics = jax.lax.scan(
+        epoch, (params, opt_state), jax.random.split(key, update_epochs)
+    )
+    return params, opt_state, jax.tree.map(jnp.mean, diagnostics)

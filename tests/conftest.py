@@ -1,0 +1,35 @@
+"""Shared test helpers. Importing purejaxppo first applies its XLA guard
+(see purejaxppo/_xla_guard.py) before jax starts a backend."""
+
+import os
+from pathlib import Path
+
+import purejaxppo  # noqa: F401  (must come before any jax computation)
+import pytest
+
+from purejaxppo import PPOConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC_DIRS = [ROOT.parent / "shared" / "spec", Path(__file__).parent / "spec"]
+
+
+def spec_path(name: str) -> Path:
+    """The spec CSV: ../shared/spec when present (CI), else the vendored copy."""
+    for d in SPEC_DIRS:
+        if (d / name).exists():
+            return d / name
+    raise FileNotFoundError(name)
+
+
+@pytest.fixture
+def tiny_config() -> PPOConfig:
+    """A CartPole config small enough to compile and run in seconds."""
+    return PPOConfig(
+        env_name="CartPole-v1",
+        total_timesteps=4 * 32 * 3,
+        num_envs=4,
+        num_steps=32,
+        update_epochs=2,
+        num_minibatches=2,
+        hidden_sizes=(16, 16),
+    )

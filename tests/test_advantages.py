@@ -1,0 +1,104 @@
+"""GAE against an independent NumPy loop; the truncation bootstrap end to end."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from purejaxppo.advantages import gae
+from purejaxppo.distributions import Categorical
+from purejaxppo.envs import VecEnv, make_env
+from purejaxppo.rollout import EnvCarry, EpisodeStats, collect_rollout, critic_values
+
+
+def numpy_gae(rewards, values, obs_next_values, bootstrap_values, terminated, truncated, gamma, lam):
+    """Per-env, episode-by-episode reference written without the (T, N) trick.
+
+    obs_next_values[t] is V(s_{t+1}) *after* any auto-reset (what a naive
+    implementation would use); bootstrap_values[t] is V(final_observation_t).
+    """
+    T, N = rewards.shape
+    adv = np.zeros((T, N))
+    for n in range(N):
+        running = 0.0
+        for t in reversed(range(T)):
+            if terminated[t, n]:
+                target = rewards[t, n]
+                running = 0.0
+            elif truncated[t, n]:
+                target = rewards[t, n] + gamma * bootstrap_values[t, n]
+                running = 0.0
+            else:
+                # Inside an episode V(s_{t+1}) is the next step's value,
+                # except at the last step of the rollout.
+                nxt = values[t + 1, n] if t + 1 < T else obs_next_values[t, n]
+                target = rewards[t, n] + gamma * nxt
+            delta = target - values[t, n]
+            running = delta + gamma * lam * running
+            adv[t, n] = running
+    return adv, adv + values
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gae_matches_numpy_with_terminations_and_truncations(seed):
+    rng = np.random.default_rng(seed)
+    T, N, gamma, lam = 37, 5, 0.97, 0.9
+    rewards = rng.normal(size=(T, N)).astype(np.float32)
+    values = rng.normal(size=(T, N)).astype(np.float32)
+    last_value = rng.normal(size=(N,)).astype(np.float32)
+    terminated = rng.random((T, N)) < 0.1
+    truncated = (rng.random((T, N)) < 0.1) & ~terminated
+    bootstrap = rng.normal(size=(T, N)).astype(np.float32)
+    # next_values as the library builds them: V(final_obs_t), which equals
+    # V(s_{t+1}) inside an episode and the bootstrap value at a truncation.
+    next_values = np.concatenate([values[1:], last_value[None]], axis=0)
+    next_values = np.where(truncated, bootstrap, next_values)
+    next_values = np.where(terminated, rng.normal(size=(T, N)), next_values).astype(np.float32)
+
+    adv, ret = gae(
+        jnp.asarray(rewards), jnp.asarray(values), jnp.asarray(next_values),
+        jnp.asarray(terminated), jnp.asarray(terminated | truncated), gamma, lam,
+    )
+    obs_next = np.concatenate([values[1:], last_value[None]], axis=0)
+    ref_adv, ref_ret = numpy_gae(rewards, values, obs_next, bootstrap, terminated, truncated, gamma, lam)
+    np.testing.assert_allclose(adv, ref_adv, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ret, ref_ret, rtol=1e-5, atol=1e-5)
+
+
+def test_gae_lambda_one_no_boundaries_is_discounted_return():
+    T = 6
+    rewards = jnp.arange(1.0, T + 1)[:, None]
+    values = jnp.zeros((T, 1))
+    next_values = jnp.zeros((T, 1)).at[-1].set(10.0)
+    zeros = jnp.zeros((T, 1), bool)
+    adv, ret = gae(rewards, values, next_values, zeros, zeros, 0.5, 1.0)
+    expected = [sum(0.5**k * r for k, r in enumerate(list(range(t + 1, T + 1)) + [0])) for t in range(T)]
+    expected = np.array(expected) + 10.0 * 0.5 ** (T - np.arange(T))
+    np.testing.assert_allclose(ret[:, 0], expected, rtol=1e-6)
+
+
+def test_truncation_bootstraps_from_final_observation():
+    # CartPole with a 5-step time limit: every episode is cut by truncation.
+    env, params, spec = make_env("CartPole-v1", env_params=(("max_steps_in_episode", 5),))
+    vec = VecEnv(env, params, spec, num_envs=3)
+    obs, state = vec.reset(jax.random.PRNGKey(0))
+    carry = EnvCarry(state, obs, EpisodeStats.zeros(3))
+    policy = lambda p, o: Categorical(logits=jnp.zeros(o.shape[:-1] + (2,)))
+    _, traj = collect_rollout(policy, None, vec, carry, jax.random.PRNGKey(1), 12)
+    trunc = np.asarray(traj.truncated)
+    assert trunc.any()
+    t, n = np.argwhere(trunc & ~np.asarray(traj.terminated))[0]
+    assert t + 1 < 12
+    # The final observation is the pre-reset one, not the next (reset) observation.
+    assert not np.allclose(traj.final_obs[t, n], traj.obs[t + 1, n])
+    # A critic that reads its input: next_values must come from final_obs.
+    value_fn = lambda p, o: o.sum(-1)
+    values, next_values = critic_values(value_fn, None, traj)
+    np.testing.assert_allclose(next_values[t, n], traj.final_obs[t, n].sum(), rtol=1e-6)
+    np.testing.assert_allclose(values[t + 1, n], traj.obs[t + 1, n].sum(), rtol=1e-6)
+    adv, _ = gae(traj.rewards, values, next_values, traj.terminated, traj.done, 0.9, 0.95)
+    expected = traj.rewards[t, n] + 0.9 * traj.final_obs[t, n].sum() - traj.obs[t, n].sum()
+    np.testing.assert_allclose(adv[t, n], expected, rtol=1e-5)
+    # Inside an episode final_obs is exactly the next observation.
+    inside = ~np.asarray(traj.done)[:-1]
+    np.testing.assert_array_equal(np.asarray(traj.final_obs)[:-1][inside], np.asarray(traj.obs)[1:][inside])

@@ -1,0 +1,129 @@
+"""Every invalid config fails before tracing, naming the field, value and what is allowed."""
+
+import re
+
+import jax
+import pytest
+
+from purejaxppo import PPOConfig, make_train
+
+
+def test_defaults_are_the_classic_control_settings():
+    c = PPOConfig()
+    assert (c.num_envs, c.num_steps, c.update_epochs, c.num_minibatches) == (4, 128, 4, 4)
+    assert (c.lr, c.anneal_lr, c.gamma, c.gae_lambda, c.clip_eps) == (2.5e-4, True, 0.99, 0.95, 0.2)
+    assert (c.ent_coef, c.vf_coef, c.max_grad_norm) == (0.01, 0.5, 0.5)
+    assert (c.hidden_sizes, c.activation) == ((64, 64), "tanh")
+    assert (c.batch_size, c.minibatch_size, c.num_updates) == (512, 128, 976)
+
+
+def test_replace_and_frozen():
+    c = PPOConfig().replace(lr=1e-3, num_envs=8)
+    assert c.lr == 1e-3 and c.batch_size == 8 * 128
+    with pytest.raises(Exception):
+        c.lr = 1.0
+    with pytest.raises(TypeError, match="no field"):
+        c.replace(learning_rate=1e-3)
+
+
+def test_dict_and_list_spellings_are_normalised():
+    c = PPOConfig(env_params={"max_steps_in_episode": 50}, hidden_sizes=[32])
+    assert c.env_params == (("max_steps_in_episode", 50),) and c.hidden_sizes == (32,)
+    hash(c)
+
+
+def test_unknown_env_suggests_close_names():
+    with pytest.raises(ValueError, match=r"env_name='CartPole-v2'.*Did you mean 'CartPole-v1'"):
+        PPOConfig(env_name="CartPole-v2")
+    with pytest.raises(ValueError, match="Allowed: .*Pendulum-v1"):
+        PPOConfig(env_name="zzz")
+
+
+@pytest.mark.parametrize("field", ["total_timesteps", "num_envs", "num_steps", "update_epochs", "num_minibatches"])
+@pytest.mark.parametrize("value", [0, -3])
+def test_non_positive_sizes(field, value):
+    with pytest.raises(ValueError, match=rf"{field} must be a positive int, got {value}"):
+        PPOConfig(**{field: value})
+
+
+@pytest.mark.parametrize("field", ["num_envs", "total_timesteps"])
+def test_sizes_must_be_ints(field):
+    with pytest.raises(TypeError, match=rf"{field} must be an int, got 4.0"):
+        PPOConfig(**{field: 4.0})
+    with pytest.raises(TypeError, match=rf"{field} must be an int"):
+        PPOConfig(**{field: True})
+
+
+def test_batch_must_split_into_minibatches():
+    with pytest.raises(ValueError, match=r"num_minibatches=3 must divide batch_size=num_envs\*num_steps=4\*128=512"):
+        PPOConfig(num_minibatches=3)
+
+
+def test_fewer_timesteps_than_one_update():
+    with pytest.raises(ValueError, match=r"total_timesteps=100 is fewer than one update's batch_size=.*512"):
+        PPOConfig(total_timesteps=100)
+
+
+@pytest.mark.parametrize(
+    "field,value,allowed",
+    [
+        ("gamma", 1.5, "[0, 1]"),
+        ("gamma", -0.1, "[0, 1]"),
+        ("gae_lambda", 1.01, "[0, 1]"),
+        ("clip_eps", 0.0, "(0, inf)"),
+        ("lr", 0.0, "(0, inf)"),
+        ("lr", float("nan"), "(0, inf)"),
+        ("ent_coef", -0.01, "[0, inf)"),
+        ("vf_coef", -1.0, "[0, inf)"),
+        ("max_grad_norm", 0.0, "(0, inf)"),
+        ("max_grad_norm", float("inf"), "(0, inf)"),
+        ("kl_coef", -1.0, "[0, inf)"),
+    ],
+)
+def test_coefficients_and_probabilities_out_of_range(field, value, allowed):
+    with pytest.raises(ValueError, match=rf"{field} must be finite and in {re.escape(allowed)}, got {value}"):
+        PPOConfig(**{field: value})
+
+
+def test_numbers_must_be_numbers():
+    with pytest.raises(TypeError, match="lr must be a float, got '3e-4'"):
+        PPOConfig(lr="3e-4")
+    with pytest.raises(TypeError, match="anneal_lr must be a bool, got 'yes'"):
+        PPOConfig(anneal_lr="yes")
+
+
+def test_unknown_activation():
+    with pytest.raises(ValueError, match=r"activation='sigmoidal' is unknown; allowed: tanh, relu"):
+        PPOConfig(activation="sigmoidal")
+
+
+def test_bad_network_sizes():
+    with pytest.raises(ValueError, match="hidden_sizes must be a non-empty tuple of positive ints"):
+        PPOConfig(hidden_sizes=())
+    with pytest.raises(ValueError, match="hidden_sizes"):
+        PPOConfig(hidden_sizes=(64, 0))
+    with pytest.raises(TypeError, match="hidden_sizes must be a tuple of ints"):
+        PPOConfig(hidden_sizes=(64.0,))
+
+
+def test_unknown_policy_objective():
+    with pytest.raises(ValueError, match=r"policy_objective='trpo' is unknown; allowed: clip, kl_penalty, pg"):
+        PPOConfig(policy_objective="trpo")
+
+
+def test_unknown_env_param_fails_in_make_train_before_tracing():
+    config = PPOConfig(env_params={"max_step": 10})
+    with pytest.raises(ValueError, match=r"env_params has unknown field\(s\) \['max_step'\].*max_steps_in_episode"):
+        make_train(config)
+
+
+def test_make_train_rejects_non_config():
+    with pytest.raises(TypeError, match="config must be a PPOConfig"):
+        make_train({"env_name": "CartPole-v1"})
+
+
+def test_hyperparams_are_a_traced_pytree():
+    hp = PPOConfig(lr=1e-3).hyperparams()
+    leaves = jax.tree.leaves(hp)
+    assert len(leaves) == 8 and all(x.shape == () for x in leaves)
+    assert float(hp.lr) == pytest.approx(1e-3)

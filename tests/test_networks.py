@@ -1,0 +1,70 @@
+"""Distributions against closed forms; network heads and initialisation."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from purejaxppo.distributions import Categorical, DiagGaussian
+from purejaxppo.envs import make_env
+from purejaxppo.networks import make_network
+
+
+def test_categorical_matches_numpy():
+    logits = np.array([[0.5, -1.0, 2.0], [0.0, 0.0, 0.0]], np.float32)
+    d = Categorical(jnp.asarray(logits))
+    p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    np.testing.assert_allclose(d.log_prob(jnp.array([2, 1])), np.log([p[0, 2], p[1, 1]]), rtol=1e-6)
+    np.testing.assert_allclose(d.entropy(), -(p * np.log(p)).sum(-1), rtol=1e-6)
+    q = Categorical(jnp.zeros_like(d.logits))
+    np.testing.assert_allclose(d.kl(q), (p * (np.log(p) - np.log(1 / 3))).sum(-1), rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(d.mode(), [2, 0])
+
+
+def test_gaussian_matches_numpy():
+    mean = np.array([[0.5, -1.0]], np.float32)
+    log_std = np.array([[0.1, -0.3]], np.float32)
+    a = np.array([[0.0, 0.2]], np.float32)
+    d = DiagGaussian(jnp.asarray(mean), jnp.asarray(log_std))
+    std = np.exp(log_std)
+    ref = (-0.5 * ((a - mean) / std) ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi)).sum(-1)
+    np.testing.assert_allclose(d.log_prob(jnp.asarray(a)), ref, rtol=1e-6)
+    np.testing.assert_allclose(d.entropy(), (0.5 * np.log(2 * np.pi * np.e) + log_std).sum(-1), rtol=1e-6)
+    o = DiagGaussian(jnp.zeros_like(d.mean), jnp.zeros_like(d.log_std))
+    kl = (np.log(1 / std) + (std**2 + mean**2) / 2 - 0.5).sum(-1)
+    np.testing.assert_allclose(d.kl(o), kl, rtol=1e-5)
+    samples = DiagGaussian(jnp.full((50_000, 2), 1.0), jnp.full((50_000, 2), math.log(2.0))).sample(jax.random.PRNGKey(0))
+    np.testing.assert_allclose(samples.mean(0), [1.0, 1.0], atol=0.05)
+    np.testing.assert_allclose(samples.std(0), [2.0, 2.0], atol=0.05)
+
+
+@pytest.mark.parametrize("env_name,discrete", [("CartPole-v1", True), ("Pendulum-v1", False), ("Breakout-MinAtar", True)])
+def test_head_follows_action_space(env_name, discrete):
+    _, _, spec = make_env(env_name)
+    net = make_network(spec, (64, 64), "tanh")
+    obs = jnp.zeros((5, *spec.obs_shape))
+    params = net.init(jax.random.PRNGKey(0), obs)
+    dist, value = net.apply(params, obs)
+    assert value.shape == (5,)
+    if discrete:
+        assert isinstance(dist, Categorical) and dist.logits.shape == (5, spec.action_dim)
+    else:
+        assert isinstance(dist, DiagGaussian) and dist.mean.shape == (5, spec.action_dim)
+        np.testing.assert_array_equal(params["params"]["log_std"], 0.0)
+
+
+def test_orthogonal_init_gains_and_separate_networks():
+    _, _, spec = make_env("CartPole-v1")
+    params = make_network(spec, (64, 64), "tanh").init(jax.random.PRNGKey(0), jnp.zeros((1, 4)))["params"]
+    assert set(params) == {"actor_torso", "critic_torso", "policy_head", "value_head"}
+    w = np.asarray(params["actor_torso"]["Dense_1"]["kernel"])  # 64 x 64: orthogonal * sqrt(2)
+    np.testing.assert_allclose(w.T @ w, 2.0 * np.eye(64), atol=1e-4)
+    head = np.asarray(params["policy_head"]["kernel"])  # 64 x 2: orthonormal columns * 0.01
+    np.testing.assert_allclose(head.T @ head, 1e-4 * np.eye(2), atol=1e-8)
+    v = np.asarray(params["value_head"]["kernel"])
+    np.testing.assert_allclose(np.linalg.norm(v), 1.0, rtol=1e-5)
+    for leaf_path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if "bias" in jax.tree_util.keystr(leaf_path):
+            np.testing.assert_array_equal(leaf, 0.0)

@@ -1,0 +1,127 @@
+"""make_train: shapes, purity, determinism, vmap over seeds and hyperparameters."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from purejaxppo import METRIC_NAMES, PPOConfig, TrainResult, make_train
+
+
+def test_result_structure_and_metric_shapes(tiny_config):
+    result = jax.jit(make_train(tiny_config))(jax.random.PRNGKey(0))
+    assert isinstance(result, TrainResult)
+    assert set(result.metrics) == set(METRIC_NAMES)
+    for name, value in result.metrics.items():
+        assert value.shape == (tiny_config.num_updates,), name
+    state = result.train_state
+    assert int(state.update_step) == tiny_config.num_updates
+    assert state.env.obs.shape == (tiny_config.num_envs, 4)
+    for name in METRIC_NAMES:
+        if name not in ("episode_return", "episode_length", "explained_variance"):
+            assert np.isfinite(result.metrics[name]).all(), name
+
+
+def test_same_key_same_metrics_and_one_compile(tiny_config):
+    train = jax.jit(make_train(tiny_config))
+    a = train(jax.random.PRNGKey(3))
+    b = train(jax.random.PRNGKey(3))
+    for name in METRIC_NAMES:
+        np.testing.assert_array_equal(a.metrics[name], b.metrics[name])
+    c = train(jax.random.PRNGKey(4))
+    assert not np.array_equal(a.metrics["policy_loss"], c.metrics["policy_loss"])
+    assert train._cache_size() == 1
+
+
+def test_vmap_over_seeds_matches_per_seed_runs(tiny_config):
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    train = make_train(tiny_config)
+    many = jax.jit(jax.vmap(train))(keys)
+    for name in METRIC_NAMES:
+        assert many.metrics[name].shape == (3, tiny_config.num_updates)
+    single = jax.jit(train)
+    for i in range(3):
+        one = single(keys[i])
+        for name in ("policy_loss", "value_loss", "entropy", "approx_kl", "grad_norm", "episodes_finished"):
+            np.testing.assert_allclose(many.metrics[name][i, 0], one.metrics[name][0], rtol=2e-4, atol=1e-6, err_msg=name)
+
+
+def test_vmap_over_hyperparameters(tiny_config):
+    train = make_train(tiny_config)
+    hp = tiny_config.hyperparams()
+    lrs = jnp.array([1e-4, 1e-3])
+    batched = hp.replace(lr=lrs)
+    axes = jax.tree.map(lambda _: None, hp).replace(lr=0)
+    out = jax.jit(jax.vmap(train, in_axes=(None, axes)))(jax.random.PRNGKey(0), batched)
+    np.testing.assert_allclose(out.metrics["learning_rate"][:, 0], lrs, rtol=1e-6)
+    ref = jax.jit(train)(jax.random.PRNGKey(0), hp.replace(lr=jnp.float32(1e-3)))
+    np.testing.assert_allclose(out.metrics["policy_loss"][1], ref.metrics["policy_loss"], rtol=1e-3, atol=1e-6)
+
+
+def test_learning_rate_anneals_linearly_to_zero(tiny_config):
+    res = jax.jit(make_train(tiny_config))(jax.random.PRNGKey(0))
+    lr = np.asarray(res.metrics["learning_rate"])
+    steps = tiny_config.update_epochs * tiny_config.num_minibatches
+    expected = tiny_config.lr * (1 - np.arange(tiny_config.num_updates) * steps / tiny_config.num_gradient_steps)
+    np.testing.assert_allclose(lr, expected, rtol=1e-5)
+    flat = jax.jit(make_train(tiny_config.replace(anneal_lr=False)))(jax.random.PRNGKey(0))
+    np.testing.assert_allclose(flat.metrics["learning_rate"], tiny_config.lr, rtol=1e-6)
+
+
+def test_episode_metrics_report_finished_episodes():
+    # 5-step time limit: every env finishes an episode every 5 steps.
+    config = PPOConfig(env_params={"max_steps_in_episode": 5}, num_envs=2, num_steps=10,
+                       total_timesteps=40, num_minibatches=1, update_epochs=1)
+    res = jax.jit(make_train(config))(jax.random.PRNGKey(0))
+    ep_len = np.asarray(res.metrics["episode_length"])
+    assert np.all(ep_len <= 5) and np.all(ep_len >= 1)
+    np.testing.assert_array_equal(res.metrics["episode_return"], ep_len)  # CartPole: reward 1 per step
+    assert np.all(np.asarray(res.metrics["episodes_finished"]) >= 4)
+
+
+def test_episode_return_is_nan_until_an_episode_finishes():
+    config = PPOConfig(num_envs=2, num_steps=4, total_timesteps=8, num_minibatches=1)
+    res = jax.jit(make_train(config))(jax.random.PRNGKey(0))
+    assert np.isnan(res.metrics["episode_return"][0])  # 4 steps: no CartPole episode ends
+    assert int(res.metrics["episodes_finished"][0]) == 0
+
+
+@pytest.mark.parametrize("env_name", ["Pendulum-v1", "MountainCarContinuous-v0"])
+def test_continuous_actions_stored_unclipped_but_env_sees_clipped(env_name):
+    config = PPOConfig(env_name=env_name, num_envs=2, num_steps=8, total_timesteps=16,
+                       num_minibatches=1, ent_coef=0.0)
+    train = make_train(config)
+    state = train.init(jax.random.PRNGKey(0))
+    # Push the policy mean far outside the bounds.
+    params = jax.tree_util.tree_map_with_path(
+        lambda p, x: x + 100.0 if "policy_head" in jax.tree_util.keystr(p) and "bias" in jax.tree_util.keystr(p) else x,
+        state.params,
+    )
+    from purejaxppo.rollout import collect_rollout
+    from purejaxppo.envs import VecEnv, make_env
+    env, env_params, spec = make_env(env_name)
+    vec = VecEnv(env, env_params, spec, 2)
+    policy = lambda p, o: train.network.apply(p, o, method=train.network.policy)
+    _, traj = collect_rollout(policy, params, vec, state.env, jax.random.PRNGKey(1), 8)
+    assert float(jnp.min(traj.actions)) > spec.action_high[0]  # stored unclipped
+    assert np.isfinite(np.asarray(traj.log_probs)).all()
+    # the env stepped with the clipped action: same transition as stepping with high
+    out = vec.step(jax.random.PRNGKey(2), state.env.env_state, jnp.full((2, 1), 50.0))
+    ref = vec.step(jax.random.PRNGKey(2), state.env.env_state, jnp.full((2, 1), spec.action_high[0]))
+    np.testing.assert_array_equal(out.obs, ref.obs)
+    np.testing.assert_array_equal(out.reward, ref.reward)
+
+
+@pytest.mark.parametrize("env_name", ["Acrobot-v1", "Catch-bsuite", "Breakout-MinAtar", "Reacher-misc"])
+def test_other_env_families_run(env_name):
+    config = PPOConfig(env_name=env_name, num_envs=2, num_steps=16, total_timesteps=64,
+                       num_minibatches=2, update_epochs=1, hidden_sizes=(16,))
+    res = jax.jit(make_train(config))(jax.random.PRNGKey(0))
+    assert res.metrics["policy_loss"].shape == (2,)
+    assert np.isfinite(res.metrics["value_loss"]).all()
+
+
+@pytest.mark.parametrize("objective", ["kl_penalty", "pg"])
+def test_variant_objectives_train(tiny_config, objective):
+    res = jax.jit(make_train(tiny_config.replace(policy_objective=objective, kl_coef=0.5)))(jax.random.PRNGKey(0))
+    assert np.isfinite(res.metrics["policy_loss"]).all()
