@@ -85,7 +85,13 @@ class PPOConfig:
             gradient steps (an optax schedule).
         norm_adv: normalise advantages per minibatch (mean 0, std 1).
         clip_vloss: clip the value update around the old value estimate
-            (PPO2 style), with the same ``clip_eps``.
+            (PPO2 style), with the same ``clip_eps``. On by default, as in
+            PureJaxRL and CleanRL: with one global gradient-norm clip over
+            actor and critic, the large early value gradients otherwise eat
+            the policy's share (CartPole defaults, 8 seeds, keys 42 and 2:
+            median final return 449 and 489 without it, 500 and 500 with it).
+            Turn it off where values are large (it limits each value update
+            to +-clip_eps), e.g. Pendulum without reward scaling.
         policy_objective: ``"clip"`` (PPO-Clip, the default),
             ``"kl_penalty"`` (PPO-Penalty: ``r*A - kl_coef*KL(old||new)``),
             or ``"pg"`` (vanilla policy gradient with a learned baseline:
@@ -118,7 +124,7 @@ class PPOConfig:
 
     anneal_lr: bool = True
     norm_adv: bool = True
-    clip_vloss: bool = False
+    clip_vloss: bool = True
     policy_objective: Literal["clip", "kl_penalty", "pg"] = "clip"
 
     hidden_sizes: tuple[int, ...] = (64, 64)

@@ -14,6 +14,7 @@ def test_defaults_are_the_classic_control_settings():
     assert (c.lr, c.anneal_lr, c.gamma, c.gae_lambda, c.clip_eps) == (2.5e-4, True, 0.99, 0.95, 0.2)
     assert (c.ent_coef, c.vf_coef, c.max_grad_norm) == (0.01, 0.5, 0.5)
     assert (c.hidden_sizes, c.activation) == ((64, 64), "tanh")
+    assert c.clip_vloss and c.norm_adv
     assert (c.batch_size, c.minibatch_size, c.num_updates) == (512, 128, 976)
 
 

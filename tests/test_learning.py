@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 def test_cartpole_defaults_reach_475_within_5e5_steps():
     config = PPOConfig(env_name="CartPole-v1", total_timesteps=500_000)
-    keys = jax.random.split(jax.random.PRNGKey(42), 4)
+    keys = jax.random.split(jax.random.PRNGKey(42), 4)  # 8 seeds: examples/cartpole_seeds.py
     result = jax.jit(jax.vmap(make_train(config)))(keys)
     finals = final_return(result.metrics)
     assert np.median(finals) >= 475, finals
@@ -30,7 +30,7 @@ def test_cartpole_defaults_reach_475_within_5e5_steps():
 def test_pendulum_clearly_improves():
     config = PPOConfig(
         env_name="Pendulum-v1", total_timesteps=200_000, num_envs=16, num_steps=128,
-        update_epochs=10, num_minibatches=16, lr=1e-3, gamma=0.95, ent_coef=0.0,
+        update_epochs=10, num_minibatches=16, lr=1e-3, gamma=0.95, ent_coef=0.0, clip_vloss=False,
     )
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
     result = jax.jit(jax.vmap(make_train(config)))(keys)
