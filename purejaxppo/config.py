@@ -30,6 +30,7 @@ from flax import struct
 
 ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "elu", "leaky_relu")
 POLICY_OBJECTIVES = ("clip", "kl_penalty", "pg")
+TORSOS = ("auto", "mlp", "cnn")
 
 
 @struct.dataclass
@@ -102,6 +103,11 @@ class PPOConfig:
         hidden_sizes: widths of the hidden layers of both the actor and the
             critic MLP (separate networks).
         activation: one of ``ACTIVATIONS``.
+        torso: ``"mlp"`` (observations flattened), ``"cnn"`` (3x3 stride-1
+            convolutions over (H, W, C) image observations, then the MLP) or
+            ``"auto"``: the CNN for 3-D observations such as MinAtar's
+            10x10xC, the MLP otherwise.
+        cnn_channels: output channels of each convolution of the CNN torso.
     """
 
     env_name: Annotated[str, tyro.conf.arg(aliases=("--env",))] = "CartPole-v1"
@@ -129,6 +135,8 @@ class PPOConfig:
 
     hidden_sizes: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
+    torso: Literal["auto", "mlp", "cnn"] = "auto"
+    cnn_channels: tuple[int, ...] = (16,)
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -178,8 +186,9 @@ class PPOConfig:
         for name in ("env_kwargs", "env_params"):
             if isinstance(getattr(self, name), dict):
                 object.__setattr__(self, name, tuple(sorted(getattr(self, name).items())))
-        if isinstance(self.hidden_sizes, list):
-            object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
+        for name in ("hidden_sizes", "cnn_channels"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         _validate(self)
 
 
@@ -273,6 +282,14 @@ def _validate(c: PPOConfig) -> None:
         raise ValueError(
             f"hidden_sizes must be a non-empty tuple of positive ints, "
             f"got {c.hidden_sizes!r}"
+        )
+    if c.torso not in TORSOS:
+        raise ValueError(f"torso={c.torso!r} is unknown; allowed: {', '.join(TORSOS)}")
+    if not isinstance(c.cnn_channels, tuple) or not c.cnn_channels or not all(
+        isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in c.cnn_channels
+    ):
+        raise ValueError(
+            f"cnn_channels must be a non-empty tuple of positive ints, got {c.cnn_channels!r}"
         )
     if c.activation not in ACTIVATIONS:
         raise ValueError(

@@ -24,7 +24,7 @@ def make_evaluate(config: PPOConfig, num_episodes: int = 16, deterministic: bool
         raise ValueError(f"num_episodes must be a positive int, got {num_episodes!r}")
     env, env_params, spec = make_env(config.env_name, config.env_kwargs, config.env_params)
     vec_env = VecEnv(env, env_params, spec, num_episodes)
-    network = make_network(spec, config.hidden_sizes, config.activation)
+    network = make_network(spec, config.hidden_sizes, config.activation, config.torso, config.cnn_channels)
     max_steps = int(np.asarray(env_params.max_steps_in_episode))
 
     def evaluate(params: Any, rng: jax.Array) -> jax.Array:

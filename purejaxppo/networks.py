@@ -57,6 +57,44 @@ class MLP(nn.Module):
         return x
 
 
+class CNN(nn.Module):
+    """3x3 stride-1 VALID convolutions over (..., H, W, C), then the `MLP`."""
+
+    channels: Sequence[int]
+    hidden_sizes: Sequence[int]
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        batch_shape = obs.shape[:-3]
+        x = obs.reshape((-1,) + obs.shape[-3:])
+        act = ACTIVATION_FNS[self.activation]
+        for ch in self.channels:
+            x = act(
+                nn.Conv(
+                    ch,
+                    (3, 3),
+                    padding="VALID",
+                    kernel_init=nn.initializers.orthogonal(_HIDDEN_GAIN),
+                    bias_init=nn.initializers.zeros,
+                )(x)
+            )
+        x = x.reshape(batch_shape + (-1,))
+        return MLP(self.hidden_sizes, self.activation, obs_ndim=1)(x)
+
+
+def resolve_torso(torso: str, obs_shape: Sequence[int]) -> str:
+    """``"mlp"`` or ``"cnn"``; ``"auto"`` picks the CNN for (H, W, C) observations."""
+    if torso == "auto":
+        return "cnn" if len(obs_shape) == 3 else "mlp"
+    if torso == "cnn" and len(obs_shape) != 3:
+        raise ValueError(
+            f"torso='cnn' needs (H, W, C) image observations, got obs_shape={tuple(obs_shape)}; "
+            "allowed for this env: 'mlp' or 'auto'"
+        )
+    return torso
+
+
 class ActorCritic(nn.Module):
     """Separate actor and critic MLPs; returns ``(distribution, value)``.
 
@@ -68,11 +106,17 @@ class ActorCritic(nn.Module):
     spec: EnvSpec
     hidden_sizes: Sequence[int] = (64, 64)
     activation: str = "tanh"
+    torso: str = "mlp"
+    cnn_channels: Sequence[int] = (16,)
 
     def setup(self):
-        obs_ndim = len(self.spec.obs_shape)
-        self.actor_torso = MLP(self.hidden_sizes, self.activation, obs_ndim)
-        self.critic_torso = MLP(self.hidden_sizes, self.activation, obs_ndim)
+        if self.torso == "cnn":
+            make = lambda: CNN(self.cnn_channels, self.hidden_sizes, self.activation)
+        else:
+            obs_ndim = len(self.spec.obs_shape)
+            make = lambda: MLP(self.hidden_sizes, self.activation, obs_ndim)
+        self.actor_torso = make()
+        self.critic_torso = make()
         self.policy_head = _dense(self.spec.action_dim, _POLICY_GAIN)
         self.value_head = _dense(1, _VALUE_GAIN)
         if not self.spec.discrete:
@@ -95,6 +139,19 @@ class ActorCritic(nn.Module):
         return self.policy(obs), self.value(obs)
 
 
-def make_network(spec: EnvSpec, hidden_sizes: Sequence[int], activation: str) -> ActorCritic:
-    """The actor-critic for an environment; the head follows its action space."""
-    return ActorCritic(spec=spec, hidden_sizes=tuple(hidden_sizes), activation=activation)
+def make_network(
+    spec: EnvSpec,
+    hidden_sizes: Sequence[int],
+    activation: str,
+    torso: str = "auto",
+    cnn_channels: Sequence[int] = (16,),
+) -> ActorCritic:
+    """The actor-critic for an environment; the head follows its action space
+    and the torso (``"auto"``) its observation shape."""
+    return ActorCritic(
+        spec=spec,
+        hidden_sizes=tuple(hidden_sizes),
+        activation=activation,
+        torso=resolve_torso(torso, spec.obs_shape),
+        cnn_channels=tuple(cnn_channels),
+    )

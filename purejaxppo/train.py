@@ -107,7 +107,7 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
         raise TypeError(f"config must be a PPOConfig, got {type(config).__name__}")
     env, env_params, spec = make_env(config.env_name, config.env_kwargs, config.env_params)
     vec_env = VecEnv(env, env_params, spec, config.num_envs)
-    network = make_network(spec, config.hidden_sizes, config.activation)
+    network = make_network(spec, config.hidden_sizes, config.activation, config.torso, config.cnn_channels)
     loss_static = LossStatic(
         norm_adv=config.norm_adv,
         clip_vloss=config.clip_vloss,

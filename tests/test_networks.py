@@ -68,3 +68,27 @@ def test_orthogonal_init_gains_and_separate_networks():
     for leaf_path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         if "bias" in jax.tree_util.keystr(leaf_path):
             np.testing.assert_array_equal(leaf, 0.0)
+
+
+def test_cnn_torso_for_image_observations():
+    _, _, spec = make_env("Breakout-MinAtar")  # (10, 10, 4)
+    net = make_network(spec, (64,), "relu", torso="auto", cnn_channels=(16,))
+    obs = jnp.zeros((2, 7, *spec.obs_shape))  # extra batch axes pass through
+    params = net.init(jax.random.PRNGKey(0), obs)
+    conv = params["params"]["actor_torso"]["Conv_0"]["kernel"]
+    assert conv.shape == (3, 3, 4, 16)
+    dense = params["params"]["actor_torso"]["MLP_0"]["Dense_0"]["kernel"]
+    assert dense.shape == (8 * 8 * 16, 64)  # VALID 3x3 conv: 10x10 -> 8x8
+    dist, value = net.apply(params, obs)
+    assert dist.logits.shape == (2, 7, spec.action_dim) and value.shape == (2, 7)
+    mlp = make_network(spec, (64,), "relu", torso="mlp").init(jax.random.PRNGKey(0), obs)
+    assert mlp["params"]["actor_torso"]["Dense_0"]["kernel"].shape == (400, 64)
+
+
+def test_cnn_torso_rejects_flat_observations():
+    from purejaxppo import PPOConfig, make_train
+
+    with pytest.raises(ValueError, match=r"torso='cnn' needs \(H, W, C\) image observations, got obs_shape=\(4,\)"):
+        make_train(PPOConfig(torso="cnn"))
+    with pytest.raises(ValueError, match="torso='conv' is unknown"):
+        PPOConfig(torso="conv")
