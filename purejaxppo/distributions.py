@@ -1,6 +1,6 @@
 """Action distributions: a categorical and a diagonal Gaussian, as pytrees.
 
-Each offers ``mode()``, ``sample(key)``, ``log_prob(action)``, ``entropy()`` and
+Each offers ``mode()``, ``sample(key)``, ``sample_from_noise(noise)``, ``log_prob(action)``, ``entropy()`` and
 ``kl(other)`` (KL(self || other)), batched over any leading axes.
 """
 
@@ -32,7 +32,14 @@ class Categorical:
 
     def sample(self, key: jax.Array) -> jax.Array:
         """Integer actions, shape ``logits.shape[:-1]``."""
-        return jax.random.categorical(key, self.logits, axis=-1)
+        return self.sample_from_noise(jax.random.gumbel(key, self.logits.shape))
+
+    def sample_from_noise(self, noise: jax.Array) -> jax.Array:
+        """Gumbel-max sampling: argmax(logits + g), g ~ Gumbel(0, 1) of logits' shape.
+
+        Lets a caller draw the noise for many steps in one batched call.
+        """
+        return jnp.argmax(self.logits + noise, axis=-1)
 
     def log_prob(self, action: jax.Array) -> jax.Array:
         """log pi(action), shape ``action.shape``."""
@@ -67,7 +74,10 @@ class DiagGaussian:
 
     def sample(self, key: jax.Array) -> jax.Array:
         """Unclipped actions, shape ``mean.shape``."""
-        noise = jax.random.normal(key, self.mean.shape, self.mean.dtype)
+        return self.sample_from_noise(jax.random.normal(key, self.mean.shape, self.mean.dtype))
+
+    def sample_from_noise(self, noise: jax.Array) -> jax.Array:
+        """mean + std * z for standard normal ``noise`` z of ``mean``'s shape."""
         return self.mean + jnp.exp(self.log_std) * noise
 
     def log_prob(self, action: jax.Array) -> jax.Array:
@@ -86,3 +96,12 @@ class DiagGaussian:
         mean_term = ((self.mean - other.mean) * jnp.exp(-other.log_std)) ** 2
         per_dim = 0.5 * (var_ratio + mean_term - 1.0) - (self.log_std - other.log_std)
         return jnp.sum(jnp.broadcast_to(per_dim, self.mean.shape), axis=-1)
+
+
+def action_noise(key: jax.Array, shape: tuple[int, ...], discrete: bool) -> jax.Array:
+    """The noise `sample_from_noise` turns into actions, for a batch ``shape``
+    whose last axis is the number of actions (discrete: Gumbel) or the action
+    dimension (continuous: standard normal)."""
+    if discrete:
+        return jax.random.gumbel(key, shape)
+    return jax.random.normal(key, shape)

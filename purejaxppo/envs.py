@@ -129,13 +129,24 @@ class VecEnv:
 
     Static (hashable by identity); holds no arrays, so closing over it in a
     jitted function adds nothing to the graph but the env's own maths.
+
+    Auto-reset, fast path: gymnax's ``step`` draws a fresh reset state on
+    every step (a key split and a reset, thrown away unless the episode
+    ended). For envs that use gymnax's own ``step`` (all built-ins but
+    DeepSea), `draw_resets` computes the reset states of a whole rollout in
+    one batched call before the loop, and `step_with_keys` selects them where
+    an episode ends: the same transition distribution, with no random-number
+    generation left inside the sequential loop except the env's own.
     """
 
     def __init__(self, env, env_params, spec: EnvSpec, num_envs: int):
+        from gymnax.environments.environment import Environment
+
         self.env = env
         self.env_params = env_params
         self.spec = spec
         self.num_envs = num_envs
+        self.presampled_resets = isinstance(env, Environment) and type(env).step is Environment.step
 
     def reset(self, key: jax.Array):
         """Reset all envs; return ``(obs (N, *obs_shape) float32, env_state)``."""
@@ -145,8 +156,25 @@ class VecEnv:
         chex.assert_shape(obs, (self.num_envs, *self.spec.obs_shape))
         return obs, state
 
+    def draw_resets(self, keys: jax.Array):
+        """Reset states for keys of shape (T, N): ``(obs (T, N, ...), state)``,
+        or None where the env's own ``step`` must do its resets."""
+        if not self.presampled_resets:
+            return None
+        reset = jax.vmap(jax.vmap(self.env.reset_env, in_axes=(0, None)), in_axes=(0, None))
+        obs, state = reset(keys, self.env_params)
+        return obs.astype(jnp.float32), state
+
     def step(self, key: jax.Array, env_state, action: jax.Array) -> VecStep:
         """Step all envs with ``action`` (N, *action_shape); auto-resets."""
+        return self.step_with_keys(jax.random.split(key, self.num_envs), env_state, action)
+
+    def step_with_keys(self, keys: jax.Array, env_state, action: jax.Array, resets=None) -> VecStep:
+        """`step` with one PRNG key per env already drawn (``keys``: N keys).
+
+        ``resets``: this step's slice of `draw_resets` (obs (N, ...), state);
+        where given, envs that finish take these as their reset states.
+        """
         chex.assert_shape(action, (self.num_envs, *self.spec.action_shape))
         if self.spec.discrete:
             env_action = action
@@ -154,19 +182,33 @@ class VecEnv:
             low = jnp.asarray(self.spec.action_low, jnp.float32)
             high = jnp.asarray(self.spec.action_high, jnp.float32)
             env_action = jnp.clip(action, low, high)
-        keys = jax.random.split(key, self.num_envs)
-        obs, state, reward, terminated, truncated, info = jax.vmap(
-            self.env.step, in_axes=(0, 0, 0, None)
-        )(keys, env_state, env_action, self.env_params)
+        if resets is None:
+            obs, state, reward, terminated, truncated, info = jax.vmap(
+                self.env.step, in_axes=(0, 0, 0, None)
+            )(keys, env_state, env_action, self.env_params)
+            final_obs = info["final_observation"]
+        else:
+            final_obs, state_st, reward, terminated, truncated = jax.vmap(
+                self._step_no_reset, in_axes=(0, 0, 0, None)
+            )(keys, env_state, env_action, self.env_params)
+            done = jnp.logical_or(terminated, truncated)
+            reset_obs, reset_state = resets
+            pick = lambda re, st: jnp.where(done.reshape(done.shape + (1,) * (st.ndim - 1)), re, st)
+            state = jax.tree.map(pick, reset_state, state_st)
+            obs = pick(reset_obs, final_obs.astype(jnp.float32))
         out = VecStep(
             obs=obs.astype(jnp.float32),
             env_state=state,
             reward=jnp.reshape(reward, (self.num_envs,)).astype(jnp.float32),
             terminated=jnp.reshape(terminated, (self.num_envs,)).astype(bool),
             truncated=jnp.reshape(truncated, (self.num_envs,)).astype(bool),
-            final_obs=info["final_observation"].astype(jnp.float32),
+            final_obs=final_obs.astype(jnp.float32),
         )
         chex.assert_shape([out.obs, out.final_obs], (self.num_envs, *self.spec.obs_shape))
         return out
 
-
+    def _step_no_reset(self, key, state, action, params):
+        """gymnax's ``Environment.step`` without its auto-reset (one env)."""
+        obs, state, reward, terminated, _ = self.env.step_env(key, state, action, params)
+        truncated = self.env.is_truncated(state, params)
+        return obs, state, reward, terminated, truncated

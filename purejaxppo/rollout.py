@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from purejaxppo.distributions import action_noise
 from purejaxppo.envs import VecEnv
 
 
@@ -114,12 +115,20 @@ def collect_rollout(
     """
     n = vec_env.num_envs
 
-    def env_step(carry: EnvCarry, step_key: jax.Array):
-        act_key, env_key = jax.random.split(step_key)
+    spec = vec_env.spec
+    # All randomness of the rollout in two batched calls, outside the
+    # sequential loop: the action noise and one key per env and step.
+    noise_key, env_key, reset_key = jax.random.split(key, 3)
+    noise = action_noise(noise_key, (num_steps, n, spec.action_dim), spec.discrete)
+    env_keys = jax.random.split(env_key, (num_steps, n))
+    resets = vec_env.draw_resets(jax.random.split(reset_key, (num_steps, n)))
+
+    def env_step(carry: EnvCarry, step_inputs):
+        step_noise, step_keys, step_resets = step_inputs
         dist = policy_fn(params, carry.obs)
-        action = dist.sample(act_key)
+        action = dist.sample_from_noise(step_noise)
         log_prob = dist.log_prob(action)
-        step = vec_env.step(env_key, carry.env_state, action)
+        step = vec_env.step_with_keys(step_keys, carry.env_state, action, step_resets)
         done = step.terminated | step.truncated
         transition = Trajectory(
             obs=carry.obs,
@@ -137,8 +146,7 @@ def collect_rollout(
         )
         return new_carry, transition
 
-    carry, traj = jax.lax.scan(env_step, carry, jax.random.split(key, num_steps))
-    spec = vec_env.spec
+    carry, traj = jax.lax.scan(env_step, carry, (noise, env_keys, resets))
     chex.assert_shape([traj.obs, traj.final_obs], (num_steps, n, *spec.obs_shape))
     chex.assert_shape(traj.actions, (num_steps, n, *spec.action_shape))
     chex.assert_shape(

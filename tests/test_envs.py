@@ -1,0 +1,43 @@
+"""VecEnv: the pre-drawn-reset fast path is gymnax's own step, exactly."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from purejaxppo.envs import VecEnv, make_env
+
+
+@pytest.mark.parametrize("env_name", ["CartPole-v1", "Pendulum-v1", "Breakout-MinAtar", "Catch-bsuite"])
+def test_fast_path_equals_gymnax_step(env_name):
+    env, params, spec = make_env(env_name, env_params=(("max_steps_in_episode", 3),))
+    n = 5
+    vec = VecEnv(env, params, spec, n)
+    assert vec.presampled_resets
+    _, state = vec.reset(jax.random.PRNGKey(0))
+    resets_seen = 0
+    for t in range(7):  # several auto-resets (time limit 3)
+        keys = jax.random.split(jax.random.PRNGKey(100 + t), n)
+        if spec.discrete:
+            action = jax.random.randint(jax.random.PRNGKey(t), (n,), 0, spec.action_dim)
+        else:
+            action = jax.random.normal(jax.random.PRNGKey(t), (n, spec.action_dim)) * 3
+        # gymnax's step splits each key into (step key, reset key).
+        split = jax.vmap(jax.random.split)(keys)
+        reset_obs, reset_state = vec.draw_resets(split[None, :, 1])
+        fast = vec.step_with_keys(split[:, 0], state, action, (reset_obs[0], jax.tree.map(lambda x: x[0], reset_state)))
+        ref = vec.step_with_keys(keys, state, action)  # env.step: gymnax's own auto-reset
+        for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(ref)):
+            if jnp.issubdtype(a.dtype, jnp.floating):  # the two paths compile apart: 1-ulp FMA differences
+                np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+            else:
+                np.testing.assert_array_equal(a, b)
+        state = ref.env_state
+        resets_seen += int(np.sum(np.asarray(ref.truncated | ref.terminated)))
+    assert resets_seen >= n
+
+
+def test_envs_with_their_own_step_use_it():
+    env, params, spec = make_env("DeepSea-bsuite")
+    vec = VecEnv(env, params, spec, 2)
+    assert not vec.presampled_resets and vec.draw_resets(jnp.zeros((3, 2, 2), jnp.uint32)) is None
