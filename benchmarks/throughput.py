@@ -1,0 +1,330 @@
+"""Throughput benchmark: compile time, steady-state env steps/s, memory, compute floor.
+
+    python benchmarks/throughput.py                 # full suite on the default JAX backend
+    python benchmarks/throughput.py --quick         # tiny sizes (a smoke run)
+    python benchmarks/throughput.py --cases cartpole_default pendulum
+
+The same script runs on CPU, GPU or TPU (nothing in it is backend-specific;
+device memory is read through JAX where the backend reports it). Each case
+runs in its own subprocess, so its peak host RSS is its own. Per case:
+
+* compile time: ``jit(...).lower(...).compile()``, timed alone;
+* steady state: the median of ``--repeats`` calls of the compiled function,
+  each ended by ``block_until_ready``; env steps/s = steps per call / median;
+* env-only rate (uniformly random actions, no network) and rollout-only rate
+  (the policy acts, critic and GAE run, no update epochs), same env and sizes;
+* the compute floor: the device's dense matmul rate (FLOP/s) and tanh rate
+  (evaluations/s), measured in the same run, and the network FLOPs and
+  transcendentals per env step counted from the config
+  (`purejaxppo.flops`, checked against XLA's cost analysis); the floor is
+  the steps/s those two rates allow, and the table gives the fraction of it
+  that training achieves.
+
+Writes ``benchmarks/results/throughput-<device>.json``, a markdown table
+``throughput-<device>.md`` and ``throughput-<device>.png`` (steps/s against
+num_envs and against seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# name -> (PPOConfig overrides, seeds under vmap)
+CASES: dict[str, tuple[dict, int]] = {
+    "cartpole_default": (dict(env_name="CartPole-v1", total_timesteps=500_000), 0),
+    "cartpole_2048x128": (dict(env_name="CartPole-v1", num_envs=2048, num_steps=128,
+                               total_timesteps=2048 * 128 * 4), 0),
+    "cartpole_default_x8": (dict(env_name="CartPole-v1", total_timesteps=131_072), 8),
+    "cartpole_default_x64": (dict(env_name="CartPole-v1", total_timesteps=32_768), 64),
+    "pendulum": (dict(env_name="Pendulum-v1", num_envs=16, num_steps=128, update_epochs=10,
+                      num_minibatches=16, total_timesteps=16 * 128 * 40), 0),
+    "breakout_minatar_cnn": (dict(env_name="Breakout-MinAtar", num_envs=64, num_steps=128,
+                                  update_epochs=4, num_minibatches=8, activation="relu",
+                                  total_timesteps=64 * 128 * 4), 0),
+}
+SWEEP_ENVS = (4, 16, 64, 256, 1024, 2048)
+SWEEP_SEEDS = (1, 8, 64)
+
+QUICK = dict(total_timesteps=4 * 32 * 2, num_envs=4, num_steps=32, num_minibatches=2)
+
+
+def device_name() -> str:
+    import jax
+
+    dev = jax.devices()[0]
+    kind = getattr(dev, "device_kind", "") or dev.platform
+    name = dev.platform if dev.platform == "cpu" else f"{dev.platform}-{kind}"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-").lower()
+
+
+def _time_compiled(fn, args, repeats):
+    import jax
+    import numpy as np
+
+    t0 = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        times.append(time.perf_counter() - t0)
+    return compile_s, float(np.median(times)), times, compiled
+
+
+def device_rates(repeats: int = 3) -> dict:
+    """Dense matmul FLOP/s (1024^3 f32) and tanh evaluations/s (in-cache array)."""
+    import jax
+    import jax.numpy as jnp
+
+    n, reps = 1024, 8
+    a = jnp.ones((n, n), jnp.float32)
+    b = jnp.full((n, n), 1e-3, jnp.float32)
+    mm = lambda a, b: jax.lax.fori_loop(0, reps, lambda i, x: x @ b, a)
+    _, mm_s, _, _ = _time_compiled(mm, (a, b), repeats)
+    m, treps = 1 << 16, 200
+    x = jnp.linspace(-2.0, 2.0, m, dtype=jnp.float32)
+    th = lambda x: jax.lax.fori_loop(0, treps, lambda i, y: jnp.tanh(y) * 1.5, x)
+    _, th_s, _, _ = _time_compiled(th, (x,), repeats)
+    return {"matmul_flops_per_s": 2 * n**3 * reps / mm_s, "tanh_per_s": m * treps / th_s}
+
+
+def _memory() -> dict:
+    import resource
+
+    import jax
+
+    out = {"peak_host_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    try:
+        stats = jax.devices()[0].memory_stats() or {}
+    except Exception:  # backends without memory stats
+        stats = {}
+    if "peak_bytes_in_use" in stats:
+        out["peak_device_mb"] = stats["peak_bytes_in_use"] / 2**20
+    return out
+
+
+def run_case(overrides: dict, seeds: int, repeats: int, rates: dict | None) -> dict:
+    """One case, in this process: training, env-only and rollout-only rates."""
+    import jax
+    import jax.numpy as jnp
+
+    import purejaxppo  # noqa: F401
+    from purejaxppo import PPOConfig, make_train
+    from purejaxppo.advantages import gae
+    from purejaxppo.distributions import Categorical, DiagGaussian
+    from purejaxppo.envs import VecEnv, make_env
+    from purejaxppo.flops import cost_per_env_step
+    from purejaxppo.rollout import EnvCarry, EpisodeStats, collect_rollout, critic_values
+
+    config = PPOConfig(**overrides)
+    n_seeds = max(seeds, 1)
+    steps = config.num_updates * config.batch_size * n_seeds
+    train = make_train(config)
+    key = jax.random.PRNGKey(0)
+    keys = jax.random.split(key, seeds) if seeds else key
+    fn = jax.vmap(train) if seeds else train
+    compile_s, run_s, times, _ = _time_compiled(fn, (keys,), repeats)
+    row = {
+        "config": overrides, "seeds": n_seeds, "env_steps_per_call": steps,
+        "compile_s": compile_s, "run_s": run_s, "run_times_s": times,
+        "steps_per_s": steps / run_s,
+    }
+
+    env, env_params, spec = make_env(config.env_name, config.env_kwargs, config.env_params)
+    vec = VecEnv(env, env_params, spec, config.num_envs)
+    T, U = config.num_steps, config.num_updates
+
+    def random_policy(_, obs):
+        batch = obs.shape[: obs.ndim - len(spec.obs_shape)]
+        if spec.discrete:
+            return Categorical(jnp.zeros(batch + (spec.action_dim,)))
+        return DiagGaussian(jnp.zeros(batch + (spec.action_dim,)), jnp.zeros(batch + (spec.action_dim,)))
+
+    def env_only(rng):
+        obs, state = vec.reset(rng)
+        carry = EnvCarry(state, obs, EpisodeStats.zeros(config.num_envs))
+
+        def body(c, k):
+            c, traj = collect_rollout(random_policy, None, vec, c, k, T)
+            return c, jnp.sum(traj.rewards)
+
+        return jax.lax.scan(body, carry, jax.random.split(rng, U))[1]
+
+    def rollout_only(rng):
+        state = train.init(rng)
+        policy = lambda p, o: train.network.apply(p, o, method=train.network.policy)
+        value = lambda p, o: train.network.apply(p, o, method=train.network.value)
+
+        def body(c, k):
+            c, traj = collect_rollout(policy, state.params, vec, c, k, T)
+            values, next_values = critic_values(value, state.params, traj)
+            adv, _ = gae(traj.rewards, values, next_values, traj.terminated, traj.done,
+                         config.gamma, config.gae_lambda)
+            return c, jnp.mean(adv)
+
+        return jax.lax.scan(body, state.env, jax.random.split(rng, U))[1]
+
+    for name, f in (("env_only", env_only), ("rollout_only", rollout_only)):
+        f = jax.vmap(f) if seeds else f
+        c_s, r_s, _, _ = _time_compiled(f, (keys,), repeats)
+        row[f"{name}_steps_per_s"] = steps / r_s
+        row[f"{name}_compile_s"] = c_s
+
+    cost = cost_per_env_step(config, spec)
+    row["cost_per_env_step"] = cost
+    if rates:
+        floor_s = cost["flops"] / rates["matmul_flops_per_s"] + cost["transcendentals"] / rates["tanh_per_s"]
+        row["floor_steps_per_s"] = 1.0 / floor_s
+        row["fraction_of_floor"] = row["steps_per_s"] / row["floor_steps_per_s"]
+    row.update(_memory())
+    return row
+
+
+def _child(args) -> None:
+    overrides = json.loads(args.child_config)
+    rates = json.loads(args.child_rates) if args.child_rates else None
+    row = run_case(overrides, args.child_seeds, args.repeats, rates)
+    print("RESULT " + json.dumps(row))
+
+
+def _spawn(overrides: dict, seeds: int, repeats: int, rates: dict | None, timeout: int) -> dict:
+    cmd = [sys.executable, __file__, "--child-config", json.dumps(overrides),
+           "--child-seeds", str(seeds), "--repeats", str(repeats)]
+    if rates:
+        cmd += ["--child-rates", json.dumps(rates)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise RuntimeError(f"benchmark case failed ({overrides}, seeds={seeds}):\n{proc.stderr[-4000:]}")
+
+
+def _table(rows: dict, device: str, meta: dict) -> str:
+    lines = [
+        f"# Throughput on {device}",
+        "",
+        f"{meta['machine']}; jax {meta['jax']}, backend {meta['backend']}; "
+        f"matmul {meta['rates']['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s, "
+        f"tanh {meta['rates']['tanh_per_s'] / 1e9:.2f} G/s. "
+        f"Steady state = median of {meta['repeats']} compiled calls; compile timed apart. "
+        f"Command: `{meta['command']}`.",
+        "",
+        "| case | seeds | env steps / call | compile s | run s | steps/s | env-only steps/s | rollout-only steps/s | floor steps/s | of floor | peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in rows.items():
+        lines.append(
+            f"| {name} | {r['seeds']} | {r['env_steps_per_call']:,} | {r['compile_s']:.2f} | {r['run_s']:.2f} "
+            f"| {r['steps_per_s']:,.0f} | {r['env_only_steps_per_s']:,.0f} | {r['rollout_only_steps_per_s']:,.0f} "
+            f"| {r.get('floor_steps_per_s', float('nan')):,.0f} | {r.get('fraction_of_floor', float('nan')):.0%} "
+            f"| {r['peak_host_rss_mb']:,.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _plot(sweeps: dict, path: Path, device: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, (key, label) in zip(axes, (("num_envs", "num_envs (CartPole, 128 steps)"),
+                                       ("seeds", "seeds under vmap (CartPole default)"))):
+        pts = sweeps[key]
+        xs = [p["x"] for p in pts]
+        ax.plot(xs, [p["steps_per_s"] for p in pts], "o-", label="training")
+        ax.plot(xs, [p["rollout_only_steps_per_s"] for p in pts], "s--", label="rollout only")
+        ax.plot(xs, [p["env_only_steps_per_s"] for p in pts], "^:", label="env only")
+        ax.set(xscale="log", yscale="log", xlabel=label, ylabel="env steps / s (all seeds)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend()
+    fig.suptitle(f"purejaxppo throughput on {device}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the num_envs / seeds sweeps")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds per case")
+    parser.add_argument("--child-config", help=argparse.SUPPRESS)
+    parser.add_argument("--child-seeds", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--child-rates", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.child_config:
+        return _child(args)
+
+    import purejaxppo  # noqa: F401  (XLA guard before jax starts)
+    import jax
+
+    device = device_name()
+    rates = device_rates(args.repeats)
+    print(f"device {device}: matmul {rates['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s, "
+          f"tanh {rates['tanh_per_s'] / 1e9:.2f} G/s", flush=True)
+    rows = {}
+    for name in args.cases:
+        overrides, seeds = CASES[name]
+        if args.quick:
+            overrides = {**overrides, **QUICK}
+            seeds = min(seeds, 2)
+        rows[name] = _spawn(overrides, seeds, args.repeats, rates, args.timeout)
+        r = rows[name]
+        print(f"{name:24s} compile {r['compile_s']:6.2f} s  run {r['run_s']:7.2f} s  "
+              f"{r['steps_per_s']:>12,.0f} steps/s  ({r.get('fraction_of_floor', 0):.0%} of floor)", flush=True)
+
+    sweeps = {"num_envs": [], "seeds": []}
+    if not args.no_sweep:
+        env_sizes = (4, 16) if args.quick else SWEEP_ENVS
+        for n in env_sizes:
+            o = dict(env_name="CartPole-v1", num_envs=n, num_steps=128 if not args.quick else 32,
+                     total_timesteps=max(n * 128 * 8, 65_536) if not args.quick else n * 64)
+            r = _spawn(o, 0, args.repeats, rates, args.timeout)
+            sweeps["num_envs"].append({"x": n, **r})
+            print(f"sweep num_envs={n:<5d} {r['steps_per_s']:>12,.0f} steps/s", flush=True)
+        for s in ((1, 2) if args.quick else SWEEP_SEEDS):
+            o = dict(env_name="CartPole-v1", total_timesteps=max(131_072 // s, 16_384)) if not args.quick else QUICK
+            r = _spawn(o, s if s > 1 else 0, args.repeats, rates, args.timeout)
+            sweeps["seeds"].append({"x": s, **r})
+            print(f"sweep seeds={s:<3d} {r['steps_per_s']:>12,.0f} steps/s", flush=True)
+
+    meta = {
+        "device": device,
+        "backend": jax.default_backend(),
+        "jax": jax.__version__,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "rates": rates,
+        "repeats": args.repeats,
+        "quick": args.quick,
+        "command": "python " + " ".join(["benchmarks/throughput.py", *sys.argv[1:]]),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"throughput-{device}" + ("-quick" if args.quick else "")
+    (args.out_dir / f"{stem}.json").write_text(json.dumps({"meta": meta, "cases": rows, "sweeps": sweeps}, indent=1))
+    (args.out_dir / f"{stem}.md").write_text(_table(rows, device, meta))
+    if sweeps["num_envs"] and sweeps["seeds"]:
+        _plot(sweeps, args.out_dir / f"{stem}.png", device)
+    print(f"wrote {args.out_dir / stem}.{{json,md,png}}")
+
+
+if __name__ == "__main__":
+    main()
