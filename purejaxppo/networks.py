@@ -57,6 +57,37 @@ class MLP(nn.Module):
         return x
 
 
+def conv_valid(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Stride-1 VALID convolution of x (B, H, W, C) with kernel (kh, kw, C, O).
+
+    Computed as im2col: the kh*kw shifted views are concatenated on the
+    channel axis and multiplied by the reshaped kernel in one matmul. The
+    maths is that of `lax.conv_general_dilated` (NHWC, HWIO); on CPU, for the
+    small images of MinAtar, forward plus backward runs about 15x faster than
+    XLA's convolution (benchmarks/NOTES.md).
+    """
+    kh, kw, c, o = kernel.shape
+    h, w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+    patches = jnp.concatenate(
+        [x[:, i : i + h, j : j + w, :] for i in range(kh) for j in range(kw)], axis=-1
+    )
+    return patches @ kernel.reshape(kh * kw * c, o)
+
+
+class Conv3x3(nn.Module):
+    """A 3x3 stride-1 VALID convolution layer (`conv_valid`), orthogonal init."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param(
+            "kernel", nn.initializers.orthogonal(_HIDDEN_GAIN), (3, 3, x.shape[-1], self.features)
+        )
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        return conv_valid(x, kernel) + bias
+
+
 class CNN(nn.Module):
     """3x3 stride-1 VALID convolutions over (..., H, W, C), then the `MLP`."""
 
@@ -70,15 +101,7 @@ class CNN(nn.Module):
         x = obs.reshape((-1,) + obs.shape[-3:])
         act = ACTIVATION_FNS[self.activation]
         for ch in self.channels:
-            x = act(
-                nn.Conv(
-                    ch,
-                    (3, 3),
-                    padding="VALID",
-                    kernel_init=nn.initializers.orthogonal(_HIDDEN_GAIN),
-                    bias_init=nn.initializers.zeros,
-                )(x)
-            )
+            x = act(Conv3x3(ch)(x))
         x = x.reshape(batch_shape + (-1,))
         return MLP(self.hidden_sizes, self.activation, obs_ndim=1)(x)
 

@@ -28,7 +28,7 @@ from purejaxppo.envs import VecEnv, make_env
 from purejaxppo.losses import LossStatic, Minibatch
 from purejaxppo.networks import make_network
 from purejaxppo.rollout import EnvCarry, EpisodeStats, collect_rollout, critic_values
-from purejaxppo.update import make_optimizer, ppo_update
+from purejaxppo.update import init_opt_state, make_optimizer, ppo_update
 
 METRIC_NAMES = (
     "episode_return",
@@ -54,7 +54,8 @@ class TrainState:
 
     Attributes:
         params: actor and critic parameters.
-        opt_state: optax state (Adam moments, step count).
+        opt_state: optax state (Adam moments, step count) over the raveled
+            parameter vector (see `purejaxppo.update.init_opt_state`).
         env: env state, current observations, episode statistics.
         rng: the PRNG key for the following updates.
         update_step: updates done so far (int32).
@@ -136,7 +137,7 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
         obs, env_state = vec_env.reset(env_key)
         return TrainState(
             params=params,
-            opt_state=tx.init(params),
+            opt_state=init_opt_state(tx, params),
             env=EnvCarry(env_state=env_state, obs=obs, episode_stats=EpisodeStats.zeros(N)),
             rng=rng,
             update_step=jnp.zeros((), jnp.int32),

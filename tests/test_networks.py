@@ -75,7 +75,7 @@ def test_cnn_torso_for_image_observations():
     net = make_network(spec, (64,), "relu", torso="auto", cnn_channels=(16,))
     obs = jnp.zeros((2, 7, *spec.obs_shape))  # extra batch axes pass through
     params = net.init(jax.random.PRNGKey(0), obs)
-    conv = params["params"]["actor_torso"]["Conv_0"]["kernel"]
+    conv = params["params"]["actor_torso"]["Conv3x3_0"]["kernel"]
     assert conv.shape == (3, 3, 4, 16)
     dense = params["params"]["actor_torso"]["MLP_0"]["Dense_0"]["kernel"]
     assert dense.shape == (8 * 8 * 16, 64)  # VALID 3x3 conv: 10x10 -> 8x8
@@ -92,3 +92,16 @@ def test_cnn_torso_rejects_flat_observations():
         make_train(PPOConfig(torso="cnn"))
     with pytest.raises(ValueError, match="torso='conv' is unknown"):
         PPOConfig(torso="conv")
+
+
+def test_im2col_convolution_equals_lax_conv():
+    from purejaxppo.networks import conv_valid
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 10, 9, 4))
+    k = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 4, 5))
+    ref = jax.lax.conv_general_dilated(x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    np.testing.assert_allclose(conv_valid(x, k), ref, rtol=1e-5, atol=1e-5)
+    g = jax.grad(lambda k: jnp.sum(jnp.sin(conv_valid(x, k))))(k)
+    g_ref = jax.grad(lambda k: jnp.sum(jnp.sin(jax.lax.conv_general_dilated(
+        x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")))))(k)
+    np.testing.assert_allclose(g, g_ref, rtol=1e-4, atol=1e-4)
