@@ -68,18 +68,11 @@ def device_name() -> str:
 
 
 def _time_compiled(fn, args, repeats):
-    import jax
-    import numpy as np
+    from purejaxppo.timing import compile_timed, run_timed
 
-    t0 = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
-    compile_s = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        times.append(time.perf_counter() - t0)
-    return compile_s, float(np.median(times)), times, compiled
+    compiled, compile_s = compile_timed(fn, *args)
+    _, run_s, times = run_timed(compiled, *args, repeats=repeats)
+    return compile_s, float(run_s), times, compiled
 
 
 def device_rates(repeats: int = 3) -> dict:

@@ -9,7 +9,6 @@ every seed thin).
 """
 
 import argparse
-import time
 
 import purejaxppo  # noqa: F401  (before jax computes anything: XLA guard)
 import jax
@@ -17,6 +16,7 @@ import numpy as np
 
 from purejaxppo import PPOConfig, make_train
 from purejaxppo.evaluation import final_return
+from purejaxppo.timing import compile_timed, run_timed
 
 
 def main() -> None:
@@ -29,14 +29,8 @@ def main() -> None:
 
     config = PPOConfig(env_name="CartPole-v1", total_timesteps=args.total_timesteps)
     keys = jax.random.split(jax.random.PRNGKey(args.seed), args.num_seeds)
-    train = jax.jit(jax.vmap(make_train(config)))
-
-    t0 = time.perf_counter()
-    compiled = train.lower(keys).compile()
-    compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    result = jax.block_until_ready(compiled(keys))
-    run_s = time.perf_counter() - t0
+    compiled, compile_s = compile_timed(jax.vmap(make_train(config)), keys)
+    result, run_s, _ = run_timed(compiled, keys)
     steps = config.num_updates * config.batch_size * args.num_seeds
     print(f"{args.num_seeds} seeds x {config.num_updates * config.batch_size:,} steps | "
           f"compile {compile_s:.2f} s | run {run_s:.2f} s | {steps / run_s:,.0f} steps/s")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -41,6 +40,7 @@ def run(args: Args) -> dict:
     import jax
 
     from purejaxppo.evaluation import final_return, make_evaluate
+    from purejaxppo.timing import compile_timed, run_timed
     from purejaxppo.train import make_train
 
     if args.num_seeds <= 0:
@@ -49,14 +49,8 @@ def run(args: Args) -> dict:
         raise ValueError(f"eval_episodes must be >= 0, got {args.eval_episodes}")
     config = args.config
     keys = jax.random.split(jax.random.PRNGKey(args.seed), args.num_seeds)
-    train = jax.jit(jax.vmap(make_train(config)))
-
-    t0 = time.perf_counter()
-    compiled = train.lower(keys).compile()
-    compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    result = jax.block_until_ready(compiled(keys))
-    run_s = time.perf_counter() - t0
+    compiled, compile_s = compile_timed(jax.vmap(make_train(config)), keys)
+    result, run_s, _ = run_timed(compiled, keys)
 
     steps = config.num_updates * config.batch_size
     finals = final_return(result.metrics)
