@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import jax
@@ -49,15 +50,13 @@ def make_evaluate(config: PPOConfig, num_episodes: int = 16, deterministic: bool
 
 
 def final_return(metrics: dict[str, Any], window: int = 10) -> np.ndarray:
-    """Mean ``episode_return`` over the last ``window`` updates (ignoring NaN).
+    """Mean ``episode_return`` over the last ``window`` updates (ignoring NaN;
+    NaN if no episode finished in the window).
 
     Works on (num_updates,) and (seeds, num_updates) metrics alike; returns a
     scalar or one value per seed.
     """
-    returns = np.asarray(metrics["episode_return"])
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=RuntimeWarning)
-            return np.nanmean(returns[..., -window:], axis=-1)
+    window_returns = np.asarray(metrics["episode_return"])[..., -window:]
+    with warnings.catch_warnings():  # all-NaN windows: no episode finished yet
+        warnings.simplefilter("ignore", category=RuntimeWarning)
+        return np.nanmean(window_returns, axis=-1)
