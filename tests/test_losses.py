@@ -179,3 +179,22 @@ def test_ppo_loss_diagnostics_count_saturated_samples():
     assert float(d["clip_fraction_neg_adv"]) == pytest.approx(0.25)  # sample 1
     expected_obj = np.mean([1.2, -0.8, -1.5, 1.0])
     assert float(d["policy_loss"]) == pytest.approx(-expected_obj, rel=1e-6)
+
+
+def test_reference_policy_kl_penalty():
+    static = LossStatic(norm_adv=True, clip_vloss=False, policy_objective="clip")
+    hp = PPOConfig(kl_coef=0.7).hyperparams()
+    batch = _batch(jax.random.PRNGKey(0))
+    params = {"w": jax.random.normal(jax.random.PRNGKey(1), (3, 4)), "v": jnp.zeros((3,))}
+    base, _ = ppo_loss(params, _linear_apply, batch, hp, static)
+    same, d_same = ppo_loss(params, _linear_apply, batch, hp, static, reference_params=params)
+    assert float(d_same["reference_kl"]) == pytest.approx(0.0, abs=1e-7)
+    assert float(same) == pytest.approx(float(base), rel=1e-6)
+    ref = {"w": jnp.zeros((3, 4)), "v": jnp.zeros((3,))}  # uniform reference policy
+    loss, d = ppo_loss(params, _linear_apply, batch, hp, static, reference_params=ref)
+    expected_kl = jnp.mean(Categorical(jnp.zeros((32, 4))).kl(Categorical(batch.obs @ params["w"])))
+    np.testing.assert_allclose(d["reference_kl"], expected_kl, rtol=1e-5)
+    np.testing.assert_allclose(loss, base + 0.7 * expected_kl, rtol=1e-5)
+    # No gradient flows into the reference parameters.
+    g = jax.grad(lambda r: ppo_loss(params, _linear_apply, batch, hp, static, reference_params=r)[0])(ref)
+    assert float(jnp.abs(g["w"]).sum()) == 0.0
