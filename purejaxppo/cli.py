@@ -58,7 +58,9 @@ def run(args: Args) -> dict:
     if args.eval_episodes:
         evaluate = jax.jit(jax.vmap(make_evaluate(config, args.eval_episodes)))
         eval_keys = jax.random.split(jax.random.PRNGKey(args.seed + 1), args.num_seeds)
-        evals = np.asarray(evaluate(result.train_state.params, eval_keys)).mean(axis=1)
+        evals = np.asarray(
+            evaluate(result.train_state.params, eval_keys, result.train_state.obs_norm)
+        ).mean(axis=1)
 
     curve = np.nanmedian(np.asarray(result.metrics["episode_return"]), axis=0) if np.isfinite(
         np.asarray(result.metrics["episode_return"])

@@ -3,6 +3,7 @@
 Read top to bottom, one update is::
 
     rollout   T steps of N envs, actions from the current policy   (lax.scan)
+    normalise observation and reward statistics (optional)       (running stats)
     critic    V on every observation and every final observation  (one batched pass)
     GAE       advantages and value targets, cut at episode ends    (reverse lax.scan)
     update    K epochs x M shuffled minibatches of PPO gradient steps
@@ -27,6 +28,7 @@ from purejaxppo.config import HyperParams, PPOConfig
 from purejaxppo.envs import VecEnv, make_env
 from purejaxppo.losses import LossStatic, Minibatch
 from purejaxppo.networks import make_network
+from purejaxppo.normalization import RewardScaler, RunningMeanStd
 from purejaxppo.rollout import EnvCarry, EpisodeStats, collect_rollout, critic_values
 from purejaxppo.update import init_opt_state, make_optimizer, ppo_update
 
@@ -57,6 +59,10 @@ class TrainState:
         opt_state: optax state (Adam moments, step count) over the raveled
             parameter vector (see `purejaxppo.update.init_opt_state`).
         env: env state, current observations, episode statistics.
+        obs_norm: running mean and variance of the observations (updated
+            only with ``config.normalize_obs``; the policy needs it to act).
+        reward_scaler: running std of the discounted return (updated only
+            with ``config.normalize_reward``).
         rng: the PRNG key for the following updates.
         update_step: updates done so far (int32).
     """
@@ -64,6 +70,8 @@ class TrainState:
     params: Any
     opt_state: optax.OptState
     env: EnvCarry
+    obs_norm: RunningMeanStd
+    reward_scaler: RewardScaler
     rng: jax.Array
     update_step: jax.Array
 
@@ -125,6 +133,11 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
     def apply_fn(params, obs):
         return network.apply(params, obs)
 
+    def normalize_obs(obs_norm: RunningMeanStd, obs: jax.Array, hp: HyperParams) -> jax.Array:
+        if not config.normalize_obs:
+            return obs
+        return obs_norm.normalize(obs, hp.obs_clip)
+
     def optimizer(hp: HyperParams):
         return make_optimizer(hp.lr, hp.max_grad_norm, config.anneal_lr, config.num_gradient_steps)
 
@@ -139,6 +152,8 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
             params=params,
             opt_state=init_opt_state(tx, params),
             env=EnvCarry(env_state=env_state, obs=obs, episode_stats=EpisodeStats.zeros(N)),
+            obs_norm=RunningMeanStd.create(spec.obs_shape),
+            reward_scaler=RewardScaler.create(N),
             rng=rng,
             update_step=jnp.zeros((), jnp.int32),
         )
@@ -148,15 +163,28 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
         tx, lr_schedule = optimizer(hp)
         rng, rollout_key, update_key = jax.random.split(state.rng, 3)
 
-        # 1. Rollout: T steps of N envs with the current policy.
-        env_carry, traj = collect_rollout(policy_fn, state.params, vec_env, state.env, rollout_key, T)
+        # 1. Rollout: T steps of N envs with the current policy, acting on
+        #    observations normalised by the statistics frozen for this rollout.
+        normalize = lambda obs: normalize_obs(state.obs_norm, obs, hp)
+        env_carry, traj = collect_rollout(
+            lambda params, obs: policy_fn(params, normalize(obs)),
+            state.params, vec_env, state.env, rollout_key, T,
+        )
+        obs_norm, reward_scaler = state.obs_norm, state.reward_scaler
+        if config.normalize_obs:
+            obs_norm = obs_norm.update(traj.obs)  # raw obs; used from the next rollout
+            traj = traj.replace(obs=normalize(traj.obs), final_obs=normalize(traj.final_obs))
+        rewards = traj.rewards
+        if config.normalize_reward:
+            reward_scaler = reward_scaler.update(traj.rewards, traj.done, hp.gamma)
+            rewards = reward_scaler.scale(traj.rewards, hp.reward_clip)
 
         # 2. Critic on s_t and on each step's final observation, in one pass.
         values, next_values = critic_values(value_fn, state.params, traj)
 
         # 3. GAE, cut at terminations and truncations; truncations bootstrap.
         advantages, returns = gae(
-            traj.rewards, values, next_values, traj.terminated, traj.done,
+            rewards, values, next_values, traj.terminated, traj.done,
             hp.gamma, hp.gae_lambda,
         )
 
@@ -189,6 +217,8 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
             params=params,
             opt_state=opt_state,
             env=env_carry,
+            obs_norm=obs_norm,
+            reward_scaler=reward_scaler,
             rng=rng,
             update_step=state.update_step + 1,
         )

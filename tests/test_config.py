@@ -126,5 +126,5 @@ def test_make_train_rejects_non_config():
 def test_hyperparams_are_a_traced_pytree():
     hp = PPOConfig(lr=1e-3).hyperparams()
     leaves = jax.tree.leaves(hp)
-    assert len(leaves) == 8 and all(x.shape == () for x in leaves)
+    assert len(leaves) == 10 and all(x.shape == () for x in leaves)
     assert float(hp.lr) == pytest.approx(1e-3)
