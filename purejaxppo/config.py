@@ -7,7 +7,8 @@ The fields split in two kinds, and the split is explicit:
   `total_timesteps`, network sizes, activation and every boolean toggle).
   Changing one of them means a new compilation.
 * **Numeric hyperparameters** (`lr`, `gamma`, `gae_lambda`, `clip_eps`,
-  `ent_coef`, `vf_coef`, `max_grad_norm`) never enter Python control flow.
+  `ent_coef`, `vf_coef`, `max_grad_norm`, `kl_coef`, `obs_clip`,
+  `reward_clip`) never enter Python control flow.
   `PPOConfig.hyperparams()` packs them into the `HyperParams` pytree, which
   the training function takes as a traced argument, so a sweep can
   `jax.vmap` over them inside one compiled call.
@@ -49,6 +50,8 @@ class HyperParams:
     vf_coef: jnp.ndarray
     max_grad_norm: jnp.ndarray
     kl_coef: jnp.ndarray
+    obs_clip: jnp.ndarray
+    reward_clip: jnp.ndarray
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -80,6 +83,10 @@ class PPOConfig:
         kl_coef: coefficient beta of the KL penalty (``policy_objective=
             "kl_penalty"``) and of the KL to a reference policy
             (``reference_kl``); >= 0. Ignored otherwise.
+        obs_clip: normalised observations are clipped to +-obs_clip (with
+            ``normalize_obs``); > 0.
+        reward_clip: scaled rewards are clipped to +-reward_clip (with
+            ``normalize_reward``); > 0.
 
     Toggles (static):
         anneal_lr: decay the learning rate linearly to 0 over all
@@ -98,6 +105,15 @@ class PPOConfig:
             or ``"pg"`` (vanilla policy gradient with a learned baseline:
             ``log pi(a|s) * A``; use ``update_epochs=1, num_minibatches=1``
             for the on-policy actor-critic).
+        normalize_obs: normalise observations by a running mean and
+            variance over all envs, carried in the train state and updated
+            after each rollout (`purejaxppo.normalization`); the rollout acts
+            on, and the update learns from, observations normalised by the
+            statistics as they were when the rollout began.
+        normalize_reward: divide rewards by the running standard deviation
+            of the discounted return (per env, over all envs), updated with
+            each rollout before its advantages are computed. Episode returns
+            in the metrics stay raw.
 
     Networks (static):
         hidden_sizes: widths of the hidden layers of both the actor and the
@@ -127,11 +143,15 @@ class PPOConfig:
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     kl_coef: float = 0.0
+    obs_clip: float = 10.0
+    reward_clip: float = 10.0
 
     anneal_lr: bool = True
     norm_adv: bool = True
     clip_vloss: bool = True
     policy_objective: Literal["clip", "kl_penalty", "pg"] = "clip"
+    normalize_obs: bool = False
+    normalize_reward: bool = False
 
     hidden_sizes: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
@@ -160,6 +180,14 @@ class PPOConfig:
         return self.num_updates * self.update_epochs * self.num_minibatches
 
     # ---------------------------------------------------------------- helpers
+    @classmethod
+    def preset(cls, env_name: str, **overrides: Any) -> "PPOConfig":
+        """The tuned preset for ``env_name`` (see `purejaxppo.presets`), with
+        ``overrides`` applied; a ``ValueError`` lists the presets if none."""
+        from purejaxppo.presets import preset_config  # presets import this module
+
+        return preset_config(env_name, **overrides)
+
     def replace(self, **changes: Any) -> "PPOConfig":
         """A copy with ``changes`` applied (and validated)."""
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
@@ -201,7 +229,7 @@ _INT_FIELDS = (
     "update_epochs",
     "num_minibatches",
 )
-_BOOL_FIELDS = ("anneal_lr", "norm_adv", "clip_vloss")
+_BOOL_FIELDS = ("anneal_lr", "norm_adv", "clip_vloss", "normalize_obs", "normalize_reward")
 # name -> (low, high, low_inclusive, high_inclusive)
 _RANGES = {
     "lr": (0.0, math.inf, False, False),
@@ -212,6 +240,8 @@ _RANGES = {
     "vf_coef": (0.0, math.inf, True, False),
     "max_grad_norm": (0.0, math.inf, False, False),
     "kl_coef": (0.0, math.inf, True, False),
+    "obs_clip": (0.0, math.inf, False, False),
+    "reward_clip": (0.0, math.inf, False, False),
 }
 
 
