@@ -3,7 +3,11 @@
 Trains ``num_seeds`` seeds of one config in a single compiled, vmapped call and
 prints a short table: compile time and steady-state time apart, the learning
 curve (median over seeds), and each seed's final and greedy-evaluation return.
-Every `PPOConfig` field is a flag (``--help`` lists them).
+
+The environment's preset (`purejaxppo.presets`) is the starting point, so
+``--env Pendulum-v1`` alone runs the tuned Pendulum config; every `PPOConfig`
+field is a flag that overrides it (``--env X --help`` lists them with the
+preset's values). ``--no-preset`` starts from the library defaults instead.
 """
 
 from __future__ import annotations
@@ -34,6 +38,38 @@ class Args:
     """Greedy evaluation episodes per seed after training (0 to skip)."""
     json_out: Path | None = None
     """Write the per-update metrics (median over seeds) and the summary here."""
+    preset: bool = True
+    """Start from the env's preset (purejaxppo.presets); --no-preset: library defaults."""
+
+
+def _env_and_preset(argv: list[str]) -> tuple[str, bool]:
+    """First parsing stage: the env name and ``--[no-]preset``, read from argv
+    before the full parse, because the preset sets every flag's default."""
+    env, use_preset = PPOConfig().env_name, True
+    for i, arg in enumerate(argv):
+        for flag in ("--env", "--env-name", "--env_name"):
+            if arg == flag and i + 1 < len(argv):
+                env = argv[i + 1]
+            elif arg.startswith(flag + "="):
+                env = arg.split("=", 1)[1]
+        if arg in ("--preset", "--no-preset"):
+            use_preset = arg == "--preset"
+    return env, use_preset
+
+
+def default_args(argv: list[str]) -> Args:
+    """The defaults for the full parse: the env's preset, when it has one and
+    ``--no-preset`` is absent; otherwise the library defaults for that env.
+    An unknown env is left for the full parse to report."""
+    from purejaxppo.presets import PRESETS
+
+    env, use_preset = _env_and_preset(argv)
+    if use_preset and env in PRESETS:
+        return Args(config=PRESETS[env].config(), preset=True)
+    try:
+        return Args(config=PPOConfig(env_name=env), preset=use_preset)
+    except (TypeError, ValueError):
+        return Args(preset=use_preset)
 
 
 def run(args: Args) -> dict:
@@ -65,7 +101,10 @@ def run(args: Args) -> dict:
     curve = np.nanmedian(np.asarray(result.metrics["episode_return"]), axis=0) if np.isfinite(
         np.asarray(result.metrics["episode_return"])
     ).any() else np.full(config.num_updates, np.nan)
-    print(f"purejaxppo | {config.env_name} | {args.num_seeds} seed(s) x {steps:,} steps "
+    from purejaxppo.presets import PRESETS
+
+    origin = "preset" if args.preset and config.env_name in PRESETS else "library defaults"
+    print(f"purejaxppo | {config.env_name} ({origin} + flags) | {args.num_seeds} seed(s) x {steps:,} steps "
           f"| {config.num_envs} envs x {config.num_steps} steps x {config.num_updates} updates "
           f"| backend {jax.default_backend()}")
     print(f"compile {compile_s:.2f} s | run {run_s:.2f} s | "
@@ -107,7 +146,8 @@ def run(args: Args) -> dict:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m purejaxppo`` and the ``purejaxppo`` script."""
     try:
-        args = tyro.cli(Args, args=sys.argv[1:] if argv is None else argv,
+        argv = sys.argv[1:] if argv is None else argv
+        args = tyro.cli(Args, args=argv, default=default_args(argv),
                         description=__doc__.splitlines()[0])
         run(args)
     except (ValueError, TypeError) as error:

@@ -23,3 +23,56 @@ def test_throughput_benchmark_smoke(tmp_path):
     assert data["meta"]["rates"]["matmul_flops_per_s"] > 0
     md = json_path.with_suffix(".md").read_text()
     assert "| cartpole_default | 1 | 256 |" in md
+
+
+def _load_returns_module():
+    """benchmarks/returns.py as a module (benchmarks/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("returns_benchmark", ROOT / "benchmarks" / "returns.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_returns_iqm_and_bootstrap():
+    import numpy as np
+
+    returns = _load_returns_module()
+    # n = 8: drop the lowest and highest two, mean of 3, 4, 5, 6.
+    assert returns.iqm(np.arange(1, 9)) == 4.5
+    assert returns.iqm([8, 1, 7, 2, 6, 3, 5, 4]) == 4.5  # order does not matter
+    # n = 5 on [0, 5): the middle half [1.25, 3.75] covers 3/4 of x1, all of x2,
+    # 3/4 of x3: (0.75 x1 + x2 + 0.75 x3) / 2.5.
+    x = [100.0, 0.0, 10.0, 1.0, 2.0]  # sorted: 0, 1, 2, 10, 100
+    assert np.isclose(returns.iqm(x), (0.75 * 1 + 2 + 0.75 * 10) / 2.5)  # 4.1
+    assert returns.iqm([3.0]) == 3.0
+    np.testing.assert_allclose(returns.iqm(np.arange(16).reshape(2, 8), axis=1), [3.5, 11.5])
+
+    low, high = returns.bootstrap_ci(np.arange(1, 9))
+    assert low <= 4.5 <= high and (low, high) == returns.bootstrap_ci(np.arange(1, 9))  # seeded
+    assert returns.bootstrap_ci([2.0, 2.0, 2.0]) == (2.0, 2.0)
+    stats = returns.summarize_final_returns([1.0, float("nan"), 3.0])
+    assert stats["nan_seeds"] == 1 and stats["iqm"] == 2.0
+
+
+def test_returns_benchmark_smoke(tmp_path):
+    import math
+
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "returns.py"), "--quick", "--presets", "CartPole-v1",
+           "--out-dir", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (json_path,) = tmp_path.glob("returns-*-quick.json")
+    row = json.loads(json_path.read_text())["rows"]["CartPole-v1"]
+    assert row["seeds"] == 2 and len(row["final_returns"]) == 2 and len(row["eval_returns"]) == 2
+    assert math.isfinite(row["final_return_iqm"])
+    assert row["compile_s"] > 0 and row["run_s"] > 0
+    curve = row["curve"]
+    assert row["num_updates"] == 2
+    for key in ("env_steps", "median", "p25", "p75"):
+        assert len(curve[key]) == row["num_updates"], key
+    md = json_path.with_suffix(".md").read_text()
+    assert "| CartPole-v1 | 2 |" in md
+    assert (tmp_path / f"{json_path.stem}.png").exists()
+    assert (tmp_path / f"{json_path.stem}-CartPole-v1.png").exists()

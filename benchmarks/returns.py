@@ -1,0 +1,517 @@
+"""Returns benchmark: train each preset at its budget over several seeds and score it.
+
+    python benchmarks/returns.py                                  # every preset
+    python benchmarks/returns.py --presets CartPole-v1 Pendulum-v1 --seeds 16
+    python benchmarks/returns.py --presets "Breakout-MinAtar (PureJaxRL settings)"
+    python benchmarks/returns.py --quick --presets CartPole-v1    # a smoke run
+
+``--presets`` takes keys of `purejaxppo.presets.PRESETS` (one tuned config
+per env) or of ``presets.BASELINES`` (labelled reference configs, where the
+module has them); the default is every key of ``PRESETS``. Each preset runs
+in its own subprocess, so a crash or a memory blow-up loses that preset
+only, and its memory is freed before the next. Per preset:
+
+* all seeds train in ONE compiled call, ``jax.vmap(make_train(config))`` over
+  ``jax.random.split(PRNGKey(0), seeds)``; compile (lower + compile) is timed
+  apart from the single run of the compiled function (the budgets are too
+  large to repeat);
+* the final return of a seed is the mean ``episode_return`` over its last 10
+  updates (`purejaxppo.evaluation.final_return`); the table gives their mean,
+  median and interquartile mean (IQM) with a 95% percentile bootstrap CI
+  over seeds, and the preset's target is met when the IQM reaches it;
+* each seed's final policy also plays ``--eval-episodes`` greedy episodes
+  (`purejaxppo.evaluation.make_evaluate`);
+* the learning curve is the median and the 25th/75th percentiles over seeds
+  of ``episode_return`` after every update, against env steps.
+
+Writes, under ``benchmarks/results/`` (or ``--out-dir``), with ``<device>``
+named as in ``throughput.py`` (e.g. ``cpu``):
+
+* ``returns-<device>.json``: one row per preset. An existing file is MERGED:
+  rows of presets not rerun are kept, rerun ones replaced, so the full table
+  can be built over several invocations (some envs take 30+ minutes);
+* ``returns-<device>.md``: the table, from all rows of the JSON;
+* ``returns-<device>-<env>.png`` per env (the preset's curve, and any
+  BASELINES rows of the same env on the same axes) and ``returns-<device>.png``
+  (all envs in one grid).
+
+``--quick`` is a smoke mode: at most 4 envs x 128 steps, 2 updates, 2 seeds;
+its files get a ``-quick`` suffix and never mix with the real ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+FINAL_WINDOW = 10  # updates averaged by `final_return` (its default)
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+CONFIDENCE = 0.95
+CURVE_DIGITS = 5  # significant digits of the stored learning curves
+TRAIN_SEED = 0  # jax.random.PRNGKey(TRAIN_SEED), split over the seeds
+EVAL_SEED = 1  # jax.random.PRNGKey(EVAL_SEED), split over the seeds
+
+# --quick: tiny sizes of the preset's own config.
+QUICK_MAX_ENVS = 4
+QUICK_MAX_STEPS = 128
+QUICK_UPDATES = 2
+QUICK_SEEDS = 2
+
+
+# --------------------------------------------------------------- statistics
+def iqm(values: Any, axis: int = -1) -> np.ndarray:
+    """Interquartile mean: the mean of the middle 50% of ``values`` along ``axis``.
+
+    The sorted values are read as n unit-width intervals on [0, n); the IQM
+    is the mean over the middle half [n/4, 3n/4], so a value that straddles a
+    boundary counts with the fraction of it inside. For n divisible by 4 this
+    drops exactly the lowest and highest n/4 values. For other n it differs
+    from ``scipy.stats.trim_mean(x, 0.25)`` (and rliable's IQM), which drops
+    floor(n/4) values from each end with no fractional weights. E.g. n = 5,
+    sorted x0..x4: (0.75 x1 + x2 + 0.75 x3) / 2.5.
+
+    NaN propagates (drop NaN before calling). n = 0 gives NaN.
+    """
+    x = np.sort(np.asarray(values, dtype=np.float64), axis=axis)
+    n = x.shape[axis]
+    if n == 0:
+        return np.full(np.delete(x.shape, axis % x.ndim), np.nan)
+    left = np.arange(n, dtype=np.float64)
+    lo, hi = n / 4.0, 3.0 * n / 4.0
+    weights = np.clip(np.minimum(left + 1.0, hi) - np.maximum(left, lo), 0.0, 1.0)
+    return np.tensordot(np.moveaxis(x, axis, -1), weights, axes=([-1], [0])) / (n / 2.0)
+
+
+def bootstrap_ci(values: Any, statistic=iqm, resamples: int = BOOTSTRAP_RESAMPLES,
+                 confidence: float = CONFIDENCE, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of ``statistic`` over a 1-D sample.
+
+    Draws ``resamples`` resamples of the values with replacement
+    (``numpy.random.default_rng(seed)``), applies ``statistic(batch, axis=-1)``
+    to all of them at once, and returns the (1 - confidence)/2 and
+    (1 + confidence)/2 quantiles. NaN bounds for an empty sample.
+    """
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if x.size == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    samples = x[rng.integers(0, x.size, size=(resamples, x.size))]
+    stats = statistic(samples, axis=-1)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(stats, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+def summarize_final_returns(final_returns: Any) -> dict:
+    """Mean, median, IQM and the IQM's bootstrap CI over the finite per-seed values.
+
+    A seed with no episode finished in its final window has a NaN final
+    return; it is left out of the statistics and counted in ``nan_seeds``.
+    """
+    x = np.asarray(final_returns, dtype=np.float64)
+    finite = x[np.isfinite(x)]
+    nan = math.nan
+    low, high = bootstrap_ci(finite)
+    return {
+        "mean": float(np.mean(finite)) if finite.size else nan,
+        "median": float(np.median(finite)) if finite.size else nan,
+        "iqm": float(iqm(finite)),
+        "iqm_ci95": [low, high],
+        "nan_seeds": int(x.size - finite.size),
+    }
+
+
+def learning_curve(episode_return: Any, batch_size: int) -> dict:
+    """Per update: env steps and the 25/50/75th percentiles of the return over seeds.
+
+    ``episode_return`` has shape (seeds, num_updates). NaN (no episode
+    finished yet) is ignored; an update where every seed is NaN gives NaN.
+    """
+    r = np.asarray(episode_return, dtype=np.float64)
+    with warnings.catch_warnings():  # all-NaN columns before the first episode ends
+        warnings.simplefilter("ignore", category=RuntimeWarning)
+        p25, median, p75 = np.nanpercentile(r, [25, 50, 75], axis=0)
+    rounded = lambda a: [float(f"{v:.{CURVE_DIGITS}g}") for v in a]  # keeps the JSON small
+    return {
+        "env_steps": [(u + 1) * batch_size for u in range(r.shape[1])],
+        "median": rounded(median),
+        "p25": rounded(p25),
+        "p75": rounded(p75),
+    }
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` as plain JSON: non-finite floats -> None, tuples -> lists, numpy -> Python."""
+    if isinstance(obj, Mapping):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, str):
+        return obj
+    return repr(obj)
+
+
+def _num(value: Any) -> float:
+    """A JSON number back to float (None -> NaN)."""
+    return math.nan if value is None else float(value)
+
+
+# ------------------------------------------------------------------ presets
+def available_presets() -> dict:
+    """Every benchmarkable name: ``PRESETS`` (env id -> Preset), then ``BASELINES``."""
+    from purejaxppo import presets
+
+    return {**presets.PRESETS, **getattr(presets, "BASELINES", {})}
+
+
+def quick_config(config):
+    """The smoke-run version of ``config``: at most QUICK_MAX_ENVS x QUICK_MAX_STEPS,
+    QUICK_UPDATES updates, and the largest ``num_minibatches`` up to the
+    preset's that divides the smaller batch."""
+    num_envs = min(config.num_envs, QUICK_MAX_ENVS)
+    num_steps = min(config.num_steps, QUICK_MAX_STEPS)
+    batch_size = num_envs * num_steps
+    num_minibatches = max(d for d in range(1, config.num_minibatches + 1) if batch_size % d == 0)
+    return config.replace(num_envs=num_envs, num_steps=num_steps, num_minibatches=num_minibatches,
+                          total_timesteps=QUICK_UPDATES * batch_size)
+
+
+# -------------------------------------------------------------- child side
+def run_preset(name: str, seeds: int, quick: bool, eval_episodes: int) -> dict:
+    """Train and score preset ``name`` in this process; return its row."""
+    import purejaxppo  # noqa: F401  (XLA guard before jax starts)
+    import jax
+
+    from purejaxppo import make_train
+    from purejaxppo.evaluation import final_return, make_evaluate
+    from purejaxppo.timing import compile_timed, run_timed
+
+    preset = available_presets()[name]
+    config = preset.config()
+    if quick:
+        config = quick_config(config)
+
+    keys = jax.random.split(jax.random.PRNGKey(TRAIN_SEED), seeds)
+    compiled, compile_s = compile_timed(jax.vmap(make_train(config)), keys)
+    result, run_s, _ = run_timed(compiled, keys, repeats=1)
+    episode_return = np.asarray(result.metrics["episode_return"])
+    final_returns = final_return({"episode_return": episode_return}, window=FINAL_WINDOW)
+    stats = summarize_final_returns(final_returns)
+
+    # Greedy evaluation of every seed's final policy, all seeds in one call.
+    state = result.train_state
+    evaluate = make_evaluate(config, eval_episodes)
+    eval_keys = jax.random.split(jax.random.PRNGKey(EVAL_SEED), seeds)
+    eval_args = (state.params, eval_keys) + ((state.obs_norm,) if hasattr(state, "obs_norm") else ())
+    start = time.perf_counter()
+    eval_returns = np.asarray(jax.block_until_ready(jax.jit(jax.vmap(evaluate))(*eval_args)))
+    eval_s = time.perf_counter() - start
+    eval_per_seed = eval_returns.mean(axis=-1)
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from throughput import device_name
+
+    steps_per_seed = config.num_updates * config.batch_size
+    target = preset.target
+    device = jax.devices()[0]
+    return {
+        "env": preset.env_name,
+        "label": name,
+        "seeds": seeds,
+        "budget": config.total_timesteps,
+        "env_steps_per_seed": steps_per_seed,
+        "num_updates": config.num_updates,
+        "config": dataclasses.asdict(config),
+        "source": preset.source,
+        "target": target,
+        "final_returns": final_returns.tolist(),
+        "final_return_mean": stats["mean"],
+        "final_return_median": stats["median"],
+        "final_return_iqm": stats["iqm"],
+        "final_return_iqm_ci95": stats["iqm_ci95"],
+        "final_return_nan_seeds": stats["nan_seeds"],
+        "target_met": None if target is None else bool(stats["iqm"] >= target),
+        "eval_episodes": eval_episodes,
+        "eval_returns": eval_per_seed.tolist(),
+        "eval_return_mean": float(np.mean(eval_per_seed)),
+        "compile_s": compile_s,
+        "run_s": run_s,
+        "wall_s": compile_s + run_s,
+        "eval_s": eval_s,
+        "steps_per_s": seeds * steps_per_seed / run_s,
+        "curve": learning_curve(episode_return, config.batch_size),
+        "quick": quick,
+        "device": device_name(),
+        "backend": jax.default_backend(),
+        "device_kind": getattr(device, "device_kind", "") or device.platform,
+        "jax": jax.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def _probe_device() -> None:
+    """Print the device name (as throughput.py names it) for the parent process."""
+    import purejaxppo  # noqa: F401  (XLA guard before jax starts)
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from throughput import device_name
+
+    print("DEVICE " + device_name())
+
+
+def _spawn(cmd_args: list[str], marker: str, timeout: float) -> str:
+    """Run this script with ``cmd_args``; return the text after ``marker`` on stdout."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), *cmd_args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    for line in proc.stdout.splitlines():
+        if line.startswith(marker):
+            return line[len(marker):]
+    raise RuntimeError(f"exit status {proc.returncode}:\n{proc.stderr[-4000:]}")
+
+
+# -------------------------------------------------------------- parent side
+def _row_order(rows: Mapping[str, dict]) -> list[str]:
+    """Row names in the order of ``available_presets()``, unknown (stale) names last."""
+    order = {name: i for i, name in enumerate(available_presets())}
+    return sorted(rows, key=lambda name: (order.get(name, len(order)), name))
+
+
+def _fmt(value: Any, spec: str = ".1f") -> str:
+    value = _num(value)
+    return "n/a" if math.isnan(value) else format(value, spec)
+
+
+def markdown_table(rows: Mapping[str, dict], meta: dict) -> str:
+    """The returns table of every row, with the machine and the commands that made it."""
+    commands = sorted({r["command"] for r in rows.values() if r.get("command")})
+    lines = [
+        f"# Returns on {meta['device']}",
+        "",
+        f"{meta['machine']}; jax {meta['jax']}, backend {meta['backend']}. "
+        f"Final return per seed = mean episode return over the last {FINAL_WINDOW} updates; "
+        f"IQM over seeds with a {CONFIDENCE:.0%} percentile bootstrap CI ({BOOTSTRAP_RESAMPLES} resamples); "
+        "the target is met when the IQM reaches it. Greedy eval = mean over seeds of the mean return "
+        "of greedy episodes. Compile timed apart from the one run of the compiled call (all seeds vmapped).",
+        "",
+        "Commands: " + "; ".join(f"`{c}`" for c in commands) + ".",
+        "",
+        "| env | seeds | budget | final return mean | IQM [95% CI] | greedy eval mean | target | compile s | run s | wall s |",
+        "|---|---:|---:|---:|---|---:|---|---:|---:|---:|",
+    ]
+    for name in _row_order(rows):
+        r = rows[name]
+        low, high = r["final_return_iqm_ci95"]
+        if r["target"] is None:
+            target = "—"
+        else:
+            target = f"{r['target']:g} {'met' if r['target_met'] else 'MISSED'}"
+        nan_note = f" ({r['final_return_nan_seeds']} NaN)" if r.get("final_return_nan_seeds") else ""
+        lines.append(
+            f"| {name} | {r['seeds']}{nan_note} | {r['budget']:,} | {_fmt(r['final_return_mean'])} "
+            f"| {_fmt(r['final_return_iqm'])} [{_fmt(low)}, {_fmt(high)}] | {_fmt(r['eval_return_mean'])} "
+            f"| {target} | {_fmt(r['compile_s'])} | {_fmt(r['run_s'])} | {_fmt(r['wall_s'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _plot_rows(ax, rows: list[tuple[str, dict]], legend: str | None) -> None:
+    """Median curve with the 25-75% band of each row on ``ax``, one colour per row,
+    and the targets as dotted lines; a legend in font size ``legend`` unless None."""
+    for i, (name, r) in enumerate(rows):
+        c = r["curve"]
+        x = np.asarray(c["env_steps"], dtype=float)
+        color = f"C{i}"
+        ax.plot(x, np.array(c["median"], dtype=float), color=color, lw=1.2,
+                label=f"{name} ({r['seeds']} seeds)")
+        ax.fill_between(x, np.array(c["p25"], dtype=float), np.array(c["p75"], dtype=float),
+                        color=color, alpha=0.25, lw=0)
+    for target in sorted({r["target"] for _, r in rows if r.get("target") is not None}):
+        ax.axhline(target, color="0.4", ls=":", lw=0.9, label=f"target {target:g}")
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(fontsize=legend)
+
+
+def _rows_by_env(rows: Mapping[str, dict]) -> dict[str, list[tuple[str, dict]]]:
+    """Env -> its rows, the PRESETS row (label == env) first, then the baselines."""
+    by_env: dict[str, list[tuple[str, dict]]] = {}
+    for name in _row_order(rows):
+        by_env.setdefault(rows[name]["env"], []).append((name, rows[name]))
+    for env, items in by_env.items():
+        items.sort(key=lambda item: item[0] != env)
+    return by_env
+
+
+def _seeds_text(items: list[tuple[str, dict]]) -> str:
+    """"8 seeds", or "8/3 seeds" when the rows of one plot differ."""
+    return "/".join(dict.fromkeys(str(r["seeds"]) for _, r in items)) + " seeds"
+
+
+def _safe_filename(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
+
+
+def plot_curves(rows: Mapping[str, dict], out_dir: Path, stem: str, device: str) -> list[Path]:
+    """One learning-curve PNG per env and one grid of all envs; return the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_env = _rows_by_env(rows)
+    paths = []
+    for env, items in by_env.items():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        _plot_rows(ax, items, legend="small")
+        ax.set(xlabel="env steps (per seed)", ylabel="episode return",
+               title=f"{env}, {_seeds_text(items)}: median and 25-75% over seeds")
+        fig.tight_layout()
+        path = out_dir / f"{stem}-{_safe_filename(env)}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+
+    ncols = min(4, len(by_env))
+    nrows = math.ceil(len(by_env) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(max(3.2 * ncols, 6.4), 2.6 * nrows + 0.4),
+                             squeeze=False)
+    for ax, (env, items) in zip(axes.flat, by_env.items()):
+        _plot_rows(ax, items, legend="xx-small" if len(items) > 1 else None)
+        ax.set_title(f"{env}, {_seeds_text(items)}", fontsize="small")
+        ax.tick_params(labelsize="x-small")
+        ax.xaxis.get_offset_text().set_fontsize("x-small")
+    for ax in list(axes.flat)[len(by_env):]:
+        ax.set_visible(False)
+    fig.suptitle(f"purejaxppo returns on {device}: median and 25-75% over seeds, x = env steps",
+                 fontsize="medium")
+    fig.tight_layout()
+    path = out_dir / f"{stem}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    paths.append(path)
+    return paths
+
+
+def _load_rows(json_path: Path) -> dict:
+    """Rows of an existing results JSON ({} if none); a clear error if unreadable."""
+    if not json_path.exists():
+        return {}
+    try:
+        return json.loads(json_path.read_text())["rows"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise SystemExit(f"{json_path} exists but is not a returns results file ({err}); "
+                         "move it aside so it is not overwritten") from err
+
+
+def write_results(rows: dict, out_dir: Path, stem: str, meta: dict) -> None:
+    """The JSON of all rows, the markdown table and the PNGs, regenerated from ``rows``."""
+    (out_dir / f"{stem}.json").write_text(json.dumps(json_safe({"meta": meta, "rows": rows}), indent=1))
+    (out_dir / f"{stem}.md").write_text(markdown_table(rows, meta))
+    if rows:
+        plot_curves(rows, out_dir, stem, meta["device"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", metavar="NAME",
+                        help="keys of presets.PRESETS or presets.BASELINES (default: all of PRESETS)")
+    parser.add_argument("--seeds", type=int, help="seeds per preset (default: each preset's benchmark_seeds)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke run: {QUICK_UPDATES} tiny updates, {QUICK_SEEDS} seeds, -quick files")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument("--eval-episodes", type=int, default=16, help="greedy episodes per seed")
+    parser.add_argument("--timeout", type=int, default=4 * 3600, help="seconds per preset")
+    parser.add_argument("--child-preset", help=argparse.SUPPRESS)
+    parser.add_argument("--probe-device", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.probe_device:
+        return _probe_device()
+    if args.child_preset:
+        row = run_preset(args.child_preset, args.seeds, args.quick, args.eval_episodes)
+        print("RESULT " + json.dumps(json_safe(row)))
+        return
+
+    import purejaxppo  # noqa: F401  (XLA guard before jax starts; inherited by the children)
+    from purejaxppo import presets
+
+    # Everything is checked before anything compiles.
+    allowed = available_presets()
+    names = list(dict.fromkeys(args.presets or presets.PRESETS))
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        parser.error(f"unknown preset(s) {unknown}; allowed: {', '.join(map(repr, allowed))}")
+    if args.seeds is not None and args.seeds < 1:
+        parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    if args.eval_episodes < 1:
+        parser.error(f"--eval-episodes must be >= 1, got {args.eval_episodes}")
+
+    device = _spawn(["--probe-device"], "DEVICE ", timeout=600)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"returns-{device}" + ("-quick" if args.quick else "")
+    json_path = args.out_dir / f"{stem}.json"
+    rows = _load_rows(json_path)
+    command = "python " + shlex.join(["benchmarks/returns.py", *sys.argv[1:]])
+
+    failed = []
+    for name in names:
+        seeds = args.seeds or (QUICK_SEEDS if args.quick else allowed[name].benchmark_seeds)
+        child = ["--child-preset", name, "--seeds", str(seeds), "--eval-episodes", str(args.eval_episodes)]
+        try:
+            row = json.loads(_spawn(child + (["--quick"] if args.quick else []), "RESULT ", args.timeout))
+        except (RuntimeError, subprocess.TimeoutExpired) as err:
+            print(f"{name}: FAILED ({err})", file=sys.stderr, flush=True)
+            failed.append(name)
+            continue
+        row["command"] = command
+        rows[name] = row
+        meta = {
+            "device": device,
+            "backend": row["backend"],
+            "device_kind": row["device_kind"],
+            "jax": row["jax"],
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "quick": args.quick,
+        }
+        write_results(rows, args.out_dir, stem, meta)  # after each preset: a long run keeps what is done
+        low, high = row["final_return_iqm_ci95"]
+        target = "" if row["target"] is None else (
+            f"  target {row['target']:g} {'met' if row['target_met'] else 'MISSED'}")
+        print(f"{name:40s} {seeds:3d} seeds  IQM {_fmt(row['final_return_iqm'], '8.1f')} "
+              f"[{_fmt(low)}, {_fmt(high)}]  eval {_fmt(row['eval_return_mean'], '8.1f')}{target}  "
+              f"compile {row['compile_s']:6.1f} s  run {row['run_s']:8.1f} s  "
+              f"{row['steps_per_s']:>10,.0f} steps/s", flush=True)
+
+    if len(failed) < len(names):
+        print(f"wrote {args.out_dir / stem}.{{json,md}} and {stem}*.png")
+    if failed:
+        raise SystemExit(f"failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()
