@@ -38,6 +38,9 @@ class EnvSpec:
         action_dim: number of actions (discrete) or action dimensions (Box).
         action_low, action_high: bounds of a Box action space, as tuples of
             length ``action_dim``; empty for discrete spaces.
+        obs_num_categories: for a ``Discrete(n)`` observation space, ``n``:
+            observations are then one-hot encoded to shape ``(n,)`` (0 for
+            Box observation spaces, which pass through as float32).
     """
 
     obs_shape: tuple[int, ...] = struct.field(pytree_node=False)
@@ -45,6 +48,7 @@ class EnvSpec:
     action_dim: int = struct.field(pytree_node=False)
     action_low: tuple[float, ...] = struct.field(pytree_node=False, default=())
     action_high: tuple[float, ...] = struct.field(pytree_node=False, default=())
+    obs_num_categories: int = struct.field(pytree_node=False, default=0)
 
     @property
     def action_shape(self) -> tuple[int, ...]:
@@ -79,14 +83,20 @@ def make_env(
     env_params = default_params.replace(**overrides)
     obs_space = env.observation_space(env_params)
     act_space = env.action_space(env_params)
-    if not isinstance(obs_space, spaces.Box):
+    if isinstance(obs_space, spaces.Discrete):  # e.g. FrozenLake: one-hot encoded
+        categories = int(obs_space.n)
+        obs_shape = (categories,)
+    elif isinstance(obs_space, spaces.Box):
+        categories = 0
+        obs_shape = tuple(int(d) for d in np.shape(np.zeros(obs_space.shape)))
+    else:
         raise ValueError(
             f"env_name={env_name!r} has a {type(obs_space).__name__} observation "
-            "space; purejaxppo supports Box observation spaces"
+            "space; purejaxppo supports Box and Discrete observation spaces"
         )
-    obs_shape = tuple(int(d) for d in np.shape(np.zeros(obs_space.shape)))
     if isinstance(act_space, spaces.Discrete):
-        spec = EnvSpec(obs_shape=obs_shape, discrete=True, action_dim=int(act_space.n))
+        spec = EnvSpec(obs_shape=obs_shape, discrete=True, action_dim=int(act_space.n),
+                       obs_num_categories=categories)
     elif isinstance(act_space, spaces.Box):
         shape = tuple(act_space.shape) or (1,)
         if len(shape) != 1:
@@ -103,6 +113,7 @@ def make_env(
             action_dim=int(dim),
             action_low=tuple(float(x) for x in low),
             action_high=tuple(float(x) for x in high),
+            obs_num_categories=categories,
         )
     else:
         raise ValueError(
@@ -152,7 +163,7 @@ class VecEnv:
         """Reset all envs; return ``(obs (N, *obs_shape) float32, env_state)``."""
         keys = jax.random.split(key, self.num_envs)
         obs, state = jax.vmap(self.env.reset, in_axes=(0, None))(keys, self.env_params)
-        obs = obs.astype(jnp.float32)
+        obs = self.encode_obs(obs)
         chex.assert_shape(obs, (self.num_envs, *self.spec.obs_shape))
         return obs, state
 
@@ -163,7 +174,14 @@ class VecEnv:
             return None
         reset = jax.vmap(jax.vmap(self.env.reset_env, in_axes=(0, None)), in_axes=(0, None))
         obs, state = reset(keys, self.env_params)
-        return obs.astype(jnp.float32), state
+        return self.encode_obs(obs), state
+
+    def encode_obs(self, obs: jax.Array) -> jax.Array:
+        """Raw env observations to the network's input: float32, and one-hot
+        over the last axis for a ``Discrete`` observation space."""
+        if self.spec.obs_num_categories:
+            return jax.nn.one_hot(obs.astype(jnp.int32), self.spec.obs_num_categories)
+        return obs.astype(jnp.float32)
 
     def step(self, key: jax.Array, env_state, action: jax.Array) -> VecStep:
         """Step all envs with ``action`` (N, *action_shape); auto-resets."""
@@ -186,7 +204,7 @@ class VecEnv:
             obs, state, reward, terminated, truncated, info = jax.vmap(
                 self.env.step, in_axes=(0, 0, 0, None)
             )(keys, env_state, env_action, self.env_params)
-            final_obs = info["final_observation"]
+            obs, final_obs = self.encode_obs(obs), self.encode_obs(info["final_observation"])
         else:
             final_obs, state_st, reward, terminated, truncated = jax.vmap(
                 self._step_no_reset, in_axes=(0, 0, 0, None)
@@ -195,14 +213,15 @@ class VecEnv:
             reset_obs, reset_state = resets
             pick = lambda re, st: jnp.where(done.reshape(done.shape + (1,) * (st.ndim - 1)), re, st)
             state = jax.tree.map(pick, reset_state, state_st)
-            obs = pick(reset_obs, final_obs.astype(jnp.float32))
+            final_obs = self.encode_obs(final_obs)
+            obs = pick(reset_obs, final_obs)
         out = VecStep(
-            obs=obs.astype(jnp.float32),
+            obs=obs,
             env_state=state,
             reward=jnp.reshape(reward, (self.num_envs,)).astype(jnp.float32),
             terminated=jnp.reshape(terminated, (self.num_envs,)).astype(bool),
             truncated=jnp.reshape(truncated, (self.num_envs,)).astype(bool),
-            final_obs=final_obs.astype(jnp.float32),
+            final_obs=final_obs,
         )
         chex.assert_shape([out.obs, out.final_obs], (self.num_envs, *self.spec.obs_shape))
         return out

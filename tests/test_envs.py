@@ -8,7 +8,9 @@ import pytest
 from purejaxppo.envs import VecEnv, make_env
 
 
-@pytest.mark.parametrize("env_name", ["CartPole-v1", "Pendulum-v1", "Breakout-MinAtar", "Catch-bsuite"])
+@pytest.mark.parametrize(
+    "env_name", ["CartPole-v1", "Pendulum-v1", "Breakout-MinAtar", "Catch-bsuite", "FrozenLake-misc"]
+)
 def test_fast_path_equals_gymnax_step(env_name):
     env, params, spec = make_env(env_name, env_params=(("max_steps_in_episode", 3),))
     n = 5
@@ -41,3 +43,18 @@ def test_envs_with_their_own_step_use_it():
     env, params, spec = make_env("DeepSea-bsuite")
     vec = VecEnv(env, params, spec, 2)
     assert not vec.presampled_resets and vec.draw_resets(jnp.zeros((3, 2, 2), jnp.uint32)) is None
+
+
+def test_discrete_observations_are_one_hot():
+    """FrozenLake's observation is a cell index: the network sees it one-hot."""
+    env, params, spec = make_env("FrozenLake-misc")
+    n_cells = int(env.observation_space(params).n)
+    assert spec.obs_shape == (n_cells,) and spec.obs_num_categories == n_cells
+    vec = VecEnv(env, params, spec, 3)
+    obs, state = vec.reset(jax.random.PRNGKey(0))
+    raw_obs, _ = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(jax.random.PRNGKey(0), 3), params)
+    np.testing.assert_array_equal(np.argmax(obs, axis=-1), raw_obs)
+    step = vec.step(jax.random.PRNGKey(1), state, jnp.array([0, 1, 2]))
+    for o in (obs, step.obs, step.final_obs):
+        assert o.dtype == jnp.float32 and o.shape == (3, n_cells)
+        np.testing.assert_array_equal(o.sum(-1), 1.0)
