@@ -474,7 +474,7 @@ def main() -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"returns-{device}" + ("-quick" if args.quick else "")
     json_path = args.out_dir / f"{stem}.json"
-    rows = _load_rows(json_path)
+    _load_rows(json_path)  # an unreadable file stops the run here, before any training
     command = "python " + shlex.join(["benchmarks/returns.py", *sys.argv[1:]])
 
     failed = []
@@ -488,6 +488,7 @@ def main() -> None:
             failed.append(name)
             continue
         row["command"] = command
+        rows = _load_rows(json_path)  # re-read: another invocation may have added rows meanwhile
         rows[name] = row
         meta = {
             "device": device,

@@ -58,7 +58,26 @@ def _preset(env_name: str, source: str, target: float | None = None,
     return Preset(env_name, MappingProxyType(overrides), source, target, benchmark_seeds)
 
 
+# Shared settings, named once. Sources:
+#   gymnax-blines: RobertTLange/gymnax-blines, agents/<env>/ppo.yaml (PPO with
+#     separate ReLU actor and critic, clipped values, Adam eps 1e-5).
+#   PureJaxRL MinAtar: luchris429/purejaxrl, examples/brax_minatar.ipynb
+#     ("briefly tuned to do well on Gymnax's MinAtar environments").
+_BLINES_SMALL = dict(num_envs=8, num_steps=32, update_epochs=4, num_minibatches=4, lr=5e-4,
+                     anneal_lr=False, max_grad_norm=0.5, activation="relu")
+_PUREJAXRL_MINATAR = dict(num_envs=64, num_steps=128, update_epochs=4, num_minibatches=8, lr=5e-3,
+                          anneal_lr=True, activation="relu", hidden_sizes=(64, 64), torso="mlp")
+_PENDULUM = dict(num_envs=16, num_steps=128, update_epochs=10, num_minibatches=16, lr=1e-3,
+                 gamma=0.95, ent_coef=0.0, normalize_obs=True, normalize_reward=True)
+_BSUITE_SOURCE = ("gymnax-blines agents/{env}/ppo.yaml: 8 envs x 32 steps, 4 epochs x 4 "
+                  "minibatches, lr 5e-4 constant, max_grad_norm 0.5, ReLU 64x64, 1.5e5 steps.")
+_MINATAR_SOURCE = ("PureJaxRL's MinAtar settings (examples/brax_minatar.ipynb): lr 5e-3 annealed, "
+                   "64 envs x 128 steps, 4 epochs x 8 minibatches, ReLU 64x64 MLP on the flattened "
+                   "observation; budget 5e6 steps (PureJaxRL trains 1e7). The CNN torso was not "
+                   "measured at this budget: on 2 CPU cores it runs ~5x slower per step.")
+
 _LIST: tuple[Preset, ...] = (
+    # ------------------------------------------------------------ classic control
     _preset(
         "CartPole-v1",
         "The library defaults, which are PureJaxRL's ppo.py settings (4 envs x 128 steps, "
@@ -66,10 +85,110 @@ _LIST: tuple[Preset, ...] = (
         target=475.0,
         total_timesteps=500_000,
     ),
+    _preset(
+        "Acrobot-v1",
+        "gymnax-blines agents/Acrobot-v1/ppo.yaml (16 envs x 32 steps, 4 x 4, lr 5e-4 constant, "
+        "max_grad_norm 1.0, ReLU, 5e5 steps). Compared here with 16 envs x 128 steps, lr 1e-3 "
+        "annealed, tanh, observation normalisation: IQM -86.4 vs -83.6 for these values, "
+        "8 seeds (benchmarks/TUNING.md).",
+        target=-80.0,
+        num_envs=16, num_steps=32, lr=5e-4, anneal_lr=False, max_grad_norm=1.0,
+        activation="relu", total_timesteps=500_000,
+    ),
+    _preset(
+        "MountainCar-v0",
+        "gymnax-blines agents/MountainCar-v0/ppo.yaml: 16 envs x 32 steps, 64 epochs x 4 "
+        "minibatches, lr 5e-3 (blines decays to 5e-4; here annealed to 0), entropy 0.003, "
+        "max_grad_norm 1.0, ReLU.",
+        target=-118.0,
+        num_envs=16, num_steps=32, update_epochs=64, num_minibatches=4, lr=5e-3,
+        ent_coef=0.003, max_grad_norm=1.0, activation="relu", total_timesteps=500_000,
+    ),
+    _preset(
+        "Pendulum-v1",
+        "Tuned here (benchmarks/TUNING.md), from the Stable-Baselines3 zoo's Pendulum settings "
+        "(10 epochs, lr 1e-3, no entropy bonus, normalised observations and rewards) on 16 "
+        "envs x 128 steps, 16 minibatches.",
+        target=-150.0,
+        total_timesteps=1_000_000, **_PENDULUM,
+    ),
+    _preset(
+        "MountainCarContinuous-v0",
+        "gymnax-blines agents/MountainCarContinuous-v0/ppo.yaml: 32 envs x 16 steps, 4 x 4, "
+        "lr 5e-4 constant, max_grad_norm 1.0, ReLU, 1e6 steps.",
+        target=90.0,
+        num_envs=32, num_steps=16, lr=5e-4, anneal_lr=False, max_grad_norm=1.0,
+        activation="relu", total_timesteps=1_000_000,
+    ),
+    # ---------------------------------------------------------------------- bsuite
+    _preset(
+        "Catch-bsuite",
+        "gymnax-blines agents/Catch-bsuite/ppo.yaml: 16 envs x 32 steps, 4 x 4, lr 5e-4 "
+        "constant, max_grad_norm 1.0, ReLU, 1e5 steps.",
+        target=1.0,
+        num_envs=16, num_steps=32, lr=5e-4, anneal_lr=False, max_grad_norm=1.0,
+        activation="relu", total_timesteps=100_000,
+    ),
+    *(
+        _preset(env, _BSUITE_SOURCE.format(env=env), total_timesteps=150_000, **_BLINES_SMALL)
+        for env in ("DeepSea-bsuite", "MemoryChain-bsuite", "UmbrellaChain-bsuite",
+                    "DiscountingChain-bsuite")
+    ),
+    _preset(
+        "SimpleBandit-bsuite",
+        "gymnax-blines has no PPO config for it: its bsuite settings (8 envs x 32 steps, 4 x 4, "
+        "lr 5e-4 constant, ReLU, 1.5e5 steps).",
+        total_timesteps=150_000, **_BLINES_SMALL,
+    ),
+    # ------------------------------------------------------------------------ misc
+    _preset(
+        "FourRooms-misc",
+        "gymnax-blines agents/FourRooms-misc/ppo.yaml (16 envs x 32 steps, 4 x 4, lr 5e-4 "
+        "constant, max_grad_norm 1.0, ReLU, 2e5 steps), on the default (non-visual) observation.",
+        target=0.9,
+        num_envs=16, num_steps=32, lr=5e-4, anneal_lr=False, max_grad_norm=1.0,
+        activation="relu", total_timesteps=200_000,
+    ),
+    *(
+        _preset(env, "gymnax-blines has no PPO config for it: its bsuite settings (8 envs x "
+                "32 steps, 4 x 4, lr 5e-4 constant, ReLU, 1.5e5 steps). A meta-learning task: "
+                "a feed-forward policy sees one step of history only.",
+                total_timesteps=150_000, **_BLINES_SMALL)
+        for env in ("BernoulliBandit-misc", "GaussianBandit-misc", "MetaMaze-misc")
+    ),
+    _preset(
+        "FrozenLake-misc",
+        "Not in gymnax-blines: its bsuite settings (8 envs x 32 steps, 4 x 4, lr 5e-4 constant, "
+        "ReLU, 1.5e5 steps), on the one-hot cell observation.",
+        total_timesteps=150_000, **_BLINES_SMALL,
+    ),
+    *(
+        _preset(env, "Not in gymnax-blines; untuned: the Pendulum-v1 preset's settings "
+                "(16 envs x 128 steps, 10 epochs x 16 minibatches, lr 1e-3, observation and "
+                "reward normalisation), 2e5 steps. What PPO reaches with them is reported, "
+                "with no target.",
+                total_timesteps=200_000, **{k: v for k, v in _PENDULUM.items() if k != "gamma"})
+        for env in ("PointRobot-misc", "Reacher-misc", "Swimmer-misc")
+    ),
+    # --------------------------------------------------------------------- MinAtar
+    *(
+        _preset(env, _MINATAR_SOURCE, benchmark_seeds=3, total_timesteps=5_000_000,
+                **_PUREJAXRL_MINATAR)
+        for env in ("Breakout-MinAtar", "SpaceInvaders-MinAtar", "Asterix-MinAtar",
+                    "Freeway-MinAtar", "Seaquest-MinAtar")
+    ),
 )
 
 PRESETS: Mapping[str, Preset] = MappingProxyType({p.env_name: p for p in _LIST})
 """Every preset, by environment id."""
+
+NOT_PRESET: Mapping[str, str] = MappingProxyType({
+    "MNISTBandit-bsuite": "gymnax downloads MNIST when it constructs this env; it cannot be "
+                          "made offline, so nothing here could be measured.",
+    "Pong-misc": "not tuned: its 30x40x3 image observation needs the CNN torso, which runs too "
+                 "slowly on the 2-core CPU this project is measured on to sweep or benchmark.",
+})
+"""Registered gymnax environments without a preset, and why (use ``PPOConfig(env_name=...)``)."""
 
 
 def get_preset(env_name: str) -> Preset:
