@@ -301,6 +301,9 @@ def _row_order(rows: Mapping[str, dict]) -> list[str]:
     return sorted(rows, key=lambda name: (order.get(name, len(order)), name))
 
 
+RET = ".4g"  # returns in the table: 4 significant digits (500, -83.64, 0.9961)
+
+
 def _fmt(value: Any, spec: str = ".1f") -> str:
     value = _num(value)
     return "n/a" if math.isnan(value) else format(value, spec)
@@ -332,8 +335,9 @@ def markdown_table(rows: Mapping[str, dict], meta: dict) -> str:
             target = f"{r['target']:g} {'met' if r['target_met'] else 'MISSED'}"
         nan_note = f" ({r['final_return_nan_seeds']} NaN)" if r.get("final_return_nan_seeds") else ""
         lines.append(
-            f"| {name} | {r['seeds']}{nan_note} | {r['budget']:,} | {_fmt(r['final_return_mean'])} "
-            f"| {_fmt(r['final_return_iqm'])} [{_fmt(low)}, {_fmt(high)}] | {_fmt(r['eval_return_mean'])} "
+            f"| {name} | {r['seeds']}{nan_note} | {r['budget']:,} | {_fmt(r['final_return_mean'], RET)} "
+            f"| {_fmt(r['final_return_iqm'], RET)} [{_fmt(low, RET)}, {_fmt(high, RET)}] "
+            f"| {_fmt(r['eval_return_mean'], RET)} "
             f"| {target} | {_fmt(r['compile_s'])} | {_fmt(r['run_s'])} | {_fmt(r['wall_s'])} |"
         )
     return "\n".join(lines) + "\n"
