@@ -65,6 +65,8 @@ def _preset(env_name: str, source: str, target: float | None = None,
 #     ("briefly tuned to do well on Gymnax's MinAtar environments").
 _BLINES_SMALL = dict(num_envs=8, num_steps=32, update_epochs=4, num_minibatches=4, lr=5e-4,
                      anneal_lr=False, max_grad_norm=0.5, activation="relu")
+_BLINES_16 = dict(num_envs=16, num_steps=32, lr=5e-4, anneal_lr=False, max_grad_norm=1.0,
+                  activation="relu")
 _PUREJAXRL_MINATAR = dict(num_envs=64, num_steps=128, update_epochs=4, num_minibatches=8, lr=5e-3,
                           anneal_lr=True, activation="relu", hidden_sizes=(64, 64), torso="mlp")
 _PENDULUM = dict(num_envs=16, num_steps=128, update_epochs=10, num_minibatches=16, lr=1e-3,
@@ -92,8 +94,7 @@ _LIST: tuple[Preset, ...] = (
         "annealed, tanh, observation normalisation: IQM -86.4 vs -83.6 for these values, "
         "8 seeds (benchmarks/TUNING.md).",
         target=-80.0,
-        num_envs=16, num_steps=32, lr=5e-4, anneal_lr=False, max_grad_norm=1.0,
-        activation="relu", total_timesteps=500_000,
+        **_BLINES_16, total_timesteps=500_000,
     ),
     _preset(
         "MountainCar-v0",
@@ -126,8 +127,7 @@ _LIST: tuple[Preset, ...] = (
         "gymnax-blines agents/Catch-bsuite/ppo.yaml: 16 envs x 32 steps, 4 x 4, lr 5e-4 "
         "constant, max_grad_norm 1.0, ReLU, 1e5 steps.",
         target=1.0,
-        num_envs=16, num_steps=32, lr=5e-4, anneal_lr=False, max_grad_norm=1.0,
-        activation="relu", total_timesteps=100_000,
+        **_BLINES_16, total_timesteps=100_000,
     ),
     *(
         _preset(env, _BSUITE_SOURCE.format(env=env), total_timesteps=150_000, **_BLINES_SMALL)
@@ -146,8 +146,7 @@ _LIST: tuple[Preset, ...] = (
         "gymnax-blines agents/FourRooms-misc/ppo.yaml (16 envs x 32 steps, 4 x 4, lr 5e-4 "
         "constant, max_grad_norm 1.0, ReLU, 2e5 steps), on the default (non-visual) observation.",
         target=0.9,
-        num_envs=16, num_steps=32, lr=5e-4, anneal_lr=False, max_grad_norm=1.0,
-        activation="relu", total_timesteps=200_000,
+        **_BLINES_16, total_timesteps=200_000,
     ),
     *(
         _preset(env, "gymnax-blines has no PPO config for it: its bsuite settings (8 envs x "
