@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -40,6 +41,10 @@ class Args:
     """Write the per-update metrics (median over seeds) and the summary here."""
     preset: bool = True
     """Start from the env's preset (purejaxppo.presets); --no-preset: library defaults."""
+    compile_cache: bool = True
+    """Keep compiled programs on disk and reuse them when the same run is compiled
+    again (JAX's persistent cache, in $PUREJAXPPO_CACHE_DIR or ~/.cache/purejaxppo/xla);
+    --no-compile-cache compiles afresh."""
 
 
 def _env_and_preset(argv: list[str]) -> tuple[str, bool]:
@@ -75,6 +80,7 @@ def default_args(argv: list[str]) -> Args:
 def run(args: Args) -> dict:
     import jax
 
+    from purejaxppo.compile_cache import CacheCounter, enable_compilation_cache
     from purejaxppo.evaluation import final_return, make_evaluate
     from purejaxppo.timing import compile_timed, run_timed
     from purejaxppo.train import make_train
@@ -84,8 +90,11 @@ def run(args: Args) -> dict:
     if args.eval_episodes < 0:
         raise ValueError(f"eval_episodes must be >= 0, got {args.eval_episodes}")
     config = args.config
+    if args.compile_cache:
+        enable_compilation_cache()
     keys = jax.random.split(jax.random.PRNGKey(args.seed), args.num_seeds)
-    compiled, compile_s = compile_timed(jax.vmap(make_train(config)), keys)
+    with CacheCounter() as cache:
+        compiled, compile_s = compile_timed(jax.vmap(make_train(config)), keys)
     result, run_s, _ = run_timed(compiled, keys)
 
     steps = config.num_updates * config.batch_size
@@ -107,7 +116,8 @@ def run(args: Args) -> dict:
     print(f"purejaxppo | {config.env_name} ({origin} + flags) | {args.num_seeds} seed(s) x {steps:,} steps "
           f"| {config.num_envs} envs x {config.num_steps} steps x {config.num_updates} updates "
           f"| backend {jax.default_backend()}")
-    print(f"compile {compile_s:.2f} s | run {run_s:.2f} s | "
+    cache_note = {"hit": " (from the compilation cache)", "miss": " (cold)", "off": ""}[cache.status]
+    print(f"compile {compile_s:.2f} s{cache_note} | run {run_s:.2f} s | "
           f"{steps * args.num_seeds / run_s:,.0f} env steps/s (all seeds)")
     print("\nlearning curve (episode_return, median over seeds)")
     print(f"{'progress':>9} {'env steps':>12} {'return':>10}")
@@ -127,6 +137,7 @@ def run(args: Args) -> dict:
         "num_seeds": args.num_seeds,
         "env_steps_per_seed": steps,
         "compile_s": compile_s,
+        "compile_cache": cache.status,
         "run_s": run_s,
         "steps_per_s": steps * args.num_seeds / run_s,
         "final_return": [float(x) for x in finals],
@@ -134,9 +145,11 @@ def run(args: Args) -> dict:
         "backend": jax.default_backend(),
     }
     if args.json_out is not None:
-        metrics = {k: np.nanmedian(np.asarray(v, np.float64), axis=0).tolist()
-                   if np.isfinite(np.asarray(v, np.float64)).any() else []
-                   for k, v in result.metrics.items()}
+        with warnings.catch_warnings():  # updates where every seed is NaN stay NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            metrics = {k: np.nanmedian(np.asarray(v, np.float64), axis=0).tolist()
+                       if np.isfinite(np.asarray(v, np.float64)).any() else []
+                       for k, v in result.metrics.items()}
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(json.dumps({"summary": summary, "config": repr(config),
                                              "metrics_median": metrics}, indent=1))

@@ -1,21 +1,53 @@
 """The command line trains and prints its table; bad flags fail clearly."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
 from purejaxppo.cli import main
+from purejaxppo.compile_cache import enable_compilation_cache
 
 
 def test_cli_trains_and_prints_table(capsys, tmp_path):
     out = tmp_path / "run.json"
     main(["--env", "CartPole-v1", "--total-timesteps", "2048", "--num-envs", "4",
           "--num-steps", "64", "--num-seeds", "2", "--eval-episodes", "2",
-          "--hidden-sizes", "16", "--json-out", str(out)])
+          "--hidden-sizes", "16", "--json-out", str(out), "--no-compile-cache"])
     text = capsys.readouterr().out
     assert "CartPole-v1" in text and "compile" in text and "greedy eval" in text
     summary = json.loads(out.read_text())["summary"]
     assert summary["num_seeds"] == 2 and len(summary["final_return"]) == 2
+    assert summary["compile_cache"] == "off"
+
+
+def test_cli_compile_cache_is_reused_by_a_second_process(tmp_path):
+    """A second process compiling the same run loads it from the persistent
+    cache, and the CLI says so (a warm compile is never shown as a cold one)."""
+    env = {**os.environ, "PUREJAXPPO_CACHE_DIR": str(tmp_path / "cache")}
+    flags = ["--env", "CartPole-v1", "--total-timesteps", "1024", "--num-envs", "4",
+             "--num-steps", "32", "--hidden-sizes", "8", "--eval-episodes", "0"]
+    statuses = []
+    for i in range(2):
+        out = tmp_path / f"run{i}.json"
+        proc = subprocess.run([sys.executable, "-m", "purejaxppo", *flags, "--json-out", str(out)],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        statuses.append(json.loads(out.read_text())["summary"]["compile_cache"])
+    assert statuses == ["miss", "hit"]
+    assert any((tmp_path / "cache").iterdir())
+    assert "from the compilation cache" in proc.stdout
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"min_compile_time_s": -1.0}, "min_compile_time_s=-1.0 must be >= 0"),
+    ({"max_bytes": 0}, "max_bytes=0 must be > 0, or -1"),
+])
+def test_enable_compilation_cache_rejects_bad_values(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        enable_compilation_cache(tmp_path, **kwargs)
 
 
 def test_cli_reports_bad_config(capsys):
