@@ -8,7 +8,10 @@ The same script runs on CPU, GPU or TPU (nothing in it is backend-specific;
 device memory is read through JAX where the backend reports it). Each case
 runs in its own subprocess, so its peak host RSS is its own. Per case:
 
-* compile time: ``jit(...).lower(...).compile()``, timed alone;
+* compile time: ``jit(...).lower(...).compile()``, timed alone in a fresh
+  process (cold); and the same compile in a further new process served from
+  JAX's persistent compilation cache, which one more process filled first
+  (warm; `purejaxppo.compile_cache`, what a second run of the CLI pays);
 * steady state: the median of ``--repeats`` calls of the compiled function,
   each ended by ``block_until_ready``; env steps/s = steps per call / median;
 * env-only rate (uniformly random actions, no network) and rollout-only rate
@@ -34,6 +37,7 @@ import platform
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -107,26 +111,48 @@ def _memory() -> dict:
     return out
 
 
+def _train_fn(overrides: dict, seeds: int):
+    """``(config, train, fn, keys)``: the case's training function, vmapped over
+    ``seeds`` keys when ``seeds`` > 0."""
+    import jax
+
+    import purejaxppo  # noqa: F401
+    from purejaxppo import PPOConfig, make_train
+
+    config = PPOConfig(**overrides)
+    train = make_train(config)
+    key = jax.random.PRNGKey(0)
+    keys = jax.random.split(key, seeds) if seeds else key
+    return config, train, (jax.vmap(train) if seeds else train), keys
+
+
+def compile_with_cache(overrides: dict, seeds: int, cache_dir: str) -> dict:
+    """Compile the case's training function with the persistent cache at
+    ``cache_dir``; the compile time and whether it came from the cache."""
+    from purejaxppo.compile_cache import CacheCounter, enable_compilation_cache
+    from purejaxppo.timing import compile_timed
+
+    enable_compilation_cache(cache_dir, min_compile_time_s=0.0)  # store every program
+    _, _, fn, keys = _train_fn(overrides, seeds)
+    with CacheCounter() as cache:
+        _, compile_s = compile_timed(fn, keys)
+    return {"compile_s": compile_s, "cache": cache.status}
+
+
 def run_case(overrides: dict, seeds: int, repeats: int, rates: dict | None) -> dict:
     """One case, in this process: training, env-only and rollout-only rates."""
     import jax
     import jax.numpy as jnp
 
-    import purejaxppo  # noqa: F401
-    from purejaxppo import PPOConfig, make_train
     from purejaxppo.advantages import gae
     from purejaxppo.distributions import Categorical, DiagGaussian
     from purejaxppo.envs import VecEnv, make_env
     from purejaxppo.flops import cost_per_env_step
     from purejaxppo.rollout import EnvCarry, EpisodeStats, collect_rollout, critic_values
 
-    config = PPOConfig(**overrides)
+    config, train, fn, keys = _train_fn(overrides, seeds)
     n_seeds = max(seeds, 1)
     steps = config.num_updates * config.batch_size * n_seeds
-    train = make_train(config)
-    key = jax.random.PRNGKey(0)
-    keys = jax.random.split(key, seeds) if seeds else key
-    fn = jax.vmap(train) if seeds else train
     compile_s, run_s, times, _ = _time_compiled(fn, (keys,), repeats)
     row = {
         "config": overrides, "seeds": n_seeds, "env_steps_per_call": steps,
@@ -186,16 +212,22 @@ def run_case(overrides: dict, seeds: int, repeats: int, rates: dict | None) -> d
 
 def _child(args) -> None:
     overrides = json.loads(args.child_config)
-    rates = json.loads(args.child_rates) if args.child_rates else None
-    row = run_case(overrides, args.child_seeds, args.repeats, rates)
+    if args.child_compile_cache:
+        row = compile_with_cache(overrides, args.child_seeds, args.child_compile_cache)
+    else:
+        rates = json.loads(args.child_rates) if args.child_rates else None
+        row = run_case(overrides, args.child_seeds, args.repeats, rates)
     print("RESULT " + json.dumps(row))
 
 
-def _spawn(overrides: dict, seeds: int, repeats: int, rates: dict | None, timeout: int) -> dict:
+def _spawn(overrides: dict, seeds: int, repeats: int, rates: dict | None, timeout: int,
+           compile_cache: str | None = None) -> dict:
     cmd = [sys.executable, __file__, "--child-config", json.dumps(overrides),
            "--child-seeds", str(seeds), "--repeats", str(repeats)]
     if rates:
         cmd += ["--child-rates", json.dumps(rates)]
+    if compile_cache:
+        cmd += ["--child-compile-cache", compile_cache]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -213,12 +245,16 @@ def _table(rows: dict, device: str, meta: dict) -> str:
         f"Steady state = median of {meta['repeats']} compiled calls; compile timed apart. "
         f"Command: `{meta['command']}`.",
         "",
-        "| case | seeds | env steps / call | compile s | run s | steps/s | env-only steps/s | rollout-only steps/s | floor steps/s | of floor | peak RSS MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "Compile: cold, in a fresh process; warm: in a new process, from JAX's persistent "
+        "compilation cache (what a second run of the same config pays; lowering included).",
+        "",
+        "| case | seeds | env steps / call | compile s (cold) | compile s (warm cache) | run s | steps/s | env-only steps/s | rollout-only steps/s | floor steps/s | of floor | peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in rows.items():
+        warm = f"{r['warm_compile_s']:.2f}" if r.get("warm_cache") == "hit" else "—"
         lines.append(
-            f"| {name} | {r['seeds']} | {r['env_steps_per_call']:,} | {r['compile_s']:.2f} | {r['run_s']:.2f} "
+            f"| {name} | {r['seeds']} | {r['env_steps_per_call']:,} | {r['compile_s']:.2f} | {warm} | {r['run_s']:.2f} "
             f"| {r['steps_per_s']:,.0f} | {r['env_only_steps_per_s']:,.0f} | {r['rollout_only_steps_per_s']:,.0f} "
             f"| {r.get('floor_steps_per_s', float('nan')):,.0f} | {r.get('fraction_of_floor', float('nan')):.0%} "
             f"| {r['peak_host_rss_mb']:,.0f} |"
@@ -259,6 +295,7 @@ def main() -> None:
     parser.add_argument("--child-config", help=argparse.SUPPRESS)
     parser.add_argument("--child-seeds", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--child-rates", help=argparse.SUPPRESS)
+    parser.add_argument("--child-compile-cache", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
@@ -278,9 +315,13 @@ def main() -> None:
         if args.quick:
             overrides = {**overrides, **QUICK}
             seeds = min(seeds, 2)
-        rows[name] = _spawn(overrides, seeds, args.repeats, rates, args.timeout)
-        r = rows[name]
-        print(f"{name:24s} compile {r['compile_s']:6.2f} s  run {r['run_s']:7.2f} s  "
+        rows[name] = r = _spawn(overrides, seeds, args.repeats, rates, args.timeout)
+        with tempfile.TemporaryDirectory() as cache_dir:  # fill the cache, then time a hit
+            _spawn(overrides, seeds, args.repeats, None, args.timeout, compile_cache=cache_dir)
+            warm = _spawn(overrides, seeds, args.repeats, None, args.timeout, compile_cache=cache_dir)
+        r["warm_compile_s"], r["warm_cache"] = warm["compile_s"], warm["cache"]
+        print(f"{name:24s} compile {r['compile_s']:6.2f} s (warm cache {warm['compile_s']:.2f} s, "
+              f"{warm['cache']})  run {r['run_s']:7.2f} s  "
               f"{r['steps_per_s']:>12,.0f} steps/s  ({r.get('fraction_of_floor', 0):.0%} of floor)", flush=True)
 
     sweeps = {"num_envs": [], "seeds": []}
