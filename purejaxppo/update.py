@@ -46,12 +46,33 @@ def init_opt_state(tx: optax.GradientTransformation, params: Any) -> optax.OptSt
     return tx.init(ravel_pytree(params)[0])
 
 
+def random_permutations(key: jax.Array, num: int, size: int) -> jax.Array:
+    """``num`` independent, uniformly random permutations of ``range(size)``.
+
+    Each row sorts the indices by fresh random keys of 64 bits (two uint32
+    words), all rows in one batched sort. Every ordering is equally likely
+    except where two indices draw the same 64-bit key, which keeps their
+    order; the chance that any tie occurs is below size**2 / 2**65 (2e-9 for
+    262,144 samples). `jax.random.permutation` sorts several rounds of 32-bit
+    keys for each permutation instead; one sort is ~40% cheaper on CPU for
+    large batches and one call covers every epoch of an update
+    (benchmarks/NOTES.md).
+
+    Returns:
+        int32 array (num, size); row i is a permutation.
+    """
+    bits = jax.random.bits(key, (2, num, size), jnp.uint32)
+    index = jnp.broadcast_to(jax.lax.iota(jnp.int32, size), (num, size))
+    return jax.lax.sort((bits[0], bits[1], index), dimension=1, num_keys=2)[2]
+
+
 def shuffle_into_minibatches(
-    batch: Minibatch, key: jax.Array, num_minibatches: int
+    batch: Minibatch, perm: jax.Array, num_minibatches: int
 ) -> Minibatch:
-    """A random permutation of the B samples, reshaped to (M, B // M, ...)."""
+    """The B samples in the order of the permutation ``perm`` (B,), reshaped to
+    (M, B // M, ...): minibatch m holds samples ``perm[m * B // M : (m + 1) * B // M]``."""
     size = batch.advantages.shape[0]
-    perm = jax.random.permutation(key, size)
+    chex.assert_shape(perm, (size,))
     out = jax.tree.map(
         lambda x: jnp.take(x, perm, axis=0).reshape(
             (num_minibatches, size // num_minibatches) + x.shape[1:]
@@ -78,7 +99,7 @@ def ppo_update(
 
     Args:
         batch: a flat `Minibatch` of all B = T * N samples of the rollout.
-        key: PRNG key for the shuffles.
+        key: PRNG key for the shuffles (one `random_permutations` row per epoch).
         hp, static: see `purejaxppo.losses.ppo_loss`.
 
     Returns:
@@ -104,11 +125,11 @@ def ppo_update(
         params = optax.apply_updates(params, updates)
         return (params, opt_state), diagnostics
 
-    def epoch(carry, epoch_key):
-        minibatches = shuffle_into_minibatches(batch, epoch_key, num_minibatches)
+    def epoch(carry, perm):
+        minibatches = shuffle_into_minibatches(batch, perm, num_minibatches)
         return jax.lax.scan(minibatch_step, carry, minibatches)
 
-    (flat_params, opt_state), diagnostics = jax.lax.scan(
-        epoch, (flat_params, opt_state), jax.random.split(key, update_epochs)
-    )
+    # Every epoch's shuffle drawn in one batched call, before the loop.
+    perms = random_permutations(key, update_epochs, batch.advantages.shape[0])
+    (flat_params, opt_state), diagnostics = jax.lax.scan(epoch, (flat_params, opt_state), perms)
     return unravel(flat_params), opt_state, jax.tree.map(jnp.mean, diagnostics)
