@@ -274,6 +274,20 @@ def run_preset(name: str, seeds: int, quick: bool, eval_episodes: int) -> dict:
     }
 
 
+def git_commit() -> str | None:
+    """The checkout's commit (with ``+dirty`` if purejaxppo/ has uncommitted
+    changes): which code a row of the table was measured on; None outside git."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
+                              capture_output=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "purejaxppo"], cwd=root,
+                               text=True, capture_output=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
 def _probe_device() -> None:
     """Print the device name (as throughput.py names it) for the parent process."""
     import purejaxppo  # noqa: F401  (XLA guard before jax starts)
@@ -319,12 +333,13 @@ def markdown_table(rows: Mapping[str, dict], meta: dict) -> str:
         f"Final return per seed = mean episode return over the last {FINAL_WINDOW} updates; "
         f"IQM over seeds with a {CONFIDENCE:.0%} percentile bootstrap CI ({BOOTSTRAP_RESAMPLES} resamples); "
         "the target is met when the IQM reaches it. Greedy eval = mean over seeds of the mean return "
-        "of greedy episodes. Compile timed apart from the one run of the compiled call (all seeds vmapped).",
+        "of greedy episodes. Compile timed apart from the one run of the compiled call (all seeds vmapped). "
+        "Commit: the code a row was measured on (— for rows from before it was recorded).",
         "",
         "Commands: " + "; ".join(f"`{c}`" for c in commands) + ".",
         "",
-        "| env | seeds | budget | final return mean | IQM [95% CI] | greedy eval mean | target | compile s | run s | wall s |",
-        "|---|---:|---:|---:|---|---:|---|---:|---:|---:|",
+        "| env | seeds | budget | final return mean | IQM [95% CI] | greedy eval mean | target | compile s | run s | wall s | commit |",
+        "|---|---:|---:|---:|---|---:|---|---:|---:|---:|---|",
     ]
     for name in _row_order(rows):
         r = rows[name]
@@ -338,7 +353,8 @@ def markdown_table(rows: Mapping[str, dict], meta: dict) -> str:
             f"| {name} | {r['seeds']}{nan_note} | {r['budget']:,} | {_fmt(r['final_return_mean'], RET)} "
             f"| {_fmt(r['final_return_iqm'], RET)} [{_fmt(low, RET)}, {_fmt(high, RET)}] "
             f"| {_fmt(r['eval_return_mean'], RET)} "
-            f"| {target} | {_fmt(r['compile_s'])} | {_fmt(r['run_s'])} | {_fmt(r['wall_s'])} |"
+            f"| {target} | {_fmt(r['compile_s'])} | {_fmt(r['run_s'])} | {_fmt(r['wall_s'])} "
+            f"| {r.get('commit') or '—'} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -492,6 +508,7 @@ def main() -> None:
             failed.append(name)
             continue
         row["command"] = command
+        row["commit"] = git_commit()
         rows = _load_rows(json_path)  # re-read: another invocation may have added rows meanwhile
         rows[name] = row
         meta = {
