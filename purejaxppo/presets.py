@@ -192,6 +192,18 @@ _LIST: tuple[Preset, ...] = (
 PRESETS: Mapping[str, Preset] = MappingProxyType({p.env_name: p for p in _LIST})
 """Every preset, by environment id."""
 
+BASELINES: Mapping[str, Preset] = MappingProxyType({
+    "Breakout-MinAtar+cnn": _preset(
+        "Breakout-MinAtar",
+        "A comparison, not a preset: PureJaxRL's MinAtar settings with the CNN torso (one 3x3 "
+        "convolution of 16 channels, then the ReLU 64x64 MLP) in place of the MLP on the "
+        "flattened observation, at the preset's budget, to show whether the CNN helps.",
+        benchmark_seeds=3, total_timesteps=5_000_000, **{**_PUREJAXRL_MINATAR, "torso": "cnn"},
+    ),
+})
+"""Labelled variants of presets that ``benchmarks/returns.py`` runs and plots
+beside them (``--presets Breakout-MinAtar+cnn``); not reachable by env name."""
+
 NOT_PRESET: Mapping[str, str] = MappingProxyType({
     "MNISTBandit-bsuite": "gymnax downloads MNIST when it constructs this env; it cannot be "
                           "made offline, so nothing here could be measured.",

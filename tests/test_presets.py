@@ -7,7 +7,7 @@ import pytest
 from purejaxppo import PPOConfig, make_train
 from purejaxppo.cli import default_args
 from purejaxppo.envs import registered_env_names
-from purejaxppo.presets import NOT_PRESET, PRESETS, Preset, get_preset
+from purejaxppo.presets import BASELINES, NOT_PRESET, PRESETS, Preset, get_preset
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -22,6 +22,16 @@ def test_every_preset_constructs_and_validates(name):
     assert preset.benchmark_seeds >= 3
     for field, value in preset.overrides.items():
         assert getattr(config, field) == value, field
+
+
+@pytest.mark.parametrize("name", list(BASELINES))
+def test_every_baseline_constructs_and_names_its_env(name):
+    baseline = BASELINES[name]
+    assert name not in PRESETS and baseline.env_name in PRESETS
+    config = baseline.config()
+    assert config.env_name == baseline.env_name and config.total_timesteps <= 10_000_000
+    assert config != PRESETS[baseline.env_name].config(), "a baseline differs from its preset"
+    assert len(baseline.source) > 20 and baseline.benchmark_seeds >= 3
 
 
 def test_every_gymnax_env_has_a_preset_or_a_reason():
