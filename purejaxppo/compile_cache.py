@@ -111,7 +111,8 @@ class CacheCounter:
     def status(self) -> str:
         """``"hit"`` where a compiled program came from the cache, ``"miss"``
         where the cache was looked up but nothing came from it, ``"off"``
-        where it was not looked up (cache not enabled).
+        where no cache directory was set (JAX still looks the cache up then,
+        and finds nothing).
 
         Tiny helper programs compiled along the way take less than the
         storage threshold and miss every time; they do not make a hit partial.
