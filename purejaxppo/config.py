@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import tyro
 from flax import struct
 
+AUTO_GRAD_CHUNK = 8192  # the CPU chunk size grad_chunk_size=None aims at
 ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "elu", "leaky_relu")
 POLICY_OBJECTIVES = ("clip", "kl_penalty", "pg")
 TORSOS = ("auto", "mlp", "cnn")
@@ -124,6 +125,18 @@ class PPOConfig:
             ``"auto"``: the CNN for 3-D observations such as MinAtar's
             10x10xC, the MLP otherwise.
         cnn_channels: output channels of each convolution of the CNN torso.
+
+    Performance (static; the maths is the same, up to float summation order):
+        grad_chunk_size: samples per chunk of a minibatch's gradient, which
+            is accumulated over ``minibatch_size // grad_chunk_size`` chunks
+            (`purejaxppo.update.minibatch_gradient`). Must divide
+            ``minibatch_size``; ``minibatch_size`` means one pass. ``None``
+            (the default) picks per backend when `make_train` is called: on
+            CPU, minibatches over `AUTO_GRAD_CHUNK` samples are split into
+            the largest chunks of at most that size (cache-sized
+            activations: ~30% faster per gradient step at 65,536 samples),
+            if such a chunk has at least 1,024 samples; on GPU and TPU, one
+            pass.
     """
 
     env_name: Annotated[str, tyro.conf.arg(aliases=("--env",))] = "CartPole-v1"
@@ -158,6 +171,8 @@ class PPOConfig:
     torso: Literal["auto", "mlp", "cnn"] = "auto"
     cnn_channels: tuple[int, ...] = (16,)
 
+    grad_chunk_size: int | None = None
+
     # ------------------------------------------------------------------ sizes
     @property
     def batch_size(self) -> int:
@@ -173,6 +188,15 @@ class PPOConfig:
     def num_updates(self) -> int:
         """Rollout-and-update iterations: ``total_timesteps // batch_size``."""
         return self.total_timesteps // self.batch_size
+
+    def num_grad_chunks(self, backend: str) -> int:
+        """Chunks per minibatch gradient on ``backend`` (see ``grad_chunk_size``)."""
+        if self.grad_chunk_size is not None:
+            return self.minibatch_size // self.grad_chunk_size
+        if backend != "cpu" or self.minibatch_size <= AUTO_GRAD_CHUNK:
+            return 1
+        chunk = max(d for d in range(1, AUTO_GRAD_CHUNK + 1) if self.minibatch_size % d == 0)
+        return self.minibatch_size // chunk if chunk >= 1024 else 1
 
     @property
     def num_gradient_steps(self) -> int:
@@ -247,6 +271,14 @@ _RANGES = {
 
 def _interval(low: float, high: float, low_in: bool, high_in: bool) -> str:
     return f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+
+
+def _divisors_near(n: int, v: int, count: int = 8) -> list[int]:
+    """The ``count`` divisors of ``n`` closest to ``v`` (on a log scale), ascending."""
+    divisors = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    divisors = sorted(set(divisors + [n // d for d in divisors]))
+    target = math.log(max(v, 1))
+    return sorted(sorted(divisors, key=lambda d: abs(math.log(d) - target))[:count])
 
 
 def _validate(c: PPOConfig) -> None:
@@ -337,6 +369,16 @@ def _validate(c: PPOConfig) -> None:
             f"divisors of {c.batch_size} that work: "
             f"{[d for d in range(1, min(c.batch_size, 64) + 1) if c.batch_size % d == 0]}"
         )
+    if c.grad_chunk_size is not None:
+        v = c.grad_chunk_size
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"grad_chunk_size must be an int or None, got {v!r} ({type(v).__name__})")
+        if v <= 0 or c.minibatch_size % v:
+            raise ValueError(
+                f"grad_chunk_size={v} must be None or a positive divisor of "
+                f"minibatch_size={c.minibatch_size}; allowed: None or one of "
+                f"{_divisors_near(c.minibatch_size, v)}"
+            )
     if c.total_timesteps < c.batch_size:
         raise ValueError(
             f"total_timesteps={c.total_timesteps} is fewer than one update's "

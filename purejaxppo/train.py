@@ -123,6 +123,8 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
         policy_objective=config.policy_objective,
     )
     T, N = config.num_steps, config.num_envs
+    # Resolved here, once: the chunking of each minibatch gradient (CPU only by default).
+    num_grad_chunks = config.num_grad_chunks(jax.default_backend())
 
     def policy_fn(params, obs):
         return network.apply(params, obs, method=network.policy)
@@ -202,7 +204,7 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
         lr = lr_schedule(state.update_step * config.update_epochs * config.num_minibatches)
         params, opt_state, diagnostics = ppo_update(
             state.params, state.opt_state, tx, apply_fn, batch, update_key, hp,
-            loss_static, config.update_epochs, config.num_minibatches,
+            loss_static, config.update_epochs, config.num_minibatches, num_grad_chunks,
         )
 
         # 5. Metrics of this update (scalars).

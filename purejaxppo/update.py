@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
-from purejaxppo.losses import LossStatic, Minibatch, ppo_loss
+from purejaxppo.losses import LossStatic, Minibatch, normalize, ppo_loss
 
 
 def _global_norm(tree) -> jax.Array:
@@ -46,24 +46,84 @@ def init_opt_state(tx: optax.GradientTransformation, params: Any) -> optax.OptSt
     return tx.init(ravel_pytree(params)[0])
 
 
-def random_permutations(key: jax.Array, num: int, size: int) -> jax.Array:
-    """``num`` independent, uniformly random permutations of ``range(size)``.
+FEISTEL_ROUNDS = 12
+_MIN_DOMAIN_BITS = 12
 
-    Each row sorts the indices by fresh random keys of 64 bits (two uint32
-    words), all rows in one batched sort. Every ordering is equally likely
-    except where two indices draw the same 64-bit key, which keeps their
-    order; the chance that any tie occurs is below size**2 / 2**65 (2e-9 for
-    262,144 samples). `jax.random.permutation` sorts several rounds of 32-bit
-    keys for each permutation instead; one sort is ~40% cheaper on CPU for
-    large batches and one call covers every epoch of an update
-    (benchmarks/NOTES.md).
+
+def _mix32(x: jax.Array) -> jax.Array:
+    """A 32-bit avalanche hash (the MurmurHash3 finaliser), uint32 -> uint32."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = x * jnp.uint32(0xC2B2AE35)
+    return x ^ (x >> 16)
+
+
+def feistel_bijection(x: jax.Array, round_keys: jax.Array, bits: int) -> jax.Array:
+    """A keyed bijection of ``[0, 2**bits)`` (uint32 in, uint32 out, elementwise).
+
+    ``x`` is split into a high part H (``bits // 2`` bits) and a low part L;
+    round i replaces H by ``H ^ f(L ^ k_i)`` (even i) or L by ``L ^ f(H ^ k_i)``
+    (odd i), where f is `_mix32` cut to the part's width and k_i =
+    ``round_keys[i]``. Each round is its own inverse given the other part, so
+    the composition is a bijection for any keys: a (generalised) Feistel
+    network.
+    """
+    high_bits = bits // 2
+    low_bits = bits - high_bits
+    high_mask = jnp.uint32((1 << high_bits) - 1)
+    low_mask = jnp.uint32((1 << low_bits) - 1)
+    high, low = x >> low_bits, x & low_mask
+    for i in range(round_keys.shape[0]):
+        if i % 2 == 0:
+            high = high ^ (_mix32(low ^ round_keys[i]) & high_mask)
+        else:
+            low = low ^ (_mix32(high ^ round_keys[i]) & low_mask)
+    return (high << low_bits) | low
+
+
+def random_permutations(
+    key: jax.Array, num: int, size: int, rounds: int = FEISTEL_ROUNDS
+) -> jax.Array:
+    """``num`` independent pseudo-random permutations of ``range(size)``.
+
+    Each row is a keyed `feistel_bijection` of ``[0, 2**k)``, the smallest
+    power of two >= ``size`` (and >= 4096), evaluated at 0, 1, 2, ... with
+    the values >= ``size`` dropped (stream compaction). That restricts the
+    bijection to a permutation of ``range(size)``. This is how
+    ``thrust::shuffle`` shuffles on GPUs (Mitchell et al., "Bandwidth-optimal
+    random shuffling for GPUs", 2022). The round keys come from ``key``;
+    every row has its own.
+
+    It costs a few elementwise integer passes, a prefix sum and a scatter,
+    with no sort. A sort of 64-bit random keys, the previous method, took
+    ~95 ms per permutation of 262,144 indices on the project's CPU; this
+    takes ~3 ms (benchmarks/NOTES.md). Like every PRNG-keyed shuffle,
+    including `jax.random.permutation`, it reaches only a tiny subset of the
+    ``size!`` orderings. `tests/test_update.py` checks with chi-square tests
+    that orderings, positions and minibatch co-membership are as uniform as
+    a uniform shuffle's, and that the same tests reject 2 rounds.
 
     Returns:
         int32 array (num, size); row i is a permutation.
     """
-    bits = jax.random.bits(key, (2, num, size), jnp.uint32)
-    index = jnp.broadcast_to(jax.lax.iota(jnp.int32, size), (num, size))
-    return jax.lax.sort((bits[0], bits[1], index), dimension=1, num_keys=2)[2]
+    if size < 1 or size >= 2**31:
+        raise ValueError(f"size must be in [1, 2**31), got {size}")
+    bits = max(_MIN_DOMAIN_BITS, (size - 1).bit_length())
+    round_keys = jax.random.bits(key, (num, rounds), jnp.uint32)
+    domain = jax.lax.iota(jnp.uint32, 1 << bits)
+
+    def one(keys):
+        y = feistel_bijection(domain, keys, bits)
+        if size == 1 << bits:  # nothing to drop
+            return y.astype(jnp.int32)
+        keep = y < size
+        slot = jnp.where(keep, jnp.cumsum(keep, dtype=jnp.int32) - 1, size)
+        return jnp.zeros(size, jnp.int32).at[slot].set(
+            y.astype(jnp.int32), mode="drop", unique_indices=True
+        )
+
+    return jax.vmap(one)(round_keys)
 
 
 def shuffle_into_minibatches(
@@ -83,6 +143,55 @@ def shuffle_into_minibatches(
     return out
 
 
+def minibatch_gradient(
+    params: Any,
+    apply_fn: Callable,
+    minibatch: Minibatch,
+    hp,
+    static: LossStatic,
+    num_chunks: int = 1,
+) -> tuple[Any, dict[str, jax.Array]]:
+    """Gradient of `ppo_loss` over ``minibatch`` (n samples), and its diagnostics.
+
+    With ``num_chunks`` C > 1 the n samples are split into C equal chunks
+    and the gradient is accumulated over them in a `lax.scan`::
+
+        grad L(minibatch) = (1 / C) * sum_c grad L(chunk_c)
+
+    which holds exactly (up to float summation order) because every term
+    of the loss and every diagnostic is a mean over samples. Advantages are
+    normalised over the whole minibatch first (``static.norm_adv``), so the
+    chunks see the same advantages as the one-pass gradient. On CPU, chunks
+    whose activations fit in the caches make a large minibatch's gradient
+    ~30% cheaper (benchmarks/NOTES.md); on GPU one pass is better.
+
+    Returns:
+        ``(grads, diagnostics)``, each diagnostic the minibatch mean.
+    """
+    grad_fn = jax.grad(ppo_loss, has_aux=True)
+    if num_chunks == 1:
+        return grad_fn(params, apply_fn, minibatch, hp, static)
+    size = minibatch.advantages.shape[0]
+    if size % num_chunks:
+        raise ValueError(f"num_chunks={num_chunks} must divide the minibatch size {size}")
+    if static.norm_adv:
+        minibatch = minibatch.replace(advantages=normalize(minibatch.advantages))
+        static = static.replace(norm_adv=False)
+    chunks = jax.tree.map(
+        lambda x: x.reshape((num_chunks, size // num_chunks) + x.shape[1:]), minibatch
+    )
+
+    chunk_grad = lambda chunk: grad_fn(params, apply_fn, chunk, hp, static)
+
+    def add_chunk(total, chunk: Minibatch):
+        return jax.tree.map(jnp.add, total, chunk_grad(chunk)), None
+
+    shapes = jax.eval_shape(chunk_grad, jax.tree.map(lambda x: x[0], chunks))
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    total, _ = jax.lax.scan(add_chunk, zeros, chunks)
+    return jax.tree.map(lambda x: x / num_chunks, total)
+
+
 def ppo_update(
     params: Any,
     opt_state: optax.OptState,
@@ -94,6 +203,7 @@ def ppo_update(
     static: LossStatic,
     update_epochs: int,
     num_minibatches: int,
+    num_chunks: int = 1,
 ) -> tuple[Any, optax.OptState, dict[str, jax.Array]]:
     """Run ``update_epochs`` epochs over ``batch``, reshuffled every epoch.
 
@@ -101,6 +211,7 @@ def ppo_update(
         batch: a flat `Minibatch` of all B = T * N samples of the rollout.
         key: PRNG key for the shuffles (one `random_permutations` row per epoch).
         hp, static: see `purejaxppo.losses.ppo_loss`.
+        num_chunks: chunks per minibatch gradient (`minibatch_gradient`).
 
     Returns:
         ``(params, opt_state, diagnostics)``; ``opt_state`` is the state of
@@ -110,7 +221,6 @@ def ppo_update(
         ``grad_norm`` (the global norm before clipping).
     """
     chex.assert_rank(batch.advantages, 1)
-    grad_fn = jax.grad(ppo_loss, has_aux=True)
     # The optimizer works on one raveled parameter vector: Adam and the norm
     # clip become a few kernels over one array instead of a few per leaf
     # (the same maths; -12% per gradient step on CPU, benchmarks/NOTES.md).
@@ -119,7 +229,9 @@ def ppo_update(
 
     def minibatch_step(carry, minibatch: Minibatch):
         params, opt_state = carry
-        grads, diagnostics = grad_fn(params, flat_apply, minibatch, hp, static)
+        grads, diagnostics = minibatch_gradient(
+            params, flat_apply, minibatch, hp, static, num_chunks
+        )
         diagnostics["grad_norm"] = _global_norm(grads)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)

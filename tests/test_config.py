@@ -128,3 +128,24 @@ def test_hyperparams_are_a_traced_pytree():
     leaves = jax.tree.leaves(hp)
     assert len(leaves) == 10 and all(x.shape == () for x in leaves)
     assert float(hp.lr) == pytest.approx(1e-3)
+
+
+def test_grad_chunk_size_must_divide_the_minibatch():
+    big = dict(num_envs=2048, num_steps=128)  # minibatch 65,536
+    with pytest.raises(ValueError, match=re.escape("grad_chunk_size=1000 must be None or a positive divisor of minibatch_size=65536; allowed: None or one of [64, 128, 256, 512, 1024, 2048, 4096, 8192]")):
+        PPOConfig(**big, grad_chunk_size=1000)
+    with pytest.raises(ValueError, match="grad_chunk_size=0"):
+        PPOConfig(**big, grad_chunk_size=0)
+    with pytest.raises(TypeError, match="grad_chunk_size must be an int or None, got 4096.0"):
+        PPOConfig(**big, grad_chunk_size=4096.0)
+    assert PPOConfig(**big, grad_chunk_size=4096).num_grad_chunks("gpu") == 16
+
+
+def test_automatic_grad_chunks_split_large_cpu_minibatches_only():
+    assert PPOConfig().num_grad_chunks("cpu") == 1  # 128 samples
+    big = PPOConfig(num_envs=2048, num_steps=128)  # 65,536 samples
+    assert big.num_grad_chunks("cpu") == 8
+    assert big.num_grad_chunks("gpu") == big.num_grad_chunks("tpu") == 1
+    assert PPOConfig(num_envs=2000, num_steps=128).num_grad_chunks("cpu") == 8  # chunks of 8,000
+    # 2 * 8209 (a prime): no divisor in [1024, 8192], so one pass.
+    assert PPOConfig(num_envs=2 * 8209, num_steps=4, num_minibatches=4, total_timesteps=10**6).num_grad_chunks("cpu") == 1

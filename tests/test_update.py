@@ -1,5 +1,6 @@
-"""The per-epoch shuffle: valid, independent, uniformly random permutations,
-and minibatches that follow them."""
+"""The per-epoch shuffle: valid, independent permutations as uniform as a
+uniform shuffle's by every test here (tests that do reject a weakened
+shuffle), and minibatches that follow them."""
 
 import itertools
 
@@ -7,16 +8,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import stats
 
 from purejaxppo.losses import Minibatch
-from purejaxppo.update import random_permutations, shuffle_into_minibatches
+from purejaxppo.update import FEISTEL_ROUNDS, random_permutations, shuffle_into_minibatches
 
 # Chi-square critical values at p = 0.001 (a correct shuffle fails 1 time in 1000 keys;
 # the keys below are fixed, so the tests are deterministic).
 CHI2_CRIT_P001 = {5: 20.515, 7: 24.322}
 
 
-@pytest.mark.parametrize("size", [1, 7, 512])
+@pytest.mark.parametrize("size", [1, 7, 512, 4096, 5000])
 def test_rows_are_permutations_and_differ(size):
     perms = np.asarray(random_permutations(jax.random.PRNGKey(0), 4, size))
     assert perms.shape == (4, size) and perms.dtype == np.int32
@@ -47,6 +49,52 @@ def test_each_index_lands_uniformly_on_each_position():
         assert chi2 < CHI2_CRIT_P001[7], (index, counts)
 
 
+def _chi2_uniform(counts: np.ndarray) -> float:
+    expected = counts.sum() / counts.size
+    return float(np.sum((counts - expected) ** 2 / expected))
+
+
+def _position_statistics(rounds: int) -> dict[str, float]:
+    """Chi-square statistics (63 dof each) of where 10 structured indices land
+    in 2,000 shuffles of 4,096 (a power of two: the bijection alone, no
+    compaction): the position's high 6 bits, its low 6 bits, and the worst
+    of 9 pairs' position differences mod 64."""
+    n, draws = 4096, 2000
+    indices = np.array([0, 1, 2, 63, 64, 65, 2047, 2048, 2049, 4095])
+    perms = np.asarray(random_permutations(jax.random.PRNGKey(5), draws, n, rounds=rounds))
+    positions = np.argsort(perms, axis=1)[:, indices]
+    differences = [(positions[:, j] - positions[:, 0]) % 64 for j in range(1, len(indices))]
+    return {
+        "high": _chi2_uniform(np.bincount((positions // 64).ravel(), minlength=64)),
+        "low": _chi2_uniform(np.bincount((positions % 64).ravel(), minlength=64)),
+        "pairs": max(_chi2_uniform(np.bincount(d, minlength=64)) for d in differences),
+    }
+
+
+# p = 1e-4 for the single statistics, 1e-4 / 9 for the worst of 9 pairs.
+_CRITICAL = {
+    "high": stats.chi2.ppf(1 - 1e-4, 63),
+    "low": stats.chi2.ppf(1 - 1e-4, 63),
+    "pairs": stats.chi2.ppf(1 - 1e-4 / 9, 63),
+}
+
+
+def test_structured_indices_land_uniformly():
+    """Neighbouring indices (consecutive steps of one env, or one step of
+    neighbouring envs) must not keep their spacing through the shuffle."""
+    statistics = _position_statistics(FEISTEL_ROUNDS)
+    for name, value in statistics.items():
+        assert value < _CRITICAL[name], (name, value, _CRITICAL[name])
+
+
+@pytest.mark.parametrize("rounds", [1, 2])
+def test_the_position_tests_reject_a_weak_bijection(rounds):
+    """The power check: with 1 or 2 Feistel rounds the low bits of an index
+    leak into its position, and the statistics above catch it."""
+    statistics = _position_statistics(rounds)
+    assert any(value > 10 * _CRITICAL[name] for name, value in statistics.items()), statistics
+
+
 def test_minibatches_follow_the_permutation():
     size, m = 12, 3
     batch = Minibatch(
@@ -63,3 +111,74 @@ def test_minibatches_follow_the_permutation():
     np.testing.assert_array_equal(np.asarray(out.actions).ravel(), np.asarray(perm))
     np.testing.assert_array_equal(np.asarray(out.values).ravel(), np.asarray(perm) * 10.0)
     np.testing.assert_array_equal(np.asarray(out.obs)[0, 0], np.asarray(batch.obs)[int(perm[0])])
+
+
+def _linear_apply(params, obs):
+    from purejaxppo.distributions import Categorical
+
+    return Categorical(logits=obs @ params["w"]), obs @ params["v"]
+
+
+def _random_minibatch(key, size=64, dim=3, actions=4):
+    k = jax.random.split(key, 5)
+    return Minibatch(
+        obs=jax.random.normal(k[0], (size, dim)),
+        actions=jax.random.randint(k[1], (size,), 0, actions),
+        log_probs=-jnp.abs(jax.random.normal(k[2], (size,))) - 1.0,
+        values=jax.random.normal(k[3], (size,)),
+        # Chunks with different advantage statistics: per-chunk normalisation would show.
+        advantages=jax.random.normal(k[4], (size,)) * jnp.repeat(jnp.arange(1.0, 5.0), size // 4),
+        returns=jax.random.normal(k[4], (size,)) + 1.0,
+    )
+
+
+@pytest.mark.parametrize("objective", ["clip", "kl_penalty", "pg"])
+@pytest.mark.parametrize("norm_adv", [False, True])
+def test_chunked_gradient_equals_the_one_pass_gradient(objective, norm_adv):
+    from purejaxppo import PPOConfig
+    from purejaxppo.losses import LossStatic
+    from purejaxppo.update import minibatch_gradient
+
+    hp = PPOConfig(kl_coef=0.3).hyperparams()
+    static = LossStatic(norm_adv=norm_adv, clip_vloss=True, policy_objective=objective)
+    params = {
+        "w": jax.random.normal(jax.random.PRNGKey(1), (3, 4)),
+        "v": jax.random.normal(jax.random.PRNGKey(2), (3,)),
+    }
+    batch = _random_minibatch(jax.random.PRNGKey(3))
+    one = minibatch_gradient(params, _linear_apply, batch, hp, static, num_chunks=1)
+    for chunks in (2, 4, 16):
+        many = minibatch_gradient(params, _linear_apply, batch, hp, static, num_chunks=chunks)
+        for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(many)):
+            np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+
+
+def test_chunked_update_matches_the_one_pass_update():
+    from purejaxppo import PPOConfig
+    from purejaxppo.losses import LossStatic
+    from purejaxppo.update import init_opt_state, make_optimizer, ppo_update
+
+    hp = PPOConfig().hyperparams()
+    static = LossStatic(norm_adv=True, clip_vloss=True, policy_objective="clip")
+    params = {"w": jnp.zeros((3, 4)), "v": jnp.zeros((3,))}
+    tx, _ = make_optimizer(hp.lr, hp.max_grad_norm, True, 100)
+    batch = _random_minibatch(jax.random.PRNGKey(4), size=256)
+    run = lambda chunks: ppo_update(
+        params, init_opt_state(tx, params), tx, _linear_apply, batch,
+        jax.random.PRNGKey(5), hp, static, 3, 2, chunks,
+    )
+    one, many = run(1), run(8)
+    for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(many)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_minibatch_gradient_rejects_uneven_chunks():
+    from purejaxppo import PPOConfig
+    from purejaxppo.losses import LossStatic
+    from purejaxppo.update import minibatch_gradient
+
+    static = LossStatic(norm_adv=True, clip_vloss=True, policy_objective="clip")
+    params = {"w": jnp.zeros((3, 4)), "v": jnp.zeros((3,))}
+    with pytest.raises(ValueError, match="num_chunks=5 must divide the minibatch size 64"):
+        minibatch_gradient(params, _linear_apply, _random_minibatch(jax.random.PRNGKey(0)),
+                           PPOConfig().hyperparams(), static, num_chunks=5)
