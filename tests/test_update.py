@@ -18,7 +18,7 @@ from purejaxppo.update import FEISTEL_ROUNDS, random_permutations, shuffle_into_
 CHI2_CRIT_P001 = {5: 20.515, 7: 24.322}
 
 
-@pytest.mark.parametrize("size", [1, 7, 512, 4096, 5000])
+@pytest.mark.parametrize("size", [1, 7, 512, 4096, 5000, 2**17 + 1])
 def test_rows_are_permutations_and_differ(size):
     perms = np.asarray(random_permutations(jax.random.PRNGKey(0), 4, size))
     assert perms.shape == (4, size) and perms.dtype == np.int32
@@ -57,7 +57,7 @@ def _chi2_uniform(counts: np.ndarray) -> float:
 def _position_statistics(rounds: int) -> dict[str, float]:
     """Chi-square statistics (63 dof each) of where 10 structured indices land
     in 2,000 shuffles of 4,096 (a power of two: the bijection alone, no
-    compaction): the position's high 6 bits, its low 6 bits, and the worst
+    cycle-walking): the position's high 6 bits, its low 6 bits, and the worst
     of 9 pairs' position differences mod 64."""
     n, draws = 4096, 2000
     indices = np.array([0, 1, 2, 63, 64, 65, 2047, 2048, 2049, 4095])
