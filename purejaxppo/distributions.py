@@ -98,10 +98,26 @@ class DiagGaussian:
         return jnp.sum(jnp.broadcast_to(per_dim, self.mean.shape), axis=-1)
 
 
-def action_noise(key: jax.Array, shape: tuple[int, ...], discrete: bool) -> jax.Array:
-    """The noise `sample_from_noise` turns into actions, for a batch ``shape``
-    whose last axis is the number of actions (discrete: Gumbel) or the action
-    dimension (continuous: standard normal)."""
+def open_unit_interval(bits: jax.Array) -> jax.Array:
+    """uint32 random bits to float32 uniform on the open interval (0, 1).
+
+    Keeps the top 23 bits b and returns (b + 0.5) / 2**23, exactly
+    representable: 2**23 equally likely values, symmetric about 1/2, never 0
+    or 1 (so log(u) and log(1 - u) are finite).
+    """
+    return ((bits >> 9).astype(jnp.float32) + 0.5) * (2.0**-23)
+
+
+def action_noise(bits: jax.Array, discrete: bool) -> jax.Array:
+    """The noise `sample_from_noise` turns into actions, from uint32 ``bits``
+    of the batch shape, whose last axis is the number of actions (discrete:
+    standard Gumbel, -log(-log u)) or the action dimension (continuous:
+    standard normal, sqrt(2) * erfinv(2u - 1)); u is `open_unit_interval`.
+
+    Taking bits lets the rollout draw its action noise, env keys and reset
+    keys in one random-bits call (one threefry kernel to compile).
+    """
+    u = open_unit_interval(bits)
     if discrete:
-        return jax.random.gumbel(key, shape)
-    return jax.random.normal(key, shape)
+        return -jnp.log(-jnp.log(u))
+    return jnp.sqrt(2.0).astype(jnp.float32) * jax.lax.erf_inv(2.0 * u - 1.0)

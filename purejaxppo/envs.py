@@ -172,9 +172,13 @@ class VecEnv:
         or None where the env's own ``step`` must do its resets."""
         if not self.presampled_resets:
             return None
-        reset = jax.vmap(jax.vmap(self.env.reset_env, in_axes=(0, None)), in_axes=(0, None))
-        obs, state = reset(keys, self.env_params)
-        return self.encode_obs(obs), state
+        # One vmap over all T * N keys: a smaller kernel for XLA to compile
+        # than a vmap of a vmap (benchmarks/NOTES.md).
+        lead = keys.shape[:2]
+        flat_keys = keys.reshape((-1,) + keys.shape[2:])
+        obs, state = jax.vmap(self.env.reset_env, in_axes=(0, None))(flat_keys, self.env_params)
+        unflatten = lambda x: x.reshape(lead + x.shape[1:])
+        return self.encode_obs(unflatten(obs)), jax.tree.map(unflatten, state)
 
     def encode_obs(self, obs: jax.Array) -> jax.Array:
         """Raw env observations to the network's input: float32, and one-hot

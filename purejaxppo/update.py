@@ -112,7 +112,7 @@ def random_permutations(
     if size < 1 or size > 2**31:
         raise ValueError(f"size must be in [1, 2**31], got {size}")
     bits = max(_MIN_DOMAIN_BITS, (size - 1).bit_length())
-    round_keys = jax.random.bits(key, (num, rounds), jnp.uint32)
+    round_keys = jax.random.bits(key, (num * rounds,), jnp.uint32).reshape(num, rounds)
     indices = jax.lax.iota(jnp.uint32, size)
 
     def one(keys):

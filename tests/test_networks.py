@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purejaxppo.distributions import Categorical, DiagGaussian
+from purejaxppo.distributions import Categorical, DiagGaussian, action_noise, open_unit_interval
 from purejaxppo.envs import make_env
 from purejaxppo.networks import make_network
 
@@ -38,6 +38,24 @@ def test_gaussian_matches_numpy():
     samples = DiagGaussian(jnp.full((50_000, 2), 1.0), jnp.full((50_000, 2), math.log(2.0))).sample(jax.random.PRNGKey(0))
     np.testing.assert_allclose(samples.mean(0), [1.0, 1.0], atol=0.05)
     np.testing.assert_allclose(samples.std(0), [2.0, 2.0], atol=0.05)
+
+
+def test_open_unit_interval_is_exact_and_never_hits_the_ends():
+    bits = jnp.array([0, 2**9 - 1, 2**31, 2**32 - 1], jnp.uint32)
+    u = np.asarray(open_unit_interval(bits), np.float64)
+    np.testing.assert_array_equal(u, [2.0**-24, 2.0**-24, 0.5 + 2.0**-24, 1 - 2.0**-24])
+
+
+@pytest.mark.parametrize("discrete, cdf", [(True, "gumbel_r"), (False, "norm")])
+def test_action_noise_from_bits_has_the_right_distribution(discrete, cdf):
+    from scipy import stats
+
+    bits = jax.random.bits(jax.random.PRNGKey(0), (200_000,), jnp.uint32)
+    noise = np.asarray(action_noise(bits, discrete), np.float64)
+    assert np.all(np.isfinite(noise))
+    # Kolmogorov-Smirnov against the exact law; a shifted law (mean + 0.02) must fail.
+    assert stats.kstest(noise, cdf).pvalue > 1e-3
+    assert stats.kstest(noise + 0.02, cdf).pvalue < 1e-6
 
 
 @pytest.mark.parametrize("env_name,discrete", [("CartPole-v1", True), ("Pendulum-v1", False), ("Breakout-MinAtar", True)])
