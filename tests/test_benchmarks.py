@@ -78,3 +78,31 @@ def test_returns_benchmark_smoke(tmp_path):
     assert "| CartPole-v1 | 2 |" in md
     assert (tmp_path / f"{json_path.stem}.png").exists()
     assert (tmp_path / f"{json_path.stem}-CartPole-v1.png").exists()
+
+
+def test_compile_profile_parses_xla_logs_and_smoke_runs(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compile_profile", ROOT / "benchmarks" / "compile_profile.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    log = (
+        "I1123 ir_compiler.cc:293] Compiled LLVM module: __compute_module_add_fusion.2_kernel_module "
+        "time: 12.5 ms (12500 us) (cumulative: 1 s)\n"
+        "I1123 ir_compiler.cc:293] Compiled LLVM module: __compute_module_wrapped_copy time: 800 us (800 us) x\n"
+    )
+    assert module.kernel_times(log) == {
+        "__compute_module_add_fusion.2_kernel_module": 0.0125, "__compute_module_wrapped_copy": 0.0008,
+    }
+    hlo = '  %add_fusion.2 = u32[64,4]{1,0} fusion(%a), kind=kLoop, metadata={op_name="jit(train)/jit(_uniform)/add"}\n'
+    assert module.kernel_origins(hlo)["add_fusion.2"] == ("u32[64,4]{1,0}", "jit(train)/jit(_uniform)/add")
+
+    out = tmp_path / "profile.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "compile_profile.py"), "--set", "total_timesteps=512",
+           "--top", "3", "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["lower_s"] > 0 and report["compile_s"] > 0 and report["kernels"] > 10
+    assert 0 < report["threefry_llvm_s"] < report["llvm_total_s"]
+    assert len(report["slowest"]) == 3 and report["slowest"][0]["shape"]

@@ -1,0 +1,144 @@
+"""Where compile time goes: lowering, XLA compile, and LLVM time per kernel.
+
+Compiles ``jax.jit(make_train(config))`` once in a fresh child process with
+XLA's per-module LLVM timing logged (``TF_CPP_VMODULE=ir_compiler=2``) and
+the optimized HLO dumped, then reports:
+
+* lowering (JAX tracing to StableHLO) and XLA compile, wall seconds;
+* the LLVM code-generation time summed over all kernels (CPU seconds over
+  XLA's compile threads, so it can exceed the wall time);
+* the slowest kernels, each with its shape and the JAX op it came from
+  (the ``op_name`` metadata: e.g. ``jit(_uniform)`` is a threefry draw).
+
+Usage::
+
+    python benchmarks/compile_profile.py                      # CartPole defaults
+    python benchmarks/compile_profile.py --set num_envs=2048 --top 20
+    python benchmarks/compile_profile.py --json out.json
+
+CPU backend only (the LLVM log lines are the CPU compiler's). One run is one
+sample: compile times on a shared machine vary by +-20% between processes,
+so compare variants by alternating runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+_CHILD = r"""
+import json, sys, time
+import jax
+from purejaxppo import PPOConfig, make_train
+overrides = json.loads(sys.argv[1])
+train = make_train(PPOConfig(**overrides))
+start = time.perf_counter()
+lowered = jax.jit(train).lower(jax.random.PRNGKey(0))
+mid = time.perf_counter()
+lowered.compile()
+end = time.perf_counter()
+print(json.dumps({"lower_s": mid - start, "compile_s": end - mid}))
+"""
+
+_LLVM_LINE = re.compile(r"Compiled LLVM module: (\S+) time: ([0-9.]+) (us|ms|s) ")
+_UNIT = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def _parse_value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def kernel_times(log: str) -> dict[str, float]:
+    """LLVM seconds per kernel module from XLA's ``ir_compiler`` log lines."""
+    times: dict[str, float] = {}
+    for name, value, unit in _LLVM_LINE.findall(log):
+        times[name] = times.get(name, 0.0) + float(value) * _UNIT[unit]
+    return times
+
+
+def kernel_origins(hlo_text: str) -> dict[str, tuple[str, str]]:
+    """``instruction name -> (shape, op_name)`` from an optimized HLO dump."""
+    origins = {}
+    for match in re.finditer(r"^\s*%?([\w.\-]+) = (\S+) [^\n]*", hlo_text, re.M):
+        name, shape = match.group(1), match.group(2)
+        op = re.search(r'op_name="([^"]*)"', match.group(0))
+        origins[name] = (shape, op.group(1) if op else "")
+    return origins
+
+
+def _instruction(module_name: str) -> str:
+    name = module_name.removeprefix("__compute_module_")
+    return name.removesuffix("_kernel_module")
+
+
+def profile(overrides: dict, top: int) -> dict:
+    with tempfile.TemporaryDirectory() as dump:
+        env = dict(
+            os.environ,
+            TF_CPP_MIN_LOG_LEVEL="0",
+            TF_CPP_VMODULE="ir_compiler=2",
+            XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + f" --xla_dump_to={dump} "
+                       "--xla_dump_hlo_as_text --xla_dump_hlo_pass_re=NONE").strip(),
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", _CHILD, json.dumps(overrides)],
+            env=env, capture_output=True, text=True, check=False,
+        )
+        if proc.returncode != 0:
+            raise SystemExit(f"the compile child failed:\n{proc.stderr[-4000:]}")
+        timing = json.loads(proc.stdout.strip().splitlines()[-1])
+        times = kernel_times(proc.stderr)
+        dumps = sorted(Path(dump).glob("*jit_train*cpu_after_optimizations.txt"))
+        origins = kernel_origins(dumps[-1].read_text()) if dumps else {}
+    rows = []
+    for module, seconds in sorted(times.items(), key=lambda kv: -kv[1]):
+        shape, op = origins.get(_instruction(module), ("", ""))
+        rows.append({"kernel": _instruction(module), "llvm_s": seconds, "shape": shape,
+                     "op_name": op.removeprefix("jit(train)/")})
+    return {
+        "config": overrides,
+        **timing,
+        "llvm_total_s": sum(times.values()),
+        "kernels": len(times),
+        "threefry_llvm_s": sum(r["llvm_s"] for r in rows if "_uniform" in r["op_name"]
+                               or "threefry" in r["op_name"] or "random_bits" in r["op_name"]),
+        "slowest": rows[:top],
+    }
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a PPOConfig override (repeatable)")
+    parser.add_argument("--top", type=int, default=15, help="slowest kernels to list")
+    parser.add_argument("--json", type=Path, help="also write the report here")
+    args = parser.parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        field, _, value = item.partition("=")
+        overrides[field] = _parse_value(value)
+    report = profile(overrides, args.top)
+    print(f"config {overrides or 'defaults'}: lower {report['lower_s']:.2f} s, "
+          f"compile {report['compile_s']:.2f} s; LLVM {report['llvm_total_s']:.2f} s "
+          f"over {report['kernels']} kernels, of which random draws "
+          f"{report['threefry_llvm_s']:.2f} s")
+    print(f"{'LLVM ms':>8}  {'kernel':<34} {'shape':<22} op")
+    for row in report["slowest"]:
+        print(f"{row['llvm_s'] * 1e3:8.0f}  {row['kernel'][:34]:<34} {row['shape'][:22]:<22} "
+              f"{row['op_name'][:90]}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
