@@ -120,4 +120,4 @@ def action_noise(bits: jax.Array, discrete: bool) -> jax.Array:
     u = open_unit_interval(bits)
     if discrete:
         return -jnp.log(-jnp.log(u))
-    return jnp.sqrt(2.0).astype(jnp.float32) * jax.lax.erf_inv(2.0 * u - 1.0)
+    return math.sqrt(2.0) * jax.lax.erf_inv(2.0 * u - 1.0)

@@ -91,8 +91,9 @@ _LIST: tuple[Preset, ...] = (
         "Acrobot-v1",
         "gymnax-blines agents/Acrobot-v1/ppo.yaml (16 envs x 32 steps, 4 x 4, lr 5e-4 constant, "
         "max_grad_norm 1.0, ReLU) at 2e6 steps instead of its 5e5: IQM -75.0 over 8 seeds "
-        "(-76.9 after session 4's shuffle change; returns table); at 5e5 it was -83.6, at 1e6 the median was -79.7, and annealing "
-        "the lr or a tanh/normalised variant did not do better (benchmarks/TUNING.md).",
+        "(-76.9 after session 4's shuffle change; returns table); at 5e5 it was -83.6, "
+        "at 1e6 the median was -79.7, and annealing the lr or a tanh/normalised variant "
+        "did not do better (benchmarks/TUNING.md).",
         target=-80.0,
         **_BLINES_16, total_timesteps=2_000_000,
     ),
