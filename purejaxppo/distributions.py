@@ -117,7 +117,12 @@ def action_noise(bits: jax.Array, discrete: bool) -> jax.Array:
     Taking bits lets the rollout draw its action noise, env keys and reset
     keys in one random-bits call (one threefry kernel to compile).
     """
-    u = open_unit_interval(bits)
     if discrete:
-        return -jnp.log(-jnp.log(u))
-    return math.sqrt(2.0) * jax.lax.erf_inv(2.0 * u - 1.0)
+        return -jnp.log(-jnp.log(open_unit_interval(bits)))
+    return normal_from_bits(bits)
+
+
+def normal_from_bits(bits: jax.Array) -> jax.Array:
+    """uint32 random bits to standard normal float32: sqrt(2) * erfinv(2u - 1)
+    with u = `open_unit_interval` (inverse-CDF sampling; |z| < 5.3)."""
+    return math.sqrt(2.0) * jax.lax.erf_inv(2.0 * open_unit_interval(bits) - 1.0)

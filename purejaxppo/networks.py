@@ -3,19 +3,21 @@
 Initialisation follows the PPO implementation details: orthogonal weights with
 gain sqrt(2) in hidden layers, 0.01 on the policy head, 1.0 on the value head,
 zero biases; a state-independent log-std parameter initialised at 0 for
-continuous actions.
+continuous actions. `init_params` draws that same initialisation in one
+random call (cheaper to compile than flax's per-layer draws).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections import defaultdict
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from purejaxppo.distributions import Categorical, DiagGaussian
+from purejaxppo.distributions import Categorical, DiagGaussian, normal_from_bits
 from purejaxppo.envs import EnvSpec
 
 ACTIVATION_FNS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -178,3 +180,65 @@ def make_network(
         torso=resolve_torso(torso, spec.obs_shape),
         cnn_channels=tuple(cnn_channels),
     )
+
+
+def kernel_gain(path: Sequence[str]) -> float:
+    """The orthogonal-init gain of the kernel at ``path`` in `ActorCritic`'s
+    params: 0.01 in the policy head, 1.0 in the value head, sqrt(2) elsewhere
+    (the torsos' Dense and Conv3x3 layers)."""
+    if "policy_head" in path:
+        return _POLICY_GAIN
+    if "value_head" in path:
+        return _VALUE_GAIN
+    return _HIDDEN_GAIN
+
+
+def _orthogonal_draw_shape(shape: Sequence[int]) -> tuple[int, int]:
+    """(n, m), n >= m: the Gaussian matrix whose QR gives an orthogonal
+    kernel of ``shape`` (rows = all axes but the last, columns = the last)."""
+    rows, cols = math.prod(shape[:-1]), shape[-1]
+    return (max(rows, cols), min(rows, cols))
+
+
+def init_params(network: nn.Module, key: jax.Array, obs: jax.Array) -> Any:
+    """Parameters of ``network``, distributed as ``network.init(key, obs)``,
+    from one random draw.
+
+    Kernels are orthogonal with `kernel_gain` (Haar-distributed: the Q of the
+    QR decomposition of a standard Gaussian matrix, signs fixed by diag(R),
+    as in `jax.nn.initializers.orthogonal`); biases and the log-std are 0.
+    Any other parameter name is an error. `make_train` initialises with this.
+
+    `network.init` draws one Gaussian matrix per layer, and on CPU each draw
+    is a threefry kernel that XLA compiles apart (about 0.1 s each). Here all
+    Gaussians come from one flat `jax.random.bits` call, and layers whose
+    matrices have the same shape share one batched QR. Only the random
+    stream differs from `network.init`.
+    """
+    abstract = jax.eval_shape(network.init, key, obs)
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
+    paths = [tuple(str(getattr(k, "key", k)) for k in path) for path, _ in leaves]
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, (path, (_, leaf)) in enumerate(zip(paths, leaves)):
+        if path[-1] == "kernel":
+            groups[_orthogonal_draw_shape(leaf.shape)].append(i)
+        elif path[-1] not in ("bias", "log_std"):
+            raise ValueError(
+                f"init_params: no initialiser for parameter {'/'.join(path)}; "
+                "allowed leaf names: kernel (orthogonal), bias and log_std (zeros)"
+            )
+    sizes = [len(idx) * n * m for (n, m), idx in groups.items()]
+    bits = jax.random.bits(key, (max(sum(sizes), 1),), jnp.uint32)
+    gaussian = normal_from_bits(bits)
+    values = [jnp.zeros(leaf.shape, leaf.dtype) for _, leaf in leaves]
+    offset = 0
+    for ((n, m), idx), size in zip(groups.items(), sizes):
+        a = gaussian[offset : offset + size].reshape(len(idx), n, m)
+        offset += size
+        q, r = jnp.linalg.qr(a)
+        q = q * jnp.sign(jnp.diagonal(r, axis1=-2, axis2=-1))[:, None, :]
+        for j, i in enumerate(idx):
+            shape = leaves[i][1].shape
+            w = q[j] if math.prod(shape[:-1]) >= shape[-1] else q[j].T
+            values[i] = (kernel_gain(paths[i]) * w.reshape(shape)).astype(leaves[i][1].dtype)
+    return jax.tree_util.tree_unflatten(treedef, values)

@@ -27,7 +27,7 @@ from purejaxppo.advantages import gae
 from purejaxppo.config import HyperParams, PPOConfig
 from purejaxppo.envs import VecEnv, make_env
 from purejaxppo.losses import LossStatic, Minibatch
-from purejaxppo.networks import make_network
+from purejaxppo.networks import init_params, make_network
 from purejaxppo.normalization import RewardScaler, RunningMeanStd
 from purejaxppo.rollout import EnvCarry, EpisodeStats, collect_rollout, critic_values
 from purejaxppo.update import init_opt_state, make_optimizer, ppo_update
@@ -147,7 +147,7 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
         hp = config.hyperparams() if hp is None else hp
         rng, net_key, env_key = jax.random.split(rng, 3)
         dummy_obs = jnp.zeros((1, *spec.obs_shape), jnp.float32)
-        params = network.init(net_key, dummy_obs)
+        params = init_params(network, net_key, dummy_obs)
         tx, _ = optimizer(hp)
         obs, env_state = vec_env.reset(env_key)
         return TrainState(

@@ -123,3 +123,63 @@ def test_im2col_convolution_equals_lax_conv():
     g_ref = jax.grad(lambda k: jnp.sum(jnp.sin(jax.lax.conv_general_dilated(
         x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")))))(k)
     np.testing.assert_allclose(g, g_ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("env_name", ["CartPole-v1", "Pendulum-v1", "Breakout-MinAtar"])
+def test_one_draw_init_matches_flax_init_in_distribution(env_name):
+    """`init_params` gives the tree of `network.init`, with the same law per leaf:
+    the Gram matrix of each kernel (gain^2 * I on its smaller side) and zeros."""
+    from purejaxppo.networks import init_params
+
+    _, _, spec = make_env(env_name)
+    net = make_network(spec, (64, 64), "tanh")
+    obs = jnp.zeros((1, *spec.obs_shape))
+    ours = init_params(net, jax.random.PRNGKey(3), obs)
+    flax_init = net.init(jax.random.PRNGKey(3), obs)
+    assert jax.tree.structure(ours) == jax.tree.structure(flax_init)
+    for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(ours)[0], jax.tree.leaves(flax_init)):
+        a, b = np.asarray(a), np.asarray(b)
+        assert a.shape == b.shape and a.dtype == b.dtype, jax.tree_util.keystr(path)
+        if a.ndim < 2:
+            np.testing.assert_array_equal(a, 0.0)
+            continue
+        a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+        gram = lambda w: w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
+        np.testing.assert_allclose(gram(a), gram(b), atol=1e-5, err_msg=jax.tree_util.keystr(path))
+        assert not np.allclose(a, b)  # its own random stream
+
+
+def test_one_draw_init_is_haar_distributed():
+    """An entry x of a Haar-random orthogonal n x n matrix is symmetric, with
+    x^2 ~ Beta(1/2, (n-1)/2). Skipping the QR sign fix fails this: LAPACK's
+    Householder QR makes every Q[0, 0] negative."""
+    from scipy import stats
+
+    from purejaxppo.networks import init_params
+
+    _, _, spec = make_env("CartPole-v1")
+    net = make_network(spec, (64, 64), "tanh")
+    keys = jax.random.split(jax.random.PRNGKey(0), 600)
+    params = jax.jit(jax.vmap(lambda k: init_params(net, k, jnp.zeros((1, 4)))))(keys)["params"]
+    for kernel, n in ((params["actor_torso"]["Dense_1"]["kernel"], 64), (params["critic_torso"]["Dense_0"]["kernel"], 64)):
+        x = np.asarray(kernel[:, 0, 0], np.float64) / math.sqrt(2.0)  # 4 x 64: rows of a 64 x 64 Haar Q
+        assert stats.kstest(x**2, stats.beta(0.5, (n - 1) / 2).cdf).pvalue > 1e-3
+        assert stats.binomtest(int(np.sum(x > 0)), len(x)).pvalue > 1e-3
+    # Actor and critic layers of one shape share a batched QR; they must still be independent.
+    a = np.asarray(params["actor_torso"]["Dense_1"]["kernel"][:, 0, 0])
+    c = np.asarray(params["critic_torso"]["Dense_1"]["kernel"][:, 0, 0])
+    assert abs(stats.pearsonr(a, c).statistic) < 0.15
+
+
+def test_one_draw_init_names_a_parameter_it_cannot_initialise():
+    import flax.linen as nn
+
+    from purejaxppo.networks import init_params
+
+    class Scaled(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(2)(x) * self.param("scale", nn.initializers.ones, ())
+
+    with pytest.raises(ValueError, match="no initialiser for parameter params/scale; allowed leaf names"):
+        init_params(Scaled(), jax.random.PRNGKey(0), jnp.zeros((1, 3)))
