@@ -6,6 +6,7 @@ Each offers ``mode()``, ``sample(key)``, ``sample_from_noise(noise)``, ``log_pro
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -13,6 +14,41 @@ import jax.numpy as jnp
 from flax import struct
 
 _LOG_2PI = math.log(2.0 * math.pi)
+
+SMALL_AXIS = 8
+"""Action axes up to this size are reduced by unrolled elementwise ops."""
+
+
+def _columns(x: jax.Array) -> list[jax.Array]:
+    return [x[..., i] for i in range(x.shape[-1])]
+
+
+def sum_last(x: jax.Array) -> jax.Array:
+    """``jnp.sum(x, axis=-1)``; for a last axis of at most `SMALL_AXIS`, as a
+    chain of elementwise adds of its columns.
+
+    XLA on CPU runs a reduction over a 2-wide axis of an (8192, 2) array, and
+    the reduction that is its gradient, many times slower than the
+    elementwise fusion this becomes (benchmarks/NOTES.md, session 5). The
+    gradient of a column slice is elementwise too.
+    """
+    if x.shape[-1] > SMALL_AXIS:
+        return jnp.sum(x, axis=-1)
+    return functools.reduce(jnp.add, _columns(x))
+
+
+def log_softmax(logits: jax.Array) -> jax.Array:
+    """``jax.nn.log_softmax`` over the last axis, by `sum_last`'s rule:
+    log p_i = l_i - m - log sum_j exp(l_j - m), m = max_j l_j (held constant
+    under differentiation, as the result does not depend on it)."""
+    if logits.shape[-1] > SMALL_AXIS:
+        return jax.nn.log_softmax(logits, axis=-1)
+    cols = _columns(logits)
+    m = jax.lax.stop_gradient(functools.reduce(jnp.maximum, cols))
+    lse = m + jnp.log(functools.reduce(jnp.add, [jnp.exp(c - m) for c in cols]))
+    # Stacked columns, not `logits - lse[..., None]`: the gradient of that
+    # broadcast would be a reduction over the action axis again.
+    return jnp.stack([c - lse for c in cols], axis=-1)
 
 
 @struct.dataclass
@@ -24,7 +60,7 @@ class Categorical:
     @property
     def log_probs(self) -> jax.Array:
         """Normalised log-probabilities, (..., num_actions)."""
-        return jax.nn.log_softmax(self.logits, axis=-1)
+        return log_softmax(self.logits)
 
     def mode(self) -> jax.Array:
         """The most likely action (greedy), shape ``logits.shape[:-1]``."""
@@ -48,17 +84,24 @@ class Categorical:
         shape = jnp.broadcast_shapes(action.shape, log_probs.shape[:-1])
         log_probs = jnp.broadcast_to(log_probs, shape + log_probs.shape[-1:])
         action = jnp.broadcast_to(action, shape)
-        return jnp.take_along_axis(log_probs, action[..., None], axis=-1)[..., 0]
+        if log_probs.shape[-1] > SMALL_AXIS:
+            return jnp.take_along_axis(log_probs, action[..., None], axis=-1)[..., 0]
+        # A select per action: elementwise, forward and backward (a gather's
+        # gradient is a scatter).
+        cols = _columns(log_probs)
+        return functools.reduce(
+            lambda out, i: jnp.where(action == i, cols[i], out), range(1, len(cols)), cols[0]
+        )
 
     def entropy(self) -> jax.Array:
         """H = -sum_a p(a) log p(a), shape ``logits.shape[:-1]``."""
         logp = self.log_probs
-        return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+        return -sum_last(jnp.exp(logp) * logp)
 
     def kl(self, other: "Categorical") -> jax.Array:
         """KL(self || other) = sum_a p(a) (log p(a) - log q(a))."""
         logp, logq = self.log_probs, other.log_probs
-        return jnp.sum(jnp.exp(logp) * (logp - logq), axis=-1)
+        return sum_last(jnp.exp(logp) * (logp - logq))
 
 
 @struct.dataclass

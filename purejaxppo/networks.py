@@ -200,19 +200,41 @@ def _orthogonal_draw_shape(shape: Sequence[int]) -> tuple[int, int]:
     return (max(rows, cols), min(rows, cols))
 
 
+def orthonormal_columns(a: jax.Array) -> jax.Array:
+    """The Q of the QR decomposition of ``a`` (..., n, m), n >= m, with R's
+    diagonal positive: Gram-Schmidt, each column orthogonalised twice
+    ("twice is enough": orthogonal to float precision for full-rank ``a``).
+
+    For a standard Gaussian ``a``, Q is Haar-distributed, as from
+    `jnp.linalg.qr` with the signs fixed by diag(R). Pure `lax` rather than
+    LAPACK: jaxlib's batched CPU QR (the custom call a `jax.vmap` over many
+    seeds makes) can deadlock on a small thread pool when two run at once,
+    and was seen to hang here at 256 seeds (benchmarks/NOTES.md, session 5).
+    """
+    def column(j, q):
+        v = jax.lax.dynamic_index_in_dim(a, j, axis=-1, keepdims=False)
+        for _ in range(2):  # columns >= j of q are still zero
+            v = v - jnp.einsum("...nm,...m->...n", q, jnp.einsum("...nm,...n->...m", q, v))
+        v = v / jnp.linalg.norm(v, axis=-1, keepdims=True)
+        return jax.lax.dynamic_update_index_in_dim(q, v, j, axis=-1)
+
+    return jax.lax.fori_loop(0, a.shape[-1], column, jnp.zeros_like(a))
+
+
 def init_params(network: nn.Module, key: jax.Array, obs: jax.Array) -> Any:
     """Parameters of ``network``, distributed as ``network.init(key, obs)``,
     from one random draw.
 
     Kernels are orthogonal with `kernel_gain` (Haar-distributed: the Q of the
-    QR decomposition of a standard Gaussian matrix, signs fixed by diag(R),
-    as in `jax.nn.initializers.orthogonal`); biases and the log-std are 0.
+    QR decomposition of a standard Gaussian matrix with diag(R) > 0, as in
+    `jax.nn.initializers.orthogonal`; `orthonormal_columns`); biases and the
+    log-std are 0.
     Any other parameter name is an error. `make_train` initialises with this.
 
     `network.init` draws one Gaussian matrix per layer, and on CPU each draw
     is a threefry kernel that XLA compiles apart (about 0.1 s each). Here all
     Gaussians come from one flat `jax.random.bits` call, and layers whose
-    matrices have the same shape share one batched QR. Only the random
+    matrices have the same shape share one batched orthogonalisation. Only the random
     stream differs from `network.init`.
     """
     abstract = jax.eval_shape(network.init, key, obs)
@@ -235,8 +257,7 @@ def init_params(network: nn.Module, key: jax.Array, obs: jax.Array) -> Any:
     for ((n, m), idx), size in zip(groups.items(), sizes):
         a = gaussian[offset : offset + size].reshape(len(idx), n, m)
         offset += size
-        q, r = jnp.linalg.qr(a)
-        q = q * jnp.sign(jnp.diagonal(r, axis1=-2, axis2=-1))[:, None, :]
+        q = orthonormal_columns(a)
         for j, i in enumerate(idx):
             shape = leaves[i][1].shape
             w = q[j] if math.prod(shape[:-1]) >= shape[-1] else q[j].T
