@@ -3,8 +3,8 @@
 Initialisation follows the PPO implementation details: orthogonal weights with
 gain sqrt(2) in hidden layers, 0.01 on the policy head, 1.0 on the value head,
 zero biases; a state-independent log-std parameter initialised at 0 for
-continuous actions. `init_params` draws that same initialisation in one
-random call (cheaper to compile than flax's per-layer draws).
+continuous actions. `init_params` (what `make_train` uses) draws that same
+initialisation from one random call.
 """
 
 from __future__ import annotations
@@ -232,10 +232,12 @@ def init_params(network: nn.Module, key: jax.Array, obs: jax.Array) -> Any:
     Any other parameter name is an error. `make_train` initialises with this.
 
     `network.init` draws one Gaussian matrix per layer, and on CPU each draw
-    is a threefry kernel that XLA compiles apart (about 0.1 s each). Here all
-    Gaussians come from one flat `jax.random.bits` call, and layers whose
-    matrices have the same shape share one batched orthogonalisation. Only the random
-    stream differs from `network.init`.
+    is a threefry kernel that XLA compiles apart. Here all Gaussians come
+    from one flat `jax.random.bits` call, and layers whose matrices have the
+    same shape share one batched orthogonalisation. Measured, the
+    Gram-Schmidt loop costs about the compile time the fewer draws save
+    (benchmarks/NOTES.md, session 5). Only the random stream differs from
+    `network.init`.
     """
     abstract = jax.eval_shape(network.init, key, obs)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
