@@ -233,35 +233,43 @@ def init_params(network: nn.Module, key: jax.Array, obs: jax.Array) -> Any:
 
     `network.init` draws one Gaussian matrix per layer, and on CPU each draw
     is a threefry kernel that XLA compiles apart. Here all Gaussians come
-    from one flat `jax.random.bits` call, and layers whose matrices have the
-    same shape share one batched orthogonalisation. Measured, the
-    Gram-Schmidt loop costs about the compile time the fewer draws save
-    (benchmarks/NOTES.md, session 5). Only the random stream differs from
-    `network.init`.
+    from one flat `jax.random.bits` call, and all kernels whose draws have
+    the same row count share one batched orthogonalisation (for an MLP
+    torso: every kernel, one loop). Only the random stream differs from
+    `network.init` (benchmarks/NOTES.md, sessions 5 and 6).
     """
     abstract = jax.eval_shape(network.init, key, obs)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
     paths = [tuple(str(getattr(k, "key", k)) for k in path) for path, _ in leaves]
-    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    # Kernels grouped by the row count n of their Gaussian draw (n, m): one
+    # Gram-Schmidt loop per group, over the group's widest m. Column j of Q
+    # depends on columns <= j of the draw only, so a narrower kernel takes
+    # the first m columns and has exactly the law of its own (n, m) draw.
+    groups: dict[int, list[int]] = defaultdict(list)
     for i, (path, (_, leaf)) in enumerate(zip(paths, leaves)):
         if path[-1] == "kernel":
-            groups[_orthogonal_draw_shape(leaf.shape)].append(i)
+            groups[_orthogonal_draw_shape(leaf.shape)[0]].append(i)
         elif path[-1] not in ("bias", "log_std"):
             raise ValueError(
                 f"init_params: no initialiser for parameter {'/'.join(path)}; "
                 "allowed leaf names: kernel (orthogonal), bias and log_std (zeros)"
             )
-    sizes = [len(idx) * n * m for (n, m), idx in groups.items()]
+    widths = {
+        n: max(_orthogonal_draw_shape(leaves[i][1].shape)[1] for i in idx)
+        for n, idx in groups.items()
+    }
+    sizes = [len(idx) * n * widths[n] for n, idx in groups.items()]
     bits = jax.random.bits(key, (max(sum(sizes), 1),), jnp.uint32)
     gaussian = normal_from_bits(bits)
     values = [jnp.zeros(leaf.shape, leaf.dtype) for _, leaf in leaves]
     offset = 0
-    for ((n, m), idx), size in zip(groups.items(), sizes):
-        a = gaussian[offset : offset + size].reshape(len(idx), n, m)
+    for (n, idx), size in zip(groups.items(), sizes):
+        a = gaussian[offset : offset + size].reshape(len(idx), n, widths[n])
         offset += size
         q = orthonormal_columns(a)
         for j, i in enumerate(idx):
             shape = leaves[i][1].shape
-            w = q[j] if math.prod(shape[:-1]) >= shape[-1] else q[j].T
+            m = _orthogonal_draw_shape(shape)[1]
+            w = q[j, :, :m] if math.prod(shape[:-1]) >= shape[-1] else q[j, :, :m].T
             values[i] = (kernel_gain(paths[i]) * w.reshape(shape)).astype(leaves[i][1].dtype)
     return jax.tree_util.tree_unflatten(treedef, values)

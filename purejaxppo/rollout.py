@@ -92,18 +92,67 @@ class Trajectory:
         return self.terminated | self.truncated
 
 
-def _key_words(key: jax.Array) -> int:
+def key_words(key: jax.Array) -> int:
     """uint32 words of one PRNG key like ``key`` (2 for threefry)."""
     return jax.random.key_data(key).shape[-1]
 
 
-def _keys_from_words(words: jax.Array, like: jax.Array) -> jax.Array:
+def keys_from_words(words: jax.Array, like: jax.Array) -> jax.Array:
     """PRNG keys of the same kind as ``like`` from random uint32 ``words``
-    (..., `_key_words`): typed keys stay typed, raw uint32 keys stay raw.
+    (..., `key_words`): typed keys stay typed, raw uint32 keys stay raw.
     Random words are what `jax.random.split` makes keys of, too."""
     if jax.dtypes.issubdtype(like.dtype, jax.dtypes.prng_key):
         return jax.random.wrap_key_data(words, impl=jax.random.key_impl(like))
     return words
+
+
+@struct.dataclass
+class RolloutRandomness:
+    """Everything random a rollout of T steps of N envs consumes, drawn
+    before its sequential loop (leading axes (T, N) on every field).
+
+    Attributes:
+        action_noise: what `sample_from_noise` turns into actions,
+            (T, N, action_dim) float32 (Gumbel for discrete actions, standard
+            normal for continuous ones).
+        env_keys: one PRNG key per env and step for the env's transition.
+        resets: `VecEnv.draw_resets` of one key per env and step:
+            ``(obs (T, N, *obs_shape), env_state)``, the state an env takes
+            if its episode ends at that step; None for envs whose own
+            ``step`` must reset them.
+    """
+
+    action_noise: jax.Array
+    env_keys: jax.Array
+    resets: Any
+
+    @staticmethod
+    def num_words(vec_env: VecEnv, num_steps: int, key: jax.Array) -> int:
+        """uint32 words `from_words` takes: per env and step, the action
+        noise, an env key and a reset key."""
+        return num_steps * vec_env.num_envs * (vec_env.spec.action_dim + 2 * key_words(key))
+
+    @classmethod
+    def from_words(
+        cls, words: jax.Array, vec_env: VecEnv, num_steps: int, like: jax.Array
+    ) -> "RolloutRandomness":
+        """Made of `num_words` random uint32 ``words``; keys of the kind of ``like``."""
+        chex.assert_shape(words, (cls.num_words(vec_env, num_steps, like),))
+        a, w = vec_env.spec.action_dim, key_words(like)
+        bits = words.reshape(num_steps, vec_env.num_envs, a + 2 * w)
+        return cls(
+            action_noise=action_noise(bits[..., :a], vec_env.spec.discrete),
+            env_keys=keys_from_words(bits[..., a : a + w], like),
+            resets=vec_env.draw_resets(keys_from_words(bits[..., a + w :], like)),
+        )
+
+    @classmethod
+    def draw(cls, key: jax.Array, vec_env: VecEnv, num_steps: int) -> "RolloutRandomness":
+        """From one flat `jax.random.bits` call: one threefry kernel for XLA
+        to compile (each costs 0.1-0.4 s of compile on CPU; a flat draw
+        compiles faster than an N-d one; benchmarks/NOTES.md)."""
+        n = cls.num_words(vec_env, num_steps, key)
+        return cls.from_words(jax.random.bits(key, (n,), jnp.uint32), vec_env, num_steps, key)
 
 
 def collect_rollout(
@@ -111,7 +160,7 @@ def collect_rollout(
     params: Any,
     vec_env: VecEnv,
     carry: EnvCarry,
-    key: jax.Array,
+    key: jax.Array | RolloutRandomness,
     num_steps: int,
 ) -> tuple[EnvCarry, Trajectory]:
     """Step ``vec_env`` for ``num_steps`` with actions sampled from the policy.
@@ -121,27 +170,19 @@ def collect_rollout(
         params: network parameters (held fixed during the rollout).
         vec_env: the vectorised environment.
         carry: env state, current observation and episode stats.
-        key: PRNG key for action sampling and env transitions.
+        key: PRNG key for action sampling and env transitions, or the
+            `RolloutRandomness` already drawn (`make_train` draws it with
+            the rest of an update's randomness, in one call).
         num_steps: T (static).
 
     Returns:
         The new `EnvCarry` and the (T, N) `Trajectory`.
     """
     n = vec_env.num_envs
-
     spec = vec_env.spec
-    # All randomness of the rollout in one random-bits call, outside the
-    # sequential loop: per env and step, the action noise, an env key and a
-    # reset key. One call is one threefry kernel for XLA to compile
-    # (each costs 0.1-0.4 s of compile on CPU; benchmarks/NOTES.md).
-    words = _key_words(key)
-    per_step = spec.action_dim + 2 * words
-    # Drawn flat: XLA compiles a 1-D threefry kernel faster than an N-d one.
-    bits = jax.random.bits(key, (num_steps * n * per_step,), jnp.uint32)
-    bits = bits.reshape(num_steps, n, per_step)
-    noise = action_noise(bits[..., : spec.action_dim], spec.discrete)
-    env_keys = _keys_from_words(bits[..., spec.action_dim : spec.action_dim + words], key)
-    resets = vec_env.draw_resets(_keys_from_words(bits[..., spec.action_dim + words :], key))
+    # All randomness of the rollout is drawn outside the sequential loop.
+    draws = key if isinstance(key, RolloutRandomness) else RolloutRandomness.draw(key, vec_env, num_steps)
+    chex.assert_shape(draws.action_noise, (num_steps, n, spec.action_dim))
 
     def env_step(carry: EnvCarry, step_inputs):
         step_noise, step_keys, step_resets = step_inputs
@@ -166,7 +207,7 @@ def collect_rollout(
         )
         return new_carry, transition
 
-    carry, traj = jax.lax.scan(env_step, carry, (noise, env_keys, resets))
+    carry, traj = jax.lax.scan(env_step, carry, (draws.action_noise, draws.env_keys, draws.resets))
     chex.assert_shape([traj.obs, traj.final_obs], (num_steps, n, *spec.obs_shape))
     chex.assert_shape(traj.actions, (num_steps, n, *spec.action_shape))
     chex.assert_shape(

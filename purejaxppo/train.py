@@ -29,8 +29,16 @@ from purejaxppo.envs import VecEnv, make_env
 from purejaxppo.losses import LossStatic, Minibatch
 from purejaxppo.networks import init_params, make_network
 from purejaxppo.normalization import RewardScaler, RunningMeanStd
-from purejaxppo.rollout import EnvCarry, EpisodeStats, collect_rollout, critic_values
-from purejaxppo.update import init_opt_state, make_optimizer, ppo_update
+from purejaxppo.rollout import (
+    EnvCarry,
+    EpisodeStats,
+    RolloutRandomness,
+    collect_rollout,
+    critic_values,
+    key_words,
+    keys_from_words,
+)
+from purejaxppo.update import FEISTEL_ROUNDS, init_opt_state, make_optimizer, ppo_update
 
 METRIC_NAMES = (
     "episode_return",
@@ -88,6 +96,24 @@ class TrainResult:
     metrics: dict[str, jax.Array]
 
 
+@struct.dataclass
+class UpdateRandomness:
+    """All the randomness of one update, from one `jax.random.bits` call.
+
+    Attributes:
+        next_key: the PRNG key of the following update.
+        spare_key: a key no update uses (`init` draws the network from it).
+        rollout: the rollout's action noise, env keys and reset states.
+        shuffle_keys: uint32 (update_epochs, FEISTEL_ROUNDS), the round keys
+            of each epoch's shuffle (`purejaxppo.update.random_permutations`).
+    """
+
+    next_key: jax.Array
+    spare_key: jax.Array
+    rollout: RolloutRandomness
+    shuffle_keys: jax.Array
+
+
 def explained_variance(predictions: jax.Array, targets: jax.Array) -> jax.Array:
     """1 - Var(targets - predictions) / Var(targets); NaN if Var(targets) == 0."""
     var_targets = jnp.var(targets)
@@ -143,34 +169,57 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
     def optimizer(hp: HyperParams):
         return make_optimizer(hp.lr, hp.max_grad_norm, config.anneal_lr, config.num_gradient_steps)
 
+    def draw_randomness(key: jax.Array) -> UpdateRandomness:
+        # One draw is one threefry kernel for XLA to compile on CPU (0.1-0.4 s
+        # each), and `init` makes the same draw, so it is compiled once
+        # (benchmarks/NOTES.md, session 6).
+        w = key_words(key)
+        n_rollout = RolloutRandomness.num_words(vec_env, T, key)
+        n_shuffle = config.update_epochs * FEISTEL_ROUNDS
+        words = jax.random.bits(key, (2 * w + n_rollout + n_shuffle,), jnp.uint32)
+        return UpdateRandomness(
+            next_key=keys_from_words(words[:w], key),
+            spare_key=keys_from_words(words[w : 2 * w], key),
+            rollout=RolloutRandomness.from_words(words[2 * w : 2 * w + n_rollout], vec_env, T, key),
+            shuffle_keys=words[2 * w + n_rollout :].reshape(config.update_epochs, FEISTEL_ROUNDS),
+        )
+
     def init(rng: jax.Array, hp: HyperParams | None = None) -> TrainState:
         hp = config.hyperparams() if hp is None else hp
-        rng, net_key, env_key = jax.random.split(rng, 3)
+        # The same draw as an update's. The envs start in the reset states it
+        # holds for the first step (gymnax's reset, as `VecEnv.reset` makes),
+        # the network comes from its spare key.
+        draws = draw_randomness(rng)
         dummy_obs = jnp.zeros((1, *spec.obs_shape), jnp.float32)
+        if draws.rollout.resets is not None:
+            net_key = draws.spare_key
+            obs, env_state = jax.tree.map(lambda x: x[0], draws.rollout.resets)
+        else:
+            net_key, env_key = jax.random.split(draws.spare_key)
+            obs, env_state = vec_env.reset(env_key)
         params = init_params(network, net_key, dummy_obs)
         tx, _ = optimizer(hp)
-        obs, env_state = vec_env.reset(env_key)
         return TrainState(
             params=params,
             opt_state=init_opt_state(tx, params),
             env=EnvCarry(env_state=env_state, obs=obs, episode_stats=EpisodeStats.zeros(N)),
             obs_norm=RunningMeanStd.create(spec.obs_shape),
             reward_scaler=RewardScaler.create(N),
-            rng=rng,
+            rng=draws.next_key,
             update_step=jnp.zeros((), jnp.int32),
         )
 
     def update(state: TrainState, hp: HyperParams | None = None):
         hp = config.hyperparams() if hp is None else hp
         tx, lr_schedule = optimizer(hp)
-        rng, rollout_key, update_key = jax.random.split(state.rng, 3)
+        draws = draw_randomness(state.rng)
 
         # 1. Rollout: T steps of N envs with the current policy, acting on
         #    observations normalised by the statistics frozen for this rollout.
         normalize = lambda obs: normalize_obs(state.obs_norm, obs, hp)
         env_carry, traj = collect_rollout(
             lambda params, obs: policy_fn(params, normalize(obs)),
-            state.params, vec_env, state.env, rollout_key, T,
+            state.params, vec_env, state.env, draws.rollout, T,
         )
         obs_norm, reward_scaler = state.obs_norm, state.reward_scaler
         if config.normalize_obs:
@@ -203,7 +252,7 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
         chex.assert_tree_shape_prefix(batch, (config.batch_size,))
         lr = lr_schedule(state.update_step * config.update_epochs * config.num_minibatches)
         params, opt_state, diagnostics = ppo_update(
-            state.params, state.opt_state, tx, apply_fn, batch, update_key, hp,
+            state.params, state.opt_state, tx, apply_fn, batch, draws.shuffle_keys, hp,
             loss_static, config.update_epochs, config.num_minibatches, num_grad_chunks,
         )
 
@@ -221,7 +270,7 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
             env=env_carry,
             obs_norm=obs_norm,
             reward_scaler=reward_scaler,
-            rng=rng,
+            rng=draws.next_key,
             update_step=state.update_step + 1,
         )
         return new_state, metrics

@@ -109,10 +109,18 @@ def random_permutations(
     Returns:
         int32 array (num, size); row i is a permutation.
     """
+    round_keys = jax.random.bits(key, (num * rounds,), jnp.uint32).reshape(num, rounds)
+    return permutations_from_round_keys(round_keys, size)
+
+
+def permutations_from_round_keys(round_keys: jax.Array, size: int) -> jax.Array:
+    """`random_permutations` with its round keys given: uint32 (num, rounds),
+    random words, one row per permutation. Returns int32 (num, size)."""
     if size < 1 or size > 2**31:
         raise ValueError(f"size must be in [1, 2**31], got {size}")
+    chex.assert_rank(round_keys, 2)
+    chex.assert_type(round_keys, jnp.uint32)
     bits = max(_MIN_DOMAIN_BITS, (size - 1).bit_length())
-    round_keys = jax.random.bits(key, (num * rounds,), jnp.uint32).reshape(num, rounds)
     indices = jax.lax.iota(jnp.uint32, size)
 
     def one(keys):
@@ -211,7 +219,10 @@ def ppo_update(
 
     Args:
         batch: a flat `Minibatch` of all B = T * N samples of the rollout.
-        key: PRNG key for the shuffles (one `random_permutations` row per epoch).
+        key: PRNG key for the shuffles (one `random_permutations` row per
+            epoch), or their round keys already drawn: uint32
+            (update_epochs, rounds) random words (`make_train` draws them with
+            the rest of an update's randomness, in one call).
         hp, static: see `purejaxppo.losses.ppo_loss`.
         num_chunks: chunks per minibatch gradient (`minibatch_gradient`).
 
@@ -244,6 +255,11 @@ def ppo_update(
         return jax.lax.scan(minibatch_step, carry, minibatches)
 
     # Every epoch's shuffle drawn in one batched call, before the loop.
-    perms = random_permutations(key, update_epochs, batch.advantages.shape[0])
+    size = batch.advantages.shape[0]
+    if key.ndim == 2:  # round keys (a PRNG key is a scalar or one row of words)
+        chex.assert_shape(key, (update_epochs, None))
+        perms = permutations_from_round_keys(key, size)
+    else:
+        perms = random_permutations(key, update_epochs, size)
     (flat_params, opt_state), diagnostics = jax.lax.scan(epoch, (flat_params, opt_state), perms)
     return unravel(flat_params), opt_state, jax.tree.map(jnp.mean, diagnostics)

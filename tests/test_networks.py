@@ -161,11 +161,20 @@ def test_one_draw_init_is_haar_distributed():
     net = make_network(spec, (64, 64), "tanh")
     keys = jax.random.split(jax.random.PRNGKey(0), 600)
     params = jax.jit(jax.vmap(lambda k: init_params(net, k, jnp.zeros((1, 4)))))(keys)["params"]
-    for kernel, n in ((params["actor_torso"]["Dense_1"]["kernel"], 64), (params["critic_torso"]["Dense_0"]["kernel"], 64)):
-        x = np.asarray(kernel[:, 0, 0], np.float64) / math.sqrt(2.0)  # 4 x 64: rows of a 64 x 64 Haar Q
-        assert stats.kstest(x**2, stats.beta(0.5, (n - 1) / 2).cdf).pvalue > 1e-3
+    # Every kernel here is orthogonalised in one batch, padded to 64 columns;
+    # the narrow ones (the 4 x 64 first layers, the heads) keep their own law:
+    # each entry is one of a Haar-random unit vector in R^64.
+    kernels = [
+        (params["actor_torso"]["Dense_1"]["kernel"], math.sqrt(2.0)),
+        (params["critic_torso"]["Dense_0"]["kernel"], math.sqrt(2.0)),
+        (params["policy_head"]["kernel"], 0.01),
+        (params["value_head"]["kernel"], 1.0),
+    ]
+    for kernel, gain in kernels:
+        x = np.asarray(kernel[:, 0, -1], np.float64) / gain
+        assert stats.kstest(x**2, stats.beta(0.5, 63 / 2).cdf).pvalue > 1e-3
         assert stats.binomtest(int(np.sum(x > 0)), len(x)).pvalue > 1e-3
-    # Actor and critic layers of one shape are orthogonalised together; they must stay independent.
+    # Layers orthogonalised together must stay independent.
     a = np.asarray(params["actor_torso"]["Dense_1"]["kernel"][:, 0, 0])
     c = np.asarray(params["critic_torso"]["Dense_1"]["kernel"][:, 0, 0])
     assert abs(stats.pearsonr(a, c).statistic) < 0.15

@@ -112,7 +112,9 @@ def test_continuous_actions_stored_unclipped_but_env_sees_clipped(env_name):
     np.testing.assert_array_equal(out.reward, ref.reward)
 
 
-@pytest.mark.parametrize("env_name", ["Acrobot-v1", "Catch-bsuite", "Breakout-MinAtar", "Reacher-misc"])
+@pytest.mark.parametrize(
+    "env_name", ["Acrobot-v1", "Catch-bsuite", "Breakout-MinAtar", "Reacher-misc", "DeepSea-bsuite"]
+)
 def test_other_env_families_run(env_name):
     config = PPOConfig(env_name=env_name, num_envs=2, num_steps=16, total_timesteps=64,
                        num_minibatches=2, update_epochs=1, hidden_sizes=(16,))
@@ -125,3 +127,42 @@ def test_other_env_families_run(env_name):
 def test_variant_objectives_train(tiny_config, objective):
     res = jax.jit(make_train(tiny_config.replace(policy_objective=objective, kl_coef=0.5)))(jax.random.PRNGKey(0))
     assert np.isfinite(res.metrics["policy_loss"]).all()
+
+
+def test_init_starts_envs_in_independent_gymnax_reset_states():
+    """`init` takes its envs' start states from the draw an update makes (the
+    reset states of a first step): gymnax's CartPole reset law, U(-0.05, 0.05)
+    for each state variable, independent across envs and seeds."""
+    from scipy import stats
+
+    train = make_train(PPOConfig(num_envs=4, num_steps=8, total_timesteps=4 * 8 * 2))
+    states = jax.jit(jax.vmap(train.init))(jax.random.split(jax.random.PRNGKey(0), 500))
+    obs, env_state = states.env.obs, states.env.env_state
+    components = [env_state.x, env_state.x_dot, env_state.theta, env_state.theta_dot]
+    np.testing.assert_array_equal(obs, np.stack(components, axis=-1))
+    assert (np.asarray(env_state.time) == 0).all()
+    values = np.asarray(obs).reshape(-1, 4)
+    assert len(np.unique(values, axis=0)) == len(values)  # no env or seed repeats another
+    for column in values.T:
+        assert stats.kstest(column, stats.uniform(-0.05, 0.1).cdf).pvalue > 1e-3
+    # Independent components and envs: correlations near 0 (|r| < 5 sigma).
+    corr = np.corrcoef(np.asarray(obs).reshape(500, 16).T)
+    off_diagonal = corr[~np.eye(16, dtype=bool)]
+    assert np.abs(off_diagonal).max() < 5 / np.sqrt(500)
+
+
+def test_an_update_draws_its_randomness_in_one_call():
+    """One `random_bits` per update besides the env's own reset draws: each
+    draw is a threefry kernel that XLA compiles apart (benchmarks/NOTES.md)."""
+    from purejaxppo.envs import VecEnv, make_env
+
+    def count_draws(fn, *args):
+        return str(jax.make_jaxpr(fn)(*args)).count("random_bits")
+
+    config = PPOConfig(num_envs=4, num_steps=8, total_timesteps=4 * 8 * 2)
+    train = make_train(config)
+    env, params, spec = make_env(config.env_name)
+    vec = VecEnv(env, params, spec, config.num_envs)
+    env_draws = count_draws(vec.draw_resets, jax.random.split(jax.random.PRNGKey(0), 32).reshape(8, 4, 2))
+    state = train.init(jax.random.PRNGKey(0))
+    assert count_draws(train.update, state) == 1 + env_draws
