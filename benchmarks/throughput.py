@@ -8,8 +8,10 @@ The same script runs on CPU, GPU or TPU (nothing in it is backend-specific;
 device memory is read through JAX where the backend reports it). Each case
 runs in its own subprocess, so its peak host RSS is its own. Per case:
 
-* compile time: ``jit(...).lower(...).compile()``, timed alone in a fresh
-  process (cold); and the same compile in a further new process served from
+* compile time: ``jit(...).lower(...).compile()``, timed alone in fresh
+  processes (cold; the median of ``--compile-repeats``, 3 by default, as
+  one process's compile varies by +-15% on a shared machine); and the same
+  compile in a further new process served from
   JAX's persistent compilation cache, which one more process filled first
   (warm; `purejaxppo.compile_cache`, what a second run of the CLI pays);
 * steady state: the median of ``--repeats`` calls of the compiled function,
@@ -35,6 +37,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -126,13 +129,14 @@ def _train_fn(overrides: dict, seeds: int):
     return config, train, (jax.vmap(train) if seeds else train), keys
 
 
-def compile_with_cache(overrides: dict, seeds: int, cache_dir: str) -> dict:
-    """Compile the case's training function with the persistent cache at
-    ``cache_dir``; the compile time and whether it came from the cache."""
+def compile_case(overrides: dict, seeds: int, cache_dir: str | None = None) -> dict:
+    """Compile the case's training function, cold or (with ``cache_dir``) with
+    the persistent cache there; the compile time and the cache's status."""
     from purejaxppo.compile_cache import CacheCounter, enable_compilation_cache
     from purejaxppo.timing import compile_timed
 
-    enable_compilation_cache(cache_dir, min_compile_time_s=0.0)  # store every program
+    if cache_dir:
+        enable_compilation_cache(cache_dir, min_compile_time_s=0.0)  # store every program
     _, _, fn, keys = _train_fn(overrides, seeds)
     with CacheCounter() as cache:
         _, compile_s = compile_timed(fn, keys)
@@ -212,8 +216,8 @@ def run_case(overrides: dict, seeds: int, repeats: int, rates: dict | None) -> d
 
 def _child(args) -> None:
     overrides = json.loads(args.child_config)
-    if args.child_compile_cache:
-        row = compile_with_cache(overrides, args.child_seeds, args.child_compile_cache)
+    if args.child_compile_cache or args.child_compile_only:
+        row = compile_case(overrides, args.child_seeds, args.child_compile_cache)
     else:
         rates = json.loads(args.child_rates) if args.child_rates else None
         row = run_case(overrides, args.child_seeds, args.repeats, rates)
@@ -221,13 +225,15 @@ def _child(args) -> None:
 
 
 def _spawn(overrides: dict, seeds: int, repeats: int, rates: dict | None, timeout: int,
-           compile_cache: str | None = None) -> dict:
+           compile_cache: str | None = None, compile_only: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--child-config", json.dumps(overrides),
            "--child-seeds", str(seeds), "--repeats", str(repeats)]
     if rates:
         cmd += ["--child-rates", json.dumps(rates)]
     if compile_cache:
         cmd += ["--child-compile-cache", compile_cache]
+    if compile_only:
+        cmd += ["--child-compile-only"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -245,8 +251,9 @@ def _table(rows: dict, device: str, meta: dict) -> str:
         f"Steady state = median of {meta['repeats']} compiled calls; compile timed apart. "
         f"Command: `{meta['command']}`.",
         "",
-        "Compile: cold, in a fresh process; warm: in a new process, from JAX's persistent "
-        "compilation cache (what a second run of the same config pays; lowering included).",
+        f"Compile (lowering included): cold, the median of {meta.get('compile_repeats', 1)} fresh "
+        "processes; warm: in a new process, from JAX's persistent compilation cache (what a "
+        "second run of the same config pays).",
         "",
         "| case | seeds | env steps / call | compile s (cold) | compile s (warm cache) | run s | steps/s | env-only steps/s | rollout-only steps/s | floor steps/s | of floor | peak RSS MB |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -288,6 +295,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compile-repeats", type=int, default=3,
+                        help="fresh processes whose cold compile times give the median")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.add_argument("--no-sweep", action="store_true", help="skip the num_envs / seeds sweeps")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
@@ -296,9 +305,11 @@ def main() -> None:
     parser.add_argument("--child-seeds", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--child-rates", help=argparse.SUPPRESS)
     parser.add_argument("--child-compile-cache", help=argparse.SUPPRESS)
+    parser.add_argument("--child-compile-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.repeats < 1:
-        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    for flag in ("repeats", "compile_repeats"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if args.child_config:
         return _child(args)
 
@@ -316,6 +327,12 @@ def main() -> None:
             overrides = {**overrides, **QUICK}
             seeds = min(seeds, 2)
         rows[name] = r = _spawn(overrides, seeds, args.repeats, rates, args.timeout)
+        # Cold compiles vary by +-15% between processes here: report the median.
+        samples = [r["compile_s"]] + [
+            _spawn(overrides, seeds, args.repeats, None, args.timeout, compile_only=True)["compile_s"]
+            for _ in range(args.compile_repeats - 1)
+        ]
+        r["compile_samples_s"], r["compile_s"] = samples, statistics.median(samples)
         with tempfile.TemporaryDirectory() as cache_dir:  # fill the cache, then time a hit
             _spawn(overrides, seeds, args.repeats, None, args.timeout, compile_cache=cache_dir)
             warm = _spawn(overrides, seeds, args.repeats, None, args.timeout, compile_cache=cache_dir)
@@ -347,6 +364,7 @@ def main() -> None:
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "rates": rates,
         "repeats": args.repeats,
+        "compile_repeats": args.compile_repeats,
         "quick": args.quick,
         "command": "python " + " ".join(["benchmarks/throughput.py", *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%d"),
