@@ -138,21 +138,22 @@ def permutations_from_round_keys(round_keys: jax.Array, size: int) -> jax.Array:
     return jax.vmap(one)(round_keys)
 
 
-def shuffle_into_minibatches(
-    batch: Minibatch, perm: jax.Array, num_minibatches: int
-) -> Minibatch:
-    """The B samples in the order of the permutation ``perm`` (B,), reshaped to
-    (M, B // M, ...): minibatch m holds samples ``perm[m * B // M : (m + 1) * B // M]``."""
-    size = batch.advantages.shape[0]
-    chex.assert_shape(perm, (size,))
-    out = jax.tree.map(
-        lambda x: jnp.take(x, perm, axis=0).reshape(
-            (num_minibatches, size // num_minibatches) + x.shape[1:]
-        ),
-        batch,
-    )
-    chex.assert_tree_shape_prefix(out, (num_minibatches, size // num_minibatches))
-    return out
+def minibatch_indices(perms: jax.Array, num_minibatches: int) -> jax.Array:
+    """The sample indices of every gradient step of an update, in order.
+
+    ``perms`` (E, B) holds one permutation of the B samples per epoch; step
+    ``e * M + m`` (epoch e, minibatch m of M) takes the samples
+    ``perms[e, m * B // M : (m + 1) * B // M]``. Returns (E * M, B // M).
+    """
+    epochs, size = perms.shape
+    if size % num_minibatches:
+        raise ValueError(f"num_minibatches={num_minibatches} must divide the batch size {size}")
+    return perms.reshape(epochs * num_minibatches, size // num_minibatches)
+
+
+def take_minibatch(batch: Minibatch, indices: jax.Array) -> Minibatch:
+    """The samples of ``batch`` at ``indices`` (n,), in that order."""
+    return jax.tree.map(lambda x: jnp.take(x, indices, axis=0), batch)
 
 
 def minibatch_gradient(
@@ -242,8 +243,9 @@ def ppo_update(
     flat_params, unravel = ravel_pytree(params)
     flat_apply = lambda flat, obs: apply_fn(unravel(flat), obs)
 
-    def minibatch_step(carry, minibatch: Minibatch):
+    def minibatch_step(carry, indices):
         params, opt_state = carry
+        minibatch = take_minibatch(batch, indices)
         grads, diagnostics = minibatch_gradient(
             params, flat_apply, minibatch, hp, static, num_chunks
         )
@@ -252,16 +254,15 @@ def ppo_update(
         params = optax.apply_updates(params, updates)
         return (params, opt_state), diagnostics
 
-    def epoch(carry, perm):
-        minibatches = shuffle_into_minibatches(batch, perm, num_minibatches)
-        return jax.lax.scan(minibatch_step, carry, minibatches)
-
-    # Every epoch's shuffle drawn in one batched call, before the loop.
+    # Every epoch's shuffle drawn in one batched call, before the loop; the
+    # epochs' minibatches then run as one scan of update_epochs *
+    # num_minibatches steps (one loop for XLA to compile, not two nested).
     size = batch.advantages.shape[0]
     if key.ndim == 2:  # round keys (a PRNG key is a scalar or one row of words)
         chex.assert_shape(key, (update_epochs, None))
         perms = permutations_from_round_keys(key, size)
     else:
         perms = random_permutations(key, update_epochs, size)
-    (flat_params, opt_state), diagnostics = jax.lax.scan(epoch, (flat_params, opt_state), perms)
+    steps = minibatch_indices(perms, num_minibatches)
+    (flat_params, opt_state), diagnostics = jax.lax.scan(minibatch_step, (flat_params, opt_state), steps)
     return unravel(flat_params), opt_state, jax.tree.map(jnp.mean, diagnostics)

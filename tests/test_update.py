@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from purejaxppo.losses import Minibatch
-from purejaxppo.update import FEISTEL_ROUNDS, random_permutations, shuffle_into_minibatches
+from purejaxppo.update import FEISTEL_ROUNDS, minibatch_indices, random_permutations, take_minibatch
 
 # Chi-square critical values at p = 0.001 (a correct shuffle fails 1 time in 1000 keys;
 # the keys below are fixed, so the tests are deterministic).
@@ -95,7 +95,7 @@ def test_the_position_tests_reject_a_weak_bijection(rounds):
     assert any(value > 10 * _CRITICAL[name] for name, value in statistics.items()), statistics
 
 
-def test_minibatches_follow_the_permutation():
+def test_minibatches_follow_the_permutations():
     size, m = 12, 3
     batch = Minibatch(
         obs=jnp.arange(size * 2, dtype=jnp.float32).reshape(size, 2),
@@ -105,12 +105,19 @@ def test_minibatches_follow_the_permutation():
         advantages=jnp.arange(size, dtype=jnp.float32),
         returns=jnp.arange(size, dtype=jnp.float32),
     )
-    perm = random_permutations(jax.random.PRNGKey(3), 1, size)[0]
-    out = shuffle_into_minibatches(batch, perm, m)
-    assert out.obs.shape == (m, size // m, 2)
-    np.testing.assert_array_equal(np.asarray(out.actions).ravel(), np.asarray(perm))
-    np.testing.assert_array_equal(np.asarray(out.values).ravel(), np.asarray(perm) * 10.0)
-    np.testing.assert_array_equal(np.asarray(out.obs)[0, 0], np.asarray(batch.obs)[int(perm[0])])
+    perms = random_permutations(jax.random.PRNGKey(3), 2, size)
+    steps = minibatch_indices(perms, m)
+    assert steps.shape == (2 * m, size // m)
+    for epoch in range(2):  # step epoch * m + j is minibatch j of that epoch's shuffle
+        for j in range(m):
+            np.testing.assert_array_equal(steps[epoch * m + j], perms[epoch, j * 4 : (j + 1) * 4])
+    out = take_minibatch(batch, steps[4])
+    assert out.obs.shape == (size // m, 2)
+    np.testing.assert_array_equal(out.actions, steps[4])
+    np.testing.assert_array_equal(out.values, np.asarray(steps[4]) * 10.0)
+    np.testing.assert_array_equal(out.obs[0], batch.obs[int(steps[4, 0])])
+    with pytest.raises(ValueError, match="num_minibatches=5 must divide the batch size 12"):
+        minibatch_indices(perms, 5)
 
 
 def _linear_apply(params, obs):
