@@ -105,7 +105,7 @@ class UpdateRandomness:
         spare_key: a key no update uses (`init` draws the network from it).
         rollout: the rollout's action noise, env keys and reset states.
         shuffle_keys: uint32 (update_epochs, FEISTEL_ROUNDS), the round keys
-            of each epoch's shuffle (`purejaxppo.update.random_permutations`).
+            of each epoch's shuffle (`purejaxppo.update.permutations_from_round_keys`).
     """
 
     next_key: jax.Array
@@ -171,8 +171,8 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
 
     def draw_randomness(key: jax.Array) -> UpdateRandomness:
         # One draw is one threefry kernel for XLA to compile on CPU (0.1-0.4 s
-        # each), and `init` makes the same draw, so it is compiled once
-        # (benchmarks/NOTES.md, session 6).
+        # each), and `init` makes the same draw, whose kernels XLA can then
+        # reuse (benchmarks/NOTES.md, session 6).
         w = key_words(key)
         n_rollout = RolloutRandomness.num_words(vec_env, T, key)
         n_shuffle = config.update_epochs * FEISTEL_ROUNDS
