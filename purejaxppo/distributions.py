@@ -141,6 +141,34 @@ class DiagGaussian:
         return jnp.sum(jnp.broadcast_to(per_dim, self.mean.shape), axis=-1)
 
 
+ODD_DRAW_MAX = 1 << 16
+"""Random draws of up to this many elements are made at an odd length (`random_words`)."""
+
+
+def odd_draw_length(n: int, always: bool = False) -> int:
+    """The length to draw ``n`` random elements at: ``n + 1`` when ``n`` is
+    even and at most `ODD_DRAW_MAX` (or ``always``), else ``n``.
+
+    Why: on CPU, XLA compiles JAX's threefry loop 3-6x faster for an odd
+    length (two kernels of ~20 ms of LLVM time each for a u32[3125] draw,
+    against 60-100 ms for u32[3124]; 50-70 ms against 250-350 ms for a
+    CartPole reset vmapped over 513 keys rather than 512), and runs it 2-5x
+    slower, not vectorised (benchmarks/NOTES.md, session 7). Small draws, made once per update or
+    once per run, take the faster compile; large ones keep the fast loop.
+    """
+    return n + 1 if n % 2 == 0 and (always or n <= ODD_DRAW_MAX) else n
+
+
+def random_words(key: jax.Array, n: int, always_odd: bool = False) -> jax.Array:
+    """``n`` random uint32 words from ``key``, drawn at `odd_draw_length`
+    and sliced: the same words as ``jax.random.bits(key, (n,), jnp.uint32)``
+    under JAX's default partitionable threefry, where element i of a draw
+    depends on i and the key only (tests/test_networks.py).
+    ``always_odd``: take the odd length whatever ``n`` (for a draw made once).
+    """
+    return jax.random.bits(key, (odd_draw_length(n, always_odd),), jnp.uint32)[:n]
+
+
 def open_unit_interval(bits: jax.Array) -> jax.Array:
     """uint32 random bits to float32 uniform on the open interval (0, 1).
 

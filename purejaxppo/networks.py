@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from purejaxppo.distributions import Categorical, DiagGaussian, normal_from_bits
+from purejaxppo.distributions import Categorical, DiagGaussian, normal_from_bits, random_words
 from purejaxppo.envs import EnvSpec
 
 ACTIVATION_FNS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -259,7 +259,7 @@ def init_params(network: nn.Module, key: jax.Array, obs: jax.Array) -> Any:
         for n, idx in groups.items()
     }
     sizes = [len(idx) * n * widths[n] for n, idx in groups.items()]
-    bits = jax.random.bits(key, (max(sum(sizes), 1),), jnp.uint32)
+    bits = random_words(key, max(sum(sizes), 1), always_odd=True)  # drawn once: the faster compile
     gaussian = normal_from_bits(bits)
     values = [jnp.zeros(leaf.shape, leaf.dtype) for _, leaf in leaves]
     offset = 0

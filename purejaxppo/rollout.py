@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from purejaxppo.distributions import action_noise
+from purejaxppo.distributions import action_noise, random_words
 from purejaxppo.envs import VecEnv
 
 
@@ -152,7 +152,7 @@ class RolloutRandomness:
         to compile (each costs 0.1-0.4 s of compile on CPU; a flat draw
         compiles faster than an N-d one; benchmarks/NOTES.md)."""
         n = cls.num_words(vec_env, num_steps, key)
-        return cls.from_words(jax.random.bits(key, (n,), jnp.uint32), vec_env, num_steps, key)
+        return cls.from_words(random_words(key, n), vec_env, num_steps, key)
 
 
 def collect_rollout(

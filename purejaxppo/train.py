@@ -25,6 +25,7 @@ from flax import struct
 
 from purejaxppo.advantages import gae
 from purejaxppo.config import HyperParams, PPOConfig
+from purejaxppo.distributions import random_words
 from purejaxppo.envs import VecEnv, make_env
 from purejaxppo.losses import LossStatic, Minibatch
 from purejaxppo.networks import init_params, make_network
@@ -176,7 +177,7 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
         w = key_words(key)
         n_rollout = RolloutRandomness.num_words(vec_env, T, key)
         n_shuffle = config.update_epochs * FEISTEL_ROUNDS
-        words = jax.random.bits(key, (2 * w + n_rollout + n_shuffle,), jnp.uint32)
+        words = random_words(key, 2 * w + n_rollout + n_shuffle)
         return UpdateRandomness(
             next_key=keys_from_words(words[:w], key),
             spare_key=keys_from_words(words[w : 2 * w], key),

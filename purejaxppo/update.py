@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
+from purejaxppo.distributions import random_words
 from purejaxppo.losses import LossStatic, Minibatch, normalize, ppo_loss
 
 
@@ -109,7 +110,7 @@ def random_permutations(
     Returns:
         int32 array (num, size); row i is a permutation.
     """
-    round_keys = jax.random.bits(key, (num * rounds,), jnp.uint32).reshape(num, rounds)
+    round_keys = random_words(key, num * rounds).reshape(num, rounds)
     return permutations_from_round_keys(round_keys, size)
 
 

@@ -39,6 +39,21 @@ def test_fast_path_equals_gymnax_step(env_name):
     assert resets_seen >= n
 
 
+@pytest.mark.parametrize("lead", [(2, 4), (3, 3)])  # T * N even (drawn over one key more) and odd
+def test_draw_resets_are_each_keys_reset(lead):
+    env, params, spec = make_env("CartPole-v1")
+    vec = VecEnv(env, params, spec, lead[1])
+    keys = jax.random.split(jax.random.PRNGKey(3), lead[0] * lead[1]).reshape(lead + (2,))
+    obs, state = vec.draw_resets(keys)
+    assert obs.shape == lead + spec.obs_shape
+    for t in range(lead[0]):
+        for i in range(lead[1]):
+            ref_obs, ref_state = env.reset_env(keys[t, i], params)
+            np.testing.assert_array_equal(obs[t, i], ref_obs)
+            for a, b in zip(jax.tree.leaves(jax.tree.map(lambda x: x[t, i], state)), jax.tree.leaves(ref_state)):
+                np.testing.assert_array_equal(a, b)
+
+
 def test_envs_with_their_own_step_use_it():
     env, params, spec = make_env("DeepSea-bsuite")
     vec = VecEnv(env, params, spec, 2)

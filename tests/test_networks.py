@@ -7,7 +7,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purejaxppo.distributions import Categorical, DiagGaussian, action_noise, open_unit_interval
+from purejaxppo.distributions import (
+    ODD_DRAW_MAX,
+    Categorical,
+    DiagGaussian,
+    action_noise,
+    odd_draw_length,
+    open_unit_interval,
+    random_words,
+)
 from purejaxppo.envs import make_env
 from purejaxppo.networks import make_network
 
@@ -227,3 +235,21 @@ def test_small_axis_categorical_matches_jax_nn_with_gradients(num_actions):
         g = jax.grad(lambda lg: jnp.sum(jnp.sin(ours(lg)[i])))(logits)
         g_ref = jax.grad(lambda lg: jnp.sum(jnp.sin(reference(lg)[i])))(logits)
         np.testing.assert_allclose(g, g_ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 3124, 3125, ODD_DRAW_MAX, ODD_DRAW_MAX + 2])
+@pytest.mark.parametrize("typed", [False, True])
+def test_random_words_are_jax_random_bits(n, typed):
+    # Drawn at an odd length and sliced (a faster compile on CPU), they must
+    # still be exactly the words of jax.random.bits(key, (n,)).
+    key = jax.random.key(7) if typed else jax.random.PRNGKey(7)
+    expected = np.asarray(jax.random.bits(key, (n,), jnp.uint32))
+    np.testing.assert_array_equal(np.asarray(random_words(key, n)), expected)
+    np.testing.assert_array_equal(np.asarray(random_words(key, n, always_odd=True)), expected)
+
+
+def test_odd_draw_length():
+    assert [odd_draw_length(n) for n in (1, 2, 511, 512)] == [1, 3, 511, 513]
+    assert odd_draw_length(ODD_DRAW_MAX) == ODD_DRAW_MAX + 1
+    assert odd_draw_length(ODD_DRAW_MAX + 2) == ODD_DRAW_MAX + 2  # large: the vectorised loop
+    assert odd_draw_length(ODD_DRAW_MAX + 2, always=True) == ODD_DRAW_MAX + 3
