@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+from jax import custom_batching
 
 from purejaxppo.distributions import odd_draw_length
 
@@ -137,6 +138,42 @@ class VecStep:
     final_obs: jax.Array  # (N, *obs_shape): the observation before auto-reset
 
 
+def _flat_resets(env, env_params):
+    """``resets(keys)``: ``env.reset_env`` for each of the keys (M, *key_shape),
+    as one flat vmap, which XLA compiles faster than a vmap of a vmap.
+
+    Over an odd count of keys (one repeated, its reset dropped) when M is
+    small: the env's random draws then compile several times faster
+    (`odd_draw_length`). Under `jax.vmap` (seeds, say), a custom batching
+    rule flattens the batch into the same flat vmap, so the env's draws
+    stay one flat, odd-length kernel rather than a 3-D one (600-800 ms of
+    LLVM time each over 8 seeds; benchmarks/NOTES.md, session 7).
+    """
+
+    def flat(keys):
+        n = keys.shape[0]
+        if odd_draw_length(n) > n:
+            keys = jnp.concatenate([keys, keys[:1]])
+        out = jax.vmap(env.reset_env, in_axes=(0, None))(keys, env_params)
+        return jax.tree.map(lambda x: x[:n], out)
+
+    @custom_batching.custom_vmap
+    def resets(keys):
+        return flat(keys)
+
+    @resets.def_vmap
+    def _resets_batched(axis_size, in_batched, keys):
+        (batched,) = in_batched
+        if not batched:
+            out = resets(keys)
+            return out, jax.tree.map(lambda _: False, out)
+        out = resets(keys.reshape((-1,) + keys.shape[2:]))
+        out = jax.tree.map(lambda x: x.reshape((axis_size, -1) + x.shape[1:]), out)
+        return out, jax.tree.map(lambda _: True, out)
+
+    return resets
+
+
 class VecEnv:
     """A gymnax env vmapped over ``num_envs`` copies, with float32 observations.
 
@@ -160,6 +197,7 @@ class VecEnv:
         self.spec = spec
         self.num_envs = num_envs
         self.presampled_resets = isinstance(env, Environment) and type(env).step is Environment.step
+        self._resets = _flat_resets(env, env_params)
 
     def reset(self, key: jax.Array):
         """Reset all envs; return ``(obs (N, *obs_shape) float32, env_state)``."""
@@ -174,17 +212,9 @@ class VecEnv:
         or None where the env's own ``step`` must do its resets."""
         if not self.presampled_resets:
             return None
-        # One vmap over all T * N keys: a smaller kernel for XLA to compile
-        # than a vmap of a vmap. Over an odd count of keys (one repeated,
-        # its reset dropped) when T * N is small: the env's random draws
-        # then compile several times faster (`odd_draw_length`).
         lead = keys.shape[:2]
-        flat_keys = keys.reshape((-1,) + keys.shape[2:])
-        n = flat_keys.shape[0]
-        if odd_draw_length(n) > n:
-            flat_keys = jnp.concatenate([flat_keys, flat_keys[:1]])
-        obs, state = jax.vmap(self.env.reset_env, in_axes=(0, None))(flat_keys, self.env_params)
-        unflatten = lambda x: x[:n].reshape(lead + x.shape[1:])
+        obs, state = self._resets(keys.reshape((-1,) + keys.shape[2:]))
+        unflatten = lambda x: x.reshape(lead + x.shape[1:])
         return self.encode_obs(unflatten(obs)), jax.tree.map(unflatten, state)
 
     def encode_obs(self, obs: jax.Array) -> jax.Array:

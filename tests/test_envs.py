@@ -73,3 +73,20 @@ def test_discrete_observations_are_one_hot():
     for o in (obs, step.obs, step.final_obs):
         assert o.dtype == jnp.float32 and o.shape == (3, n_cells)
         np.testing.assert_array_equal(o.sum(-1), 1.0)
+
+
+@pytest.mark.parametrize("typed", [False, True])
+def test_draw_resets_under_vmap_equal_each_seeds_draw(typed):
+    # Under jax.vmap the resets are drawn as one flat batch (a custom
+    # batching rule); each seed's states must be its own draw's.
+    env, params, spec = make_env("CartPole-v1")
+    vec = VecEnv(env, params, spec, 4)
+    seeds = jax.random.split(jax.random.key(5) if typed else jax.random.PRNGKey(5), 6)
+    draw = lambda k: vec.draw_resets(jax.random.split(k, 8).reshape((2, 4) + k.shape))
+    batched = jax.jit(jax.vmap(draw))(seeds)
+    nested = jax.jit(jax.vmap(jax.vmap(draw)))(seeds.reshape((2, 3) + seeds.shape[1:]))
+    for s in range(6):
+        for a, b, c in zip(jax.tree.leaves(draw(seeds[s])), jax.tree.leaves(batched),
+                           jax.tree.leaves(nested)):
+            np.testing.assert_array_equal(b[s], a)
+            np.testing.assert_array_equal(c[s // 3, s % 3], a)
