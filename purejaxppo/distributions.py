@@ -153,8 +153,9 @@ def odd_draw_length(n: int, always: bool = False) -> int:
     length (two kernels of ~20 ms of LLVM time each for a u32[3125] draw,
     against 60-100 ms for u32[3124]; 50-70 ms against 250-350 ms for a
     CartPole reset vmapped over 513 keys rather than 512), and runs it 2-5x
-    slower, not vectorised (benchmarks/NOTES.md, session 7). Small draws, made once per update or
-    once per run, take the faster compile; large ones keep the fast loop.
+    slower, not vectorised (benchmarks/NOTES.md, session 7). Small draws,
+    made once per update or once per run, take the faster compile; large
+    ones keep the fast loop.
     """
     return n + 1 if n % 2 == 0 and (always or n <= ODD_DRAW_MAX) else n
 

@@ -163,10 +163,7 @@ def _flat_resets(env, env_params):
 
     @resets.def_vmap
     def _resets_batched(axis_size, in_batched, keys):
-        (batched,) = in_batched
-        if not batched:
-            out = resets(keys)
-            return out, jax.tree.map(lambda _: False, out)
+        # JAX calls the rule only with its one argument, the keys, batched.
         out = resets(keys.reshape((-1,) + keys.shape[2:]))
         out = jax.tree.map(lambda x: x.reshape((axis_size, -1) + x.shape[1:]), out)
         return out, jax.tree.map(lambda _: True, out)
