@@ -148,7 +148,7 @@ class RolloutRandomness:
 
     @classmethod
     def draw(cls, key: jax.Array, vec_env: VecEnv, num_steps: int) -> "RolloutRandomness":
-        """From one flat `jax.random.bits` call: one threefry kernel for XLA
+        """From one flat draw (`random_words`): one threefry kernel for XLA
         to compile (each costs 0.1-0.4 s of compile on CPU; a flat draw
         compiles faster than an N-d one; benchmarks/NOTES.md)."""
         n = cls.num_words(vec_env, num_steps, key)
