@@ -241,6 +241,20 @@ def _spawn(overrides: dict, seeds: int, repeats: int, rates: dict | None, timeou
     raise RuntimeError(f"benchmark case failed ({overrides}, seeds={seeds}):\n{proc.stderr[-4000:]}")
 
 
+def _source_revision() -> str | None:
+    """The checkout's commit, with ``-dirty`` if tracked files differ from
+    it; None outside a git checkout (an installed copy)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
+                                capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
 def _table(rows: dict, device: str, meta: dict) -> str:
     lines = [
         f"# Throughput on {device}",
@@ -249,7 +263,7 @@ def _table(rows: dict, device: str, meta: dict) -> str:
         f"matmul {meta['rates']['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s, "
         f"tanh {meta['rates']['tanh_per_s'] / 1e9:.2f} G/s. "
         f"Steady state = median of {meta['repeats']} compiled calls; compile timed apart. "
-        f"Command: `{meta['command']}`.",
+        f"Command: `{meta['command']}` at commit {meta.get('commit') or 'unknown'}, {meta['date']}.",
         "",
         f"Compile (lowering included): cold, the median of {meta.get('compile_repeats', 1)} fresh "
         "processes; warm: in a new process, from JAX's persistent compilation cache (what a "
@@ -368,6 +382,7 @@ def main() -> None:
         "quick": args.quick,
         "command": "python " + " ".join(["benchmarks/throughput.py", *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%d"),
+        "commit": _source_revision(),
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"throughput-{device}" + ("-quick" if args.quick else "")

@@ -26,8 +26,13 @@ def test_throughput_benchmark_smoke(tmp_path):
     # The warm compile is a persistent-cache hit in a new process, not a cold compile.
     assert row["warm_cache"] == "hit" and row["warm_compile_s"] > 0
     assert data["meta"]["rates"]["matmul_flops_per_s"] > 0
+    if (ROOT / ".git").exists():  # the results name the commit they measured
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        assert data["meta"]["commit"] in (head, head + "-dirty")
     md = json_path.with_suffix(".md").read_text()
     assert "| cartpole_default | 1 | 256 |" in md and "compile s (warm cache)" in md
+    assert f"at commit {data['meta']['commit'] or 'unknown'}" in md
 
 
 def _load_returns_module():
