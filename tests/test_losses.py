@@ -151,7 +151,7 @@ def test_ppo_loss_gradient_matches_finite_differences(objective, clip_vloss):
             _batch(jax.random.PRNGKey(3)),
         )
         hp64 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), hp)
-        # Compiled once: 30 evaluations op by op would each dispatch ~100 ops.
+        # Compiled once, rather than 30 evaluations dispatched op by op.
         loss = jax.jit(lambda p: ppo_loss(p, _linear_apply, batch, hp64, static)[0])
         g = jax.jit(jax.grad(loss))(params)
         flat, unravel = jax.flatten_util.ravel_pytree(params)
