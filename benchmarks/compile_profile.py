@@ -9,13 +9,17 @@ the optimized HLO dumped, then reports:
   XLA's compile threads, so it can exceed the wall time);
 * the slowest kernels, each with its shape and the JAX op it came from
   (the ``op_name`` metadata: e.g. ``jit(_uniform)`` is a threefry draw;
-  a bare ``jax.random.bits`` draw shows only as ``while/body/...``).
+  a bare ``jax.random.bits`` draw shows only as ``while/body/...``);
+* kernels and LLVM time by where they sit (`kernel_region`): outside the
+  update loop (the init), in the update's body, in the minibatch step (the
+  loss's gradient apart), or without an ``op_name``.
 
 Usage::
 
     python benchmarks/compile_profile.py                      # CartPole defaults
     python benchmarks/compile_profile.py --set num_envs=2048 --top 20
     python benchmarks/compile_profile.py --json out.json
+    python benchmarks/compile_profile.py --seeds 8             # jax.vmap over 8 seeds
 
 CPU backend only (the LLVM log lines are the CPU compiler's). One run is one
 sample: compile times on a shared machine vary by +-20% between processes,
@@ -38,14 +42,18 @@ _CHILD = r"""
 import json, sys, time
 import jax
 from purejaxppo import PPOConfig, make_train
-overrides = json.loads(sys.argv[1])
+overrides, seeds = json.loads(sys.argv[1]), int(sys.argv[2])
 train = make_train(PPOConfig(**overrides))
+# Lowered for the key's shape alone: no eager op compiles beside train's.
+key = jax.eval_shape(jax.random.PRNGKey, 0)
+if seeds > 1:
+    train, key = jax.vmap(train), jax.ShapeDtypeStruct((seeds, *key.shape), key.dtype)
 start = time.perf_counter()
-lowered = jax.jit(train).lower(jax.random.PRNGKey(0))
+lowered = jax.jit(train).lower(key)
 mid = time.perf_counter()
 lowered.compile()
 end = time.perf_counter()
-print(json.dumps({"lower_s": mid - start, "compile_s": end - mid}))
+print(json.dumps({"lower_s": mid - start, "compile_s": end - mid, "key_shape": list(key.shape)}))
 """
 
 _LLVM_LINE = re.compile(r"Compiled LLVM module: (\S+) time: ([0-9.]+) (us|ms|s) ")
@@ -82,7 +90,28 @@ def _instruction(module_name: str) -> str:
     return name.removesuffix("_kernel_module")
 
 
-def profile(overrides: dict, top: int) -> dict:
+REGIONS = ("init (outside the scan)", "update", "minibatch step", "minibatch step: gradient", "no op_name")
+
+
+def kernel_region(op_name: str) -> str:
+    """Where a kernel sits in ``train``, from its ``op_name``: the number of
+    ``while/body`` scopes around it (0: the init, outside the update scan;
+    1: the update's body; 2 or more: the minibatch step, inside the
+    update's minibatch scan), with the minibatch step's ``jvp`` and
+    ``transpose`` ops (the loss's gradient) apart."""
+    if not op_name:
+        return "no op_name"
+    depth = op_name.count("while/body")
+    if depth == 0:
+        return "init (outside the scan)"
+    if depth == 1:
+        return "update"
+    if "jvp(" in op_name or "transpose(" in op_name:
+        return "minibatch step: gradient"
+    return "minibatch step"
+
+
+def profile(overrides: dict, top: int, seeds: int = 1) -> dict:
     with tempfile.TemporaryDirectory() as dump:
         env = dict(
             os.environ,
@@ -92,7 +121,7 @@ def profile(overrides: dict, top: int) -> dict:
                        "--xla_dump_hlo_as_text --xla_dump_hlo_pass_re=NONE").strip(),
         )
         proc = subprocess.run(
-            [sys.executable, "-c", _CHILD, json.dumps(overrides)],
+            [sys.executable, "-c", _CHILD, json.dumps(overrides), str(seeds)],
             env=env, capture_output=True, text=True, check=False,
         )
         if proc.returncode != 0:
@@ -106,8 +135,14 @@ def profile(overrides: dict, top: int) -> dict:
         shape, op = origins.get(_instruction(module), ("", ""))
         rows.append({"kernel": _instruction(module), "llvm_s": seconds, "shape": shape,
                      "op_name": op.removeprefix("jit(train)/")})
+    regions = {name: {"kernels": 0, "llvm_s": 0.0} for name in REGIONS}
+    for row in rows:
+        region = regions[kernel_region(row["op_name"])]
+        region["kernels"] += 1
+        region["llvm_s"] += row["llvm_s"]
     return {
         "config": overrides,
+        "seeds": seeds,
         **timing,
         "llvm_total_s": sum(times.values()),
         "kernels": len(times),
@@ -115,6 +150,7 @@ def profile(overrides: dict, top: int) -> dict:
         # `jax.random.bits` draw carries no such name, so this is a lower bound.
         "threefry_llvm_s": sum(r["llvm_s"] for r in rows if "_uniform" in r["op_name"]
                                or "threefry" in r["op_name"] or "random_bits" in r["op_name"]),
+        "regions": regions,
         "slowest": rows[:top],
     }
 
@@ -124,17 +160,24 @@ def main(argv=None) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="a PPOConfig override (repeatable)")
     parser.add_argument("--top", type=int, default=15, help="slowest kernels to list")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="compile jax.vmap(train) over this many seeds (default 1: train itself)")
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error(f"--seeds must be >= 1, got {args.seeds}")
     overrides = {}
     for item in args.set:
         field, _, value = item.partition("=")
         overrides[field] = _parse_value(value)
-    report = profile(overrides, args.top)
-    print(f"config {overrides or 'defaults'}: lower {report['lower_s']:.2f} s, "
+    report = profile(overrides, args.top, args.seeds)
+    seeds = f" x {args.seeds} seeds" if args.seeds > 1 else ""
+    print(f"config {overrides or 'defaults'}{seeds}: lower {report['lower_s']:.2f} s, "
           f"compile {report['compile_s']:.2f} s; LLVM {report['llvm_total_s']:.2f} s "
           f"over {report['kernels']} kernels, of which named random samplers "
           f"(uniform/normal/gumbel; bare bits draws are not named) {report['threefry_llvm_s']:.2f} s")
+    for name, region in report["regions"].items():
+        print(f"  {name:<26} {region['kernels']:4d} kernels  {region['llvm_s']:6.2f} s LLVM")
     print(f"{'LLVM ms':>8}  {'kernel':<34} {'shape':<22} op")
     for row in report["slowest"]:
         print(f"{row['llvm_s'] * 1e3:8.0f}  {row['kernel'][:34]:<34} {row['shape'][:22]:<22} "

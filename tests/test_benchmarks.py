@@ -106,13 +106,25 @@ def test_compile_profile_parses_xla_logs_and_smoke_runs(tmp_path):
     })
     hlo = '  %add_fusion.2 = u32[64,4]{1,0} fusion(%a), kind=kLoop, metadata={op_name="jit(train)/jit(_uniform)/add"}\n'
     assert module.kernel_origins(hlo)["add_fusion.2"] == ("u32[64,4]{1,0}", "jit(train)/jit(_uniform)/add")
+    assert module.kernel_region("") == "no op_name"
+    assert module.kernel_region("jit(_uniform)/add") == "init (outside the scan)"
+    assert module.kernel_region("while/body/closed_call/sub") == "update"
+    assert module.kernel_region("while/body/closed_call/while/body/closed_call/add") == "minibatch step"
+    assert module.kernel_region("while/body/closed_call/while/body/closed_call/jvp()/exp") == "minibatch step: gradient"
+    assert module.kernel_region("while/body/closed_call/while/body/transpose(jvp())/add_any") == "minibatch step: gradient"
 
     out = tmp_path / "profile.json"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "compile_profile.py"), "--set", "total_timesteps=512",
-           "--top", "3", "--json", str(out)]
+           "--seeds", "2", "--top", "3", "--json", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["lower_s"] > 0 and report["compile_s"] > 0 and report["kernels"] > 10
     assert 0 < report["threefry_llvm_s"] < report["llvm_total_s"]
     assert len(report["slowest"]) == 3 and report["slowest"][0]["shape"]
+    assert report["seeds"] == 2 and report["key_shape"] == [2, 2]  # jax.vmap(train) over 2 keys
+    regions = report["regions"]
+    assert sum(r["kernels"] for r in regions.values()) == report["kernels"]
+    assert sum(r["llvm_s"] for r in regions.values()) == pytest.approx(report["llvm_total_s"])
+    for name in ("init (outside the scan)", "update", "minibatch step", "minibatch step: gradient"):
+        assert regions[name]["kernels"] > 0, name
