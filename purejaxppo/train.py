@@ -11,6 +11,10 @@ Read top to bottom, one update is::
 
 and ``train`` scans that update ``num_updates`` times. Nothing leaves the
 device, nothing is recompiled, and the metrics are O(num_updates) in memory.
+The stages run under `jax.named_scope` names (``init``, ``draw``,
+``rollout``, ``critic``, ``gae``, ``ppo_update``), which XLA's ``op_name``
+metadata carries into profiles and HLO dumps
+(``benchmarks/compile_profile.py`` groups kernels by them).
 """
 
 from __future__ import annotations
@@ -185,6 +189,7 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
             shuffle_keys=words[2 * w + n_rollout :].reshape(config.update_epochs, FEISTEL_ROUNDS),
         )
 
+    @jax.named_scope("init")
     def init(rng: jax.Array, hp: HyperParams | None = None) -> TrainState:
         hp = config.hyperparams() if hp is None else hp
         # The same draw as an update's. The envs start in the reset states it
@@ -213,15 +218,17 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
     def update(state: TrainState, hp: HyperParams | None = None):
         hp = config.hyperparams() if hp is None else hp
         tx, lr_schedule = optimizer(hp)
-        draws = draw_randomness(state.rng)
+        with jax.named_scope("draw"):
+            draws = draw_randomness(state.rng)
 
         # 1. Rollout: T steps of N envs with the current policy, acting on
         #    observations normalised by the statistics frozen for this rollout.
         normalize = lambda obs: normalize_obs(state.obs_norm, obs, hp)
-        env_carry, traj = collect_rollout(
-            lambda params, obs: policy_fn(params, normalize(obs)),
-            state.params, vec_env, state.env, draws.rollout, T,
-        )
+        with jax.named_scope("rollout"):
+            env_carry, traj = collect_rollout(
+                lambda params, obs: policy_fn(params, normalize(obs)),
+                state.params, vec_env, state.env, draws.rollout, T,
+            )
         obs_norm, reward_scaler = state.obs_norm, state.reward_scaler
         if config.normalize_obs:
             obs_norm = obs_norm.update(traj.obs)  # raw obs; used from the next rollout
@@ -232,13 +239,15 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
             rewards = reward_scaler.scale(traj.rewards, hp.reward_clip)
 
         # 2. Critic on s_t and on each step's final observation, in one pass.
-        values, next_values = critic_values(value_fn, state.params, traj)
+        with jax.named_scope("critic"):
+            values, next_values = critic_values(value_fn, state.params, traj)
 
         # 3. GAE, cut at terminations and truncations; truncations bootstrap.
-        advantages, returns = gae(
-            rewards, values, next_values, traj.terminated, traj.done,
-            hp.gamma, hp.gae_lambda,
-        )
+        with jax.named_scope("gae"):
+            advantages, returns = gae(
+                rewards, values, next_values, traj.terminated, traj.done,
+                hp.gamma, hp.gae_lambda,
+            )
 
         # 4. K epochs of shuffled minibatch updates on the flattened batch.
         flat = lambda x: x.reshape((T * N,) + x.shape[2:])
@@ -252,10 +261,11 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
         )
         chex.assert_tree_shape_prefix(batch, (config.batch_size,))
         lr = lr_schedule(state.update_step * config.update_epochs * config.num_minibatches)
-        params, opt_state, diagnostics = ppo_update(
-            state.params, state.opt_state, tx, apply_fn, batch, draws.shuffle_keys, hp,
-            loss_static, config.update_epochs, config.num_minibatches, num_grad_chunks,
-        )
+        with jax.named_scope("ppo_update"):
+            params, opt_state, diagnostics = ppo_update(
+                state.params, state.opt_state, tx, apply_fn, batch, draws.shuffle_keys, hp,
+                loss_static, config.update_epochs, config.num_minibatches, num_grad_chunks,
+            )
 
         # 5. Metrics of this update (scalars).
         metrics = {
