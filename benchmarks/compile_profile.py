@@ -10,9 +10,9 @@ the optimized HLO dumped, then reports:
 * the slowest kernels, each with its shape and the JAX op it came from
   (the ``op_name`` metadata: e.g. ``jit(_uniform)`` is a threefry draw;
   a bare ``jax.random.bits`` draw shows only as ``while/body/...``);
-* kernels and LLVM time by where they sit (`kernel_region`): outside the
-  update loop (the init), in the update's body, in the minibatch step (the
-  loss's gradient apart), or without an ``op_name``.
+* kernels and LLVM time by the stage of ``train`` they belong to
+  (`kernel_region`: the init, the update's random draw, the rollout, the
+  critic, GAE, the PPO update with the loss's gradient apart).
 
 Usage::
 
@@ -90,25 +90,27 @@ def _instruction(module_name: str) -> str:
     return name.removesuffix("_kernel_module")
 
 
-REGIONS = ("init (outside the scan)", "update", "minibatch step", "minibatch step: gradient", "no op_name")
+SCOPES = ("init", "draw", "rollout", "critic", "gae", "ppo_update")
+"""The `jax.named_scope` names of `make_train`'s stages (purejaxppo/train.py)."""
+REGIONS = (*SCOPES[:-1], "ppo_update: gradient", "ppo_update: other", "other", "no op_name")
 
 
 def kernel_region(op_name: str) -> str:
-    """Where a kernel sits in ``train``, from its ``op_name``: the number of
-    ``while/body`` scopes around it (0: the init, outside the update scan;
-    1: the update's body; 2 or more: the minibatch step, inside the
-    update's minibatch scan), with the minibatch step's ``jvp`` and
-    ``transpose`` ops (the loss's gradient) apart."""
+    """The stage of ``train`` a kernel belongs to, from its ``op_name``: the
+    first of `SCOPES` among its path's segments (``vmap(rollout)`` counts as
+    ``rollout``), the PPO update's ``jvp`` and ``transpose`` ops (the
+    loss's gradient) apart; ``"other"`` for ops outside every scope (the
+    loop's glue, normalisation, metrics)."""
     if not op_name:
         return "no op_name"
-    depth = op_name.count("while/body")
-    if depth == 0:
-        return "init (outside the scan)"
-    if depth == 1:
-        return "update"
-    if "jvp(" in op_name or "transpose(" in op_name:
-        return "minibatch step: gradient"
-    return "minibatch step"
+    for segment in op_name.split("/"):
+        name = re.sub(r"^(?:\w+\()+|\)+$", "", segment)  # vmap(rollout) -> rollout
+        if name in SCOPES:
+            if name != "ppo_update":
+                return name
+            gradient = "jvp(" in op_name or "transpose(" in op_name
+            return "ppo_update: gradient" if gradient else "ppo_update: other"
+    return "other"
 
 
 def profile(overrides: dict, top: int, seeds: int = 1) -> dict:
