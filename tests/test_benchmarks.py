@@ -130,3 +130,56 @@ def test_compile_profile_parses_xla_logs_and_smoke_runs(tmp_path):
     # Every stage's named scope reaches the kernels' op_name, under jax.vmap too.
     for name in (*module.SCOPES[:-1], "ppo_update: gradient", "ppo_update: other"):
         assert regions[name]["kernels"] > 0, name
+
+
+def _load_benchmark(name):
+    """A script of benchmarks/ as a module (benchmarks/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reference_uses_purejaxppo_defaults():
+    """The baseline is timed with the same hyperparameters as purejaxppo's defaults."""
+    import dataclasses
+
+    from purejaxppo import PPOConfig
+
+    reference = _load_benchmark("reference_ppo")
+    ours = PPOConfig()
+    for field in dataclasses.fields(reference.ReferenceConfig):
+        assert getattr(reference.ReferenceConfig(), field.name) == getattr(ours, field.name), field.name
+    assert reference.ReferenceConfig().num_updates == ours.num_updates
+    assert reference.ReferenceConfig().minibatch_size == ours.minibatch_size
+
+
+def test_versus_reference_smoke(tmp_path):
+    import math
+
+    versus = _load_benchmark("versus_reference")
+    # A compile ratio is met at or below what the target asks, a rate ratio at or above.
+    assert versus._verdict(0.45, 2.7 / 5.5, "compile_s") == "met"
+    assert versus._verdict(0.60, 2.7 / 5.5, "compile_s") == "not met"
+    assert versus._verdict(1.60, 260 / 159, "steps_per_s") == "not met"
+    assert versus._verdict(1.70, 260 / 159, "steps_per_s") == "met"
+
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "versus_reference.py"), "--quick", "--pairs", "1",
+           "--repeats", "1", "--cases", "cartpole_default", "--out-dir", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (json_path,) = tmp_path.glob("versus-reference-*-quick.json")
+    row = json.loads(json_path.read_text())["cases"]["cartpole_default"]
+    ours, ref = row["samples"]["purejaxppo"][0], row["samples"]["reference"][0]
+    assert ours["env_steps_per_call"] == ref["env_steps_per_call"] == 256
+    for sample in (ours, ref):
+        assert sample["compile_s"] > 0 and sample["steps_per_s"] > 0
+        assert math.isfinite(sample["final_return"]) and sample["final_return"] > 0
+    assert row["ratio_steps_per_s"] == ours["steps_per_s"] / ref["steps_per_s"]
+    assert row["ratio_compile_s"] == ours["compile_s"] / ref["compile_s"]
+    md = json_path.with_suffix(".md").read_text()
+    assert "| cartpole_default | 1 | 256 |" in md
+    assert "| cartpole_default | compile_s | 2.7 s | 5.5 s | <= 0.49 |" in md
