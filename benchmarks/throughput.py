@@ -255,6 +255,23 @@ def _source_revision() -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
+def run_meta(script: str) -> dict:
+    """What a results file records of its run: device, software, machine,
+    XLA flags, the command line, the date and the commit measured."""
+    import jax
+
+    return {
+        "device": device_name(),
+        "backend": jax.default_backend(),
+        "jax": jax.__version__,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "command": "python " + " ".join([script, *sys.argv[1:]]),
+        "date": time.strftime("%Y-%m-%d"),
+        "commit": _source_revision(),
+    }
+
+
 def _table(rows: dict, device: str, meta: dict) -> str:
     lines = [
         f"# Throughput on {device}",
@@ -328,7 +345,6 @@ def main() -> None:
         return _child(args)
 
     import purejaxppo  # noqa: F401  (XLA guard before jax starts)
-    import jax
 
     device = device_name()
     rates = device_rates(args.repeats)
@@ -371,18 +387,11 @@ def main() -> None:
             print(f"sweep seeds={s:<3d} {r['steps_per_s']:>12,.0f} steps/s", flush=True)
 
     meta = {
-        "device": device,
-        "backend": jax.default_backend(),
-        "jax": jax.__version__,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        **run_meta("benchmarks/throughput.py"),
         "rates": rates,
         "repeats": args.repeats,
         "compile_repeats": args.compile_repeats,
         "quick": args.quick,
-        "command": "python " + " ".join(["benchmarks/throughput.py", *sys.argv[1:]]),
-        "date": time.strftime("%Y-%m-%d"),
-        "commit": _source_revision(),
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"throughput-{device}" + ("-quick" if args.quick else "")

@@ -32,18 +32,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from throughput import CASES, QUICK, _source_revision, device_name  # noqa: E402
+from throughput import CASES, QUICK, run_meta  # noqa: E402
 
 RESULTS = HERE / "results"
 IMPLS = ("purejaxppo", "reference")
@@ -195,7 +192,6 @@ def main() -> None:
         return
 
     import purejaxppo  # noqa: F401  (XLA guard before jax starts)
-    import jax
 
     rows = {}
     for name in args.cases:
@@ -208,17 +204,10 @@ def main() -> None:
               f"{r['reference_steps_per_s']:>10,.0f} (x{r['ratio_steps_per_s']:.2f})", flush=True)
 
     meta = {
-        "device": device_name(),
-        "backend": jax.default_backend(),
-        "jax": jax.__version__,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        **run_meta("benchmarks/versus_reference.py"),
         "pairs": args.pairs,
         "repeats": args.repeats,
         "quick": args.quick,
-        "command": "python " + " ".join(["benchmarks/versus_reference.py", *sys.argv[1:]]),
-        "date": time.strftime("%Y-%m-%d"),
-        "commit": _source_revision(),
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"versus-reference-{meta['device']}" + ("-quick" if args.quick else "")
