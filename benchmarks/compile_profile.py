@@ -1,16 +1,21 @@
 """Where compile time goes: lowering, XLA compile, and LLVM time per kernel.
 
 Compiles ``jax.jit(make_train(config))`` once in a fresh child process with
-XLA's per-module LLVM timing logged (``TF_CPP_VMODULE=ir_compiler=2``) and
-the optimized HLO dumped, then reports:
+XLA's per-kernel compile times logged (``TF_CPP_VMODULE``: ``ir_compiler``
+for LLVM, ``fusion_compiler`` for the MLIR fusion emitters) and the
+optimized HLO dumped, then reports:
 
 * lowering (JAX tracing to StableHLO) and XLA compile, wall seconds;
-* the LLVM code-generation time summed over all kernels (CPU seconds over
-  XLA's compile threads, so it can exceed the wall time);
-* the slowest kernels, each with its shape and the JAX op it came from
+* the time of XLA CPU's two per-kernel stages, summed over all kernels:
+  the MLIR fusion emitters, which build each fused kernel's code, and LLVM
+  code generation. Both are CPU seconds over XLA's compile threads, so
+  they can exceed the wall time. Between them they take most of the
+  compile here: about 12 ms (MLIR) and 16 ms (LLVM) a kernel on this
+  project's CPU (benchmarks/NOTES.md, session 9);
+* the slowest kernels (MLIR + LLVM), each with its shape and the JAX op it came from
   (the ``op_name`` metadata: e.g. ``jit(_uniform)`` is a threefry draw;
   a bare ``jax.random.bits`` draw shows only as ``while/body/...``);
-* kernels and LLVM time by the stage of ``train`` they belong to
+* kernels and their MLIR and LLVM time by the stage of ``train`` they belong to
   (`kernel_region`: the init, the update's random draw, the rollout, the
   critic, GAE, the PPO update with the loss's gradient apart).
 
@@ -56,7 +61,7 @@ end = time.perf_counter()
 print(json.dumps({"lower_s": mid - start, "compile_s": end - mid, "key_shape": list(key.shape)}))
 """
 
-_LLVM_LINE = re.compile(r"Compiled LLVM module: (\S+) time: ([0-9.]+) (us|ms|s) ")
+_STAGE_LINE = r"Compiled {stage} module: (\S+) time: ([0-9.]+) (us|ms|s) "
 _UNIT = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
 
 
@@ -67,10 +72,11 @@ def _parse_value(text: str):
         return text
 
 
-def kernel_times(log: str) -> dict[str, float]:
-    """LLVM seconds per kernel module from XLA's ``ir_compiler`` log lines."""
+def kernel_times(log: str, stage: str = "LLVM") -> dict[str, float]:
+    """Seconds per kernel module of one compile stage, from XLA's log lines:
+    ``"LLVM"`` (``ir_compiler``) or ``"MLIR"`` (``fusion_compiler``)."""
     times: dict[str, float] = {}
-    for name, value, unit in _LLVM_LINE.findall(log):
+    for name, value, unit in re.findall(_STAGE_LINE.format(stage=stage), log):
         times[name] = times.get(name, 0.0) + float(value) * _UNIT[unit]
     return times
 
@@ -86,8 +92,20 @@ def kernel_origins(hlo_text: str) -> dict[str, tuple[str, str]]:
 
 
 def _instruction(module_name: str) -> str:
-    name = module_name.removeprefix("__compute_module_")
+    """The HLO instruction a kernel module compiles. The LLVM log prefixes
+    the MLIR stage's module name with ``__compute_module_`` (so a module
+    that already had the prefix shows it twice)."""
+    name = module_name
+    while name.startswith("__compute_module_"):
+        name = name.removeprefix("__compute_module_")
     return name.removesuffix("_kernel_module")
+
+
+def _by_instruction(times: dict[str, float]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for module, seconds in times.items():
+        out[_instruction(module)] = out.get(_instruction(module), 0.0) + seconds
+    return out
 
 
 SCOPES = ("init", "draw", "rollout", "critic", "gae", "ppo_update")
@@ -118,7 +136,7 @@ def profile(overrides: dict, top: int, seeds: int = 1) -> dict:
         env = dict(
             os.environ,
             TF_CPP_MIN_LOG_LEVEL="0",
-            TF_CPP_VMODULE="ir_compiler=2",
+            TF_CPP_VMODULE="ir_compiler=2,fusion_compiler=1",
             XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + f" --xla_dump_to={dump} "
                        "--xla_dump_hlo_as_text --xla_dump_hlo_pass_re=NONE").strip(),
         )
@@ -129,25 +147,30 @@ def profile(overrides: dict, top: int, seeds: int = 1) -> dict:
         if proc.returncode != 0:
             raise SystemExit(f"the compile child failed:\n{proc.stderr[-4000:]}")
         timing = json.loads(proc.stdout.strip().splitlines()[-1])
-        times = kernel_times(proc.stderr)
+        times = _by_instruction(kernel_times(proc.stderr))
+        mlir_times = _by_instruction(kernel_times(proc.stderr, "MLIR"))
         dumps = sorted(Path(dump).glob("*jit_train*cpu_after_optimizations.txt"))
         origins = kernel_origins(dumps[-1].read_text()) if dumps else {}
     rows = []
-    for module, seconds in sorted(times.items(), key=lambda kv: -kv[1]):
-        shape, op = origins.get(_instruction(module), ("", ""))
-        rows.append({"kernel": _instruction(module), "llvm_s": seconds, "shape": shape,
+    for kernel in set(times) | set(mlir_times):
+        shape, op = origins.get(kernel, ("", ""))
+        rows.append({"kernel": kernel, "llvm_s": times.get(kernel, 0.0),
+                     "mlir_s": mlir_times.get(kernel, 0.0), "shape": shape,
                      "op_name": op.removeprefix("jit(train)/")})
-    regions = {name: {"kernels": 0, "llvm_s": 0.0} for name in REGIONS}
+    rows.sort(key=lambda r: -(r["llvm_s"] + r["mlir_s"]))
+    regions = {name: {"kernels": 0, "llvm_s": 0.0, "mlir_s": 0.0} for name in REGIONS}
     for row in rows:
         region = regions[kernel_region(row["op_name"])]
         region["kernels"] += 1
         region["llvm_s"] += row["llvm_s"]
+        region["mlir_s"] += row["mlir_s"]
     return {
         "config": overrides,
         "seeds": seeds,
         **timing,
         "llvm_total_s": sum(times.values()),
-        "kernels": len(times),
+        "mlir_total_s": sum(mlir_times.values()),
+        "kernels": len(rows),
         # Kernels whose op_name names a jax.random sampler. A bare
         # `jax.random.bits` draw carries no such name, so this is a lower bound.
         "threefry_llvm_s": sum(r["llvm_s"] for r in rows if "_uniform" in r["op_name"]
@@ -175,14 +198,16 @@ def main(argv=None) -> None:
     report = profile(overrides, args.top, args.seeds)
     seeds = f" x {args.seeds} seeds" if args.seeds > 1 else ""
     print(f"config {overrides or 'defaults'}{seeds}: lower {report['lower_s']:.2f} s, "
-          f"compile {report['compile_s']:.2f} s; LLVM {report['llvm_total_s']:.2f} s "
-          f"over {report['kernels']} kernels, of which named random samplers "
+          f"compile {report['compile_s']:.2f} s; MLIR {report['mlir_total_s']:.2f} s and "
+          f"LLVM {report['llvm_total_s']:.2f} s over {report['kernels']} kernels; "
+          f"LLVM of named random samplers "
           f"(uniform/normal/gumbel; bare bits draws are not named) {report['threefry_llvm_s']:.2f} s")
     for name, region in report["regions"].items():
-        print(f"  {name:<26} {region['kernels']:4d} kernels  {region['llvm_s']:6.2f} s LLVM")
-    print(f"{'LLVM ms':>8}  {'kernel':<34} {'shape':<22} op")
+        print(f"  {name:<26} {region['kernels']:4d} kernels  {region['mlir_s']:6.2f} s MLIR"
+              f"  {region['llvm_s']:6.2f} s LLVM")
+    print(f"{'MLIR ms':>8} {'LLVM ms':>8}  {'kernel':<34} {'shape':<22} op")
     for row in report["slowest"]:
-        print(f"{row['llvm_s'] * 1e3:8.0f}  {row['kernel'][:34]:<34} {row['shape'][:22]:<22} "
+        print(f"{row['mlir_s'] * 1e3:8.0f} {row['llvm_s'] * 1e3:8.0f}  {row['kernel'][:34]:<34} {row['shape'][:22]:<22} "
               f"{row['op_name'][:90]}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))

@@ -98,12 +98,19 @@ def test_compile_profile_parses_xla_logs_and_smoke_runs(tmp_path):
         "I1123 ir_compiler.cc:293] Compiled LLVM module: __compute_module_add_fusion.2_kernel_module "
         "time: 12.5 ms (12500 us) (cumulative: 1 s)\n"
         "I1123 ir_compiler.cc:293] Compiled LLVM module: __compute_module_wrapped_copy time: 800 us (800 us) x\n"
+        "I1123 fusion_compiler.cc:494] Compiled MLIR module: add_fusion.2_kernel_module time: 9 ms (9000 us) x\n"
     )
     import pytest
 
     assert module.kernel_times(log) == pytest.approx({
         "__compute_module_add_fusion.2_kernel_module": 0.0125, "__compute_module_wrapped_copy": 0.0008,
     })
+    assert module.kernel_times(log, "MLIR") == pytest.approx({"add_fusion.2_kernel_module": 0.009})
+    # The LLVM log names a kernel by the MLIR stage's module name with a prefix.
+    assert module._instruction("__compute_module_add_fusion.2_kernel_module") == "add_fusion.2"
+    assert module._instruction("add_fusion.2_kernel_module") == "add_fusion.2"
+    assert module._instruction("__compute_module___compute_module_wrapped_negate") == "wrapped_negate"
+    assert module._instruction("__compute_module_wrapped_negate") == "wrapped_negate"
     hlo = '  %add_fusion.2 = u32[64,4]{1,0} fusion(%a), kind=kLoop, metadata={op_name="jit(train)/jit(_uniform)/add"}\n'
     assert module.kernel_origins(hlo)["add_fusion.2"] == ("u32[64,4]{1,0}", "jit(train)/jit(_uniform)/add")
     assert module.kernel_region("") == "no op_name"
@@ -116,17 +123,22 @@ def test_compile_profile_parses_xla_logs_and_smoke_runs(tmp_path):
 
     out = tmp_path / "profile.json"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "compile_profile.py"), "--set", "total_timesteps=512",
-           "--seeds", "2", "--top", "3", "--json", str(out)]
+           "--seeds", "2", "--top", "10", "--json", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["lower_s"] > 0 and report["compile_s"] > 0 and report["kernels"] > 10
     assert 0 < report["threefry_llvm_s"] < report["llvm_total_s"]
-    assert len(report["slowest"]) == 3 and report["slowest"][0]["shape"]
+    assert len(report["slowest"]) == 10 and report["slowest"][0]["shape"]
     assert report["seeds"] == 2 and report["key_shape"] == [2, 2]  # jax.vmap(train) over 2 keys
     regions = report["regions"]
     assert sum(r["kernels"] for r in regions.values()) == report["kernels"]
     assert sum(r["llvm_s"] for r in regions.values()) == pytest.approx(report["llvm_total_s"])
+    assert 0 < report["mlir_total_s"] and sum(r["mlir_s"] for r in regions.values()) == pytest.approx(
+        report["mlir_total_s"])
+    # Both stages' times land on the same kernels: most kernels have both.
+    both = [r for r in report["slowest"] if r["llvm_s"] > 0 and r["mlir_s"] > 0]
+    assert both, report["slowest"]
     # Every stage's named scope reaches the kernels' op_name, under jax.vmap too.
     for name in (*module.SCOPES[:-1], "ppo_update: gradient", "ppo_update: other"):
         assert regions[name]["kernels"] > 0, name
