@@ -1,4 +1,4 @@
-"""Where compile time goes: lowering, XLA compile, and LLVM time per kernel.
+"""Where compile time goes: lowering, XLA compile, and MLIR and LLVM time per kernel.
 
 Compiles ``jax.jit(make_train(config))`` once in a fresh child process with
 XLA's per-kernel compile times logged (``TF_CPP_VMODULE``: ``ir_compiler``

@@ -14,7 +14,7 @@ old gymnax ``step``. This is the same algorithm and, where speed is decided,
 the same computation graph, written here against the six-value API:
 
 * gymnax's own ``FlattenObservationWrapper`` and ``LogWrapper`` (gymnax
-  1.0 ships both, ported from PureJaxRL) and its ``step``, which resets a
+  1.0 ships both, in ``gymnax.wrappers.purerl``) and its ``step``, which resets a
   finished episode itself (a reset drawn and discarded on every step);
 * every random draw inside the loops: per rollout step, one key split for
   the action and ``num_envs`` keys for the envs' steps;
