@@ -8,8 +8,9 @@ Issue #4 states its speed targets as absolute figures beside PureJaxRL's on
 the same machine class: compile <= 2.7 s (PureJaxRL 5.5 s), >= 175k steps/s
 on CartPole defaults (118k), >= 280k over 8 seeds (185k), >= 260k at 2048 x
 128 (159k). This shared 2-core machine changes speed by up to 3x between
-sessions, which moves both sides alike; the ratio of the two, timed in the
-same minutes, does not move with it. This script measures that ratio.
+sessions. That moves both sides alike, so the ratio of the two, timed in
+the same minutes, moves far less (one pair's ratio can still be off by a
+quarter, hence the median over pairs). This script measures that ratio.
 
 Per case it runs ``--pairs`` pairs of fresh processes, one per
 implementation, alternating which goes first. Each process times the
