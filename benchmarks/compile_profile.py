@@ -10,7 +10,7 @@ optimized HLO dumped, then reports:
   the MLIR fusion emitters, which build each fused kernel's code, and LLVM
   code generation. Both are CPU seconds over XLA's compile threads, so
   they can exceed the wall time. Between them they take most of the
-  compile here: about 12 ms (MLIR) and 16 ms (LLVM) a kernel on this
+  compile here: about 12 ms (MLIR) and 16-18 ms (LLVM) a kernel on this
   project's CPU (benchmarks/NOTES.md, session 9);
 * the slowest kernels (MLIR + LLVM), each with its shape and the JAX op it came from
   (the ``op_name`` metadata: e.g. ``jit(_uniform)`` is a threefry draw;

@@ -35,12 +35,14 @@ def test_throughput_benchmark_smoke(tmp_path):
     assert f"at commit {data['meta']['commit'] or 'unknown'}" in md
 
 
-def _load_returns_module():
-    """benchmarks/returns.py as a module (benchmarks/ is not a package)."""
+def _load_benchmark(name):
+    """benchmarks/<name>.py as a module (benchmarks/ is not a package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("returns_benchmark", ROOT / "benchmarks" / "returns.py")
+    module_name = f"benchmark_{name}"
+    spec = importlib.util.spec_from_file_location(module_name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -48,7 +50,7 @@ def _load_returns_module():
 def test_returns_iqm_and_bootstrap():
     import numpy as np
 
-    returns = _load_returns_module()
+    returns = _load_benchmark("returns")
     # n = 8: drop the lowest and highest two, mean of 3, 4, 5, 6.
     assert returns.iqm(np.arange(1, 9)) == 4.5
     assert returns.iqm([8, 1, 7, 2, 6, 3, 5, 4]) == 4.5  # order does not matter
@@ -89,11 +91,7 @@ def test_returns_benchmark_smoke(tmp_path):
 
 
 def test_compile_profile_parses_xla_logs_and_smoke_runs(tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("compile_profile", ROOT / "benchmarks" / "compile_profile.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load_benchmark("compile_profile")
     log = (
         "I1123 ir_compiler.cc:293] Compiled LLVM module: __compute_module_add_fusion.2_kernel_module "
         "time: 12.5 ms (12500 us) (cumulative: 1 s)\n"
@@ -142,17 +140,6 @@ def test_compile_profile_parses_xla_logs_and_smoke_runs(tmp_path):
     # Every stage's named scope reaches the kernels' op_name, under jax.vmap too.
     for name in (*module.SCOPES[:-1], "ppo_update: gradient", "ppo_update: other"):
         assert regions[name]["kernels"] > 0, name
-
-
-def _load_benchmark(name):
-    """A script of benchmarks/ as a module (benchmarks/ is not a package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_reference_uses_purejaxppo_defaults():
