@@ -30,7 +30,7 @@ from purejaxppo.config import PPOConfig
 class Args:
     """Train PPO on a gymnax environment, all seeds in one compiled call."""
 
-    config: Annotated[PPOConfig, tyro.conf.arg(name="")] = PPOConfig()
+    config: Annotated[PPOConfig, tyro.conf.arg(name="")] = dataclasses.field(default_factory=PPOConfig)
     num_seeds: int = 1
     """Seeds trained together under jax.vmap."""
     seed: int = 0
@@ -45,21 +45,90 @@ class Args:
     """Keep compiled programs on disk and reuse them when the same run is compiled
     again (JAX's persistent cache, in $PUREJAXPPO_CACHE_DIR or ~/.cache/purejaxppo/xla);
     --no-compile-cache compiles afresh."""
+    cpu_threads: str = "auto"
+    """Threads XLA's CPU runtime runs the program on: auto (1 for a small run of
+    <= 32 envs over all seeds without a CNN, else one per core; a PJRT_NPROC
+    already set wins), default (one per core), or a count
+    (purejaxppo.cpu_threads)."""
+
+
+def _flag(argv: list[str], field: str, default=None):
+    """The last value argv gives the flag of ``field`` (``--num-envs 8``,
+    ``--num_envs=8``; ``env_name`` also as ``--env``), else ``default``."""
+    names = {f"--{field}", f"--{field.replace('_', '-')}"}
+    if field == "env_name":
+        names.add("--env")
+    value = default
+    for i, arg in enumerate(argv):
+        name, eq, rest = arg.partition("=")
+        if name in names:
+            if eq:
+                value = rest
+            elif i + 1 < len(argv):
+                value = argv[i + 1]
+    return value
 
 
 def _env_and_preset(argv: list[str]) -> tuple[str, bool]:
     """First parsing stage: the env name and ``--[no-]preset``, read from argv
     before the full parse, because the preset sets every flag's default."""
-    env, use_preset = PPOConfig().env_name, True
-    for i, arg in enumerate(argv):
-        for flag in ("--env", "--env-name", "--env_name"):
-            if arg == flag and i + 1 < len(argv):
-                env = argv[i + 1]
-            elif arg.startswith(flag + "="):
-                env = arg.split("=", 1)[1]
+    env = _flag(argv, "env_name", _FIELD_DEFAULTS["env_name"])
+    use_preset = True
+    for arg in argv:
         if arg in ("--preset", "--no-preset"):
             use_preset = arg == "--preset"
     return env, use_preset
+
+
+_FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(PPOConfig)}
+
+
+def cpu_threads_from_argv(argv: list[str]) -> int | None:
+    """The CPU pool size (`purejaxppo.cpu_threads`) that ``argv`` asks for.
+
+    Read from argv before the full parse, because the pool is sized when JAX
+    starts its backend, and building any `PPOConfig` imports gymnax, which
+    starts it. ``auto`` looks at num_envs, num_seeds and the torso as the
+    full parse will see them: a flag, else the env's preset, else the
+    library default.
+    """
+    from purejaxppo.cpu_threads import resolve_cpu_threads, uses_cnn
+    from purejaxppo.presets import PRESETS
+
+    env, use_preset = _env_and_preset(argv)
+    values = dict(_FIELD_DEFAULTS)
+    if use_preset and env in PRESETS:
+        values.update(PRESETS[env].overrides)
+
+    def positive_int(field: str, default) -> int:
+        value = _flag(argv, field, default)
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            return 1  # not an int: the full parse reports it
+
+    return resolve_cpu_threads(
+        _flag(argv, "cpu_threads", "auto"),
+        num_envs=max(positive_int("num_envs", values["num_envs"]), 1),
+        num_seeds=max(positive_int("num_seeds", 1), 1),
+        cnn=uses_cnn(env, _flag(argv, "torso", values["torso"])),
+    )
+
+
+def apply_cpu_threads(argv: list[str]) -> str:
+    """Size XLA's CPU pool as ``argv`` asks, before JAX starts; return a note
+    for the output. An explicit count that can no longer be applied (JAX
+    started already, e.g. `main` called from a process that used JAX) is an
+    error; ``auto`` then keeps the running pool and says so."""
+    from purejaxppo.cpu_threads import backend_started, current_cpu_threads, set_cpu_threads
+
+    threads = cpu_threads_from_argv(argv)
+    choice = _flag(argv, "cpu_threads", "auto")
+    if choice == "auto" and backend_started() and current_cpu_threads() != threads:
+        threads = current_cpu_threads()
+        return f"{threads or 'one per core'} (auto: JAX had started; kept)"
+    set_cpu_threads(threads)
+    return f"{threads or 'one per core'} ({choice})"
 
 
 def default_args(argv: list[str]) -> Args:
@@ -77,7 +146,7 @@ def default_args(argv: list[str]) -> Args:
         return Args(preset=use_preset)
 
 
-def run(args: Args) -> dict:
+def run(args: Args, cpu_threads_note: str | None = None) -> dict:
     import jax
 
     from purejaxppo.compile_cache import CacheCounter, enable_compilation_cache
@@ -115,7 +184,8 @@ def run(args: Args) -> dict:
     origin = "preset" if args.preset and config.env_name in PRESETS else "library defaults"
     print(f"purejaxppo | {config.env_name} ({origin} + flags) | {args.num_seeds} seed(s) x {steps:,} steps "
           f"| {config.num_envs} envs x {config.num_steps} steps x {config.num_updates} updates "
-          f"| backend {jax.default_backend()}")
+          f"| backend {jax.default_backend()}"
+          + (f" | cpu threads {cpu_threads_note}" if cpu_threads_note and jax.default_backend() == "cpu" else ""))
     cache_note = {"hit": " (from the compilation cache)", "miss": " (cold)", "off": ""}[cache.status]
     print(f"compile {compile_s:.2f} s{cache_note} | run {run_s:.2f} s | "
           f"{steps * args.num_seeds / run_s:,.0f} env steps/s (all seeds)")
@@ -143,6 +213,7 @@ def run(args: Args) -> dict:
         "final_return": [float(x) for x in finals],
         "eval_return": None if evals is None else [float(x) for x in evals],
         "backend": jax.default_backend(),
+        "cpu_threads": cpu_threads_note,
     }
     if args.json_out is not None:
         with warnings.catch_warnings():  # updates where every seed is NaN stay NaN
@@ -160,10 +231,11 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m purejaxppo`` and the ``purejaxppo`` script."""
     try:
         argv = sys.argv[1:] if argv is None else argv
+        note = apply_cpu_threads(argv)  # before anything starts JAX
         args = tyro.cli(Args, args=argv, default=default_args(argv),
                         description=__doc__.splitlines()[0])
-        run(args)
-    except (ValueError, TypeError) as error:
+        run(args, note)
+    except (ValueError, TypeError, RuntimeError) as error:
         print(f"purejaxppo: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
 

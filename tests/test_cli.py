@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from purejaxppo.cli import main
+from purejaxppo.cli import cpu_threads_from_argv, main
 from purejaxppo.compile_cache import enable_compilation_cache
 
 
@@ -39,6 +39,40 @@ def test_cli_compile_cache_is_reused_by_a_second_process(tmp_path):
     assert statuses == ["miss", "hit"]
     assert any((tmp_path / "cache").iterdir())
     assert "from the compilation cache" in proc.stdout
+    # A fresh process applies the auto pool size (4 envs, 1 seed: one thread).
+    if "PJRT_NPROC" not in env:
+        assert "cpu threads 1 (auto)" in proc.stdout
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], 1),                                                  # CartPole preset: 4 envs
+    (["--num-seeds", "8"], 1),
+    (["--num_seeds=9"], None),
+    (["--num-envs", "64"], None),
+    (["--env", "Pendulum-v1"], 1),                            # its preset: 16 envs
+    (["--env", "Breakout-MinAtar"], None),                    # CNN
+    (["--torso", "cnn"], None),
+    (["--cpu-threads", "3"], 3),
+    (["--num-envs", "64", "--cpu-threads=1"], 1),
+    (["--cpu-threads", "default"], None),
+])
+def test_cli_cpu_threads_read_before_the_parse(monkeypatch, argv, expected):
+    monkeypatch.delenv("PJRT_NPROC", raising=False)
+    assert cpu_threads_from_argv(argv) == expected
+
+
+def test_cli_cpu_threads_errors(capsys, monkeypatch):
+    monkeypatch.delenv("PJRT_NPROC", raising=False)
+    with pytest.raises(SystemExit) as exc:
+        main(["--cpu-threads", "0"])
+    assert exc.value.code == 2
+    assert "cpu_threads='0' is not allowed" in capsys.readouterr().err
+    # This test process's backend runs its default pool: an explicit other
+    # count cannot be applied any more, and says why.
+    with pytest.raises(SystemExit) as exc:
+        main(["--cpu-threads", "5", "--total-timesteps", "512"])
+    assert exc.value.code == 2
+    assert "JAX's CPU backend has started" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kwargs, match", [

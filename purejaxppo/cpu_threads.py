@@ -1,0 +1,128 @@
+"""How many threads XLA's CPU runtime uses to run a compiled program.
+
+XLA's CPU client (the backend JAX uses on a CPU) runs every compiled
+program on a thread pool of one thread per core, sized once, when the
+backend starts, from the ``PJRT_NPROC`` environment variable or else the
+core count. A PPO run on a few environments is thousands of tiny kernels
+per update (the env step, the policy on 4 observations, one minibatch
+gradient on 128 samples); handing them between threads costs more than
+the second core gives back. Large batches and convolutions are the
+opposite: their kernels are big enough to split.
+
+Measured on the project's 2-core CPU (benchmarks/NOTES.md, session 10):
+CartPole defaults (4 envs) train 20-45% faster on one thread, 16 envs
+about 30% faster, the defaults vmapped over 8 seeds about 20% faster;
+64 envs about 10% slower, 256 and 2048 envs 12-38% slower, and the
+MinAtar CNN (64 envs) 30-44% slower. The XLA compile itself stays
+parallel (it has its own threads) but takes 10-25% longer with a
+one-thread pool. The numbers are the same either way up to float
+summation order.
+
+`cpu_threads_for` encodes that rule; `set_cpu_threads` applies a choice,
+and must run before JAX starts its CPU backend (before the first
+computation): the pool is sized once per process. The CLI
+(``--cpu-threads``) and the benchmarks use both. A library does not
+decide this for its caller's whole process, so ``import purejaxppo``
+changes nothing here; set ``PJRT_NPROC=1`` or call `set_cpu_threads(1)`
+first thing to get it in your own scripts.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+ENV_VAR = "PJRT_NPROC"
+SMALL_RUN_MAX_ENVS = 32
+"""`cpu_threads_for` picks one thread up to this many envs in all seeds."""
+
+
+def uses_cnn(env_name: str, torso: str = "auto") -> bool:
+    """Whether a run trains the CNN torso: ``torso="cnn"``, or ``"auto"`` on a
+    MinAtar env (gymnax's image-observation family). Decided from the names
+    alone: building the env would start JAX's backend."""
+    return torso == "cnn" or (torso == "auto" and "MinAtar" in env_name)
+
+
+def cpu_threads_for(num_envs: int, num_seeds: int = 1, cnn: bool = False) -> int | None:
+    """The CPU pool size that ran such a config fastest here: 1 for a small
+    run (``num_envs * num_seeds <= SMALL_RUN_MAX_ENVS``, MLP torso), else
+    ``None`` (XLA's default, one thread per core). Takes plain values, not a
+    `PPOConfig`: it is decided before JAX starts, and building a config
+    imports gymnax, which starts it."""
+    for name, value in (("num_envs", num_envs), ("num_seeds", num_seeds)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return 1 if num_envs * num_seeds <= SMALL_RUN_MAX_ENVS and not cnn else None
+
+
+def backend_started() -> bool:
+    """Whether JAX has started its backends (after which the pool is fixed)."""
+    from jax._src import xla_bridge
+
+    return xla_bridge.backends_are_initialized()
+
+
+def current_cpu_threads() -> int | None:
+    """The pool size requested through ``PJRT_NPROC`` (None: XLA's default;
+    XLA reads a value below 1 as one thread per CPU device, here 1)."""
+    value = os.environ.get(ENV_VAR, "").strip()
+    return max(int(value), 1) if value.lstrip("-").isdigit() else None
+
+
+def set_cpu_threads(threads: int | None) -> None:
+    """Size XLA's CPU thread pool: ``threads`` >= 1, or None for XLA's default
+    (one per core). Call it before the first JAX computation of the process.
+
+    Raises:
+        ValueError: ``threads`` is not None or an int >= 1.
+        RuntimeError: JAX's backends have started with another pool size;
+            the pool cannot be resized in a running process.
+    """
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"cpu threads must be None (XLA's default) or an int >= 1, got {threads!r}")
+    if current_cpu_threads() == threads:
+        return
+    if backend_started():
+        raise RuntimeError(
+            f"cpu threads: cannot change the pool to {threads} (now "
+            f"{current_cpu_threads() or 'the default'}): JAX's CPU backend has started, and "
+            "its pool is sized once per process. Set it before the first JAX computation, "
+            f"or start the process with {ENV_VAR}={threads or ''} in its environment."
+        )
+    if threads is None:
+        os.environ.pop(ENV_VAR, None)
+    else:
+        os.environ[ENV_VAR] = str(threads)
+
+
+def parse_cpu_threads(value: str | int | None) -> str | int | None:
+    """A ``--cpu-threads`` value: ``"auto"`` (`cpu_threads_for`), ``"default"``
+    or None (XLA's default pool), or a thread count >= 1."""
+    if value is None or value == "default":
+        return None
+    if value == "auto":
+        return "auto"
+    try:
+        threads = int(value)
+    except (TypeError, ValueError):
+        threads = 0
+    if isinstance(value, bool) or threads < 1 or str(threads) != str(value).strip():
+        raise ValueError(
+            f"cpu_threads={value!r} is not allowed; allowed: 'auto', 'default' or an int >= 1"
+        )
+    return threads
+
+
+def resolve_cpu_threads(
+    choice: str | int | None, num_envs: int, num_seeds: int = 1, cnn: bool = False
+) -> int | None:
+    """The pool size a run asks for. ``"auto"`` keeps a ``PJRT_NPROC`` already
+    in the environment (the user's choice) and otherwise applies
+    `cpu_threads_for`; ``None`` / ``"default"`` and counts are taken as they are."""
+    choice = parse_cpu_threads(choice)
+    if choice != "auto":
+        return choice
+    if ENV_VAR in os.environ:
+        return current_cpu_threads()
+    return cpu_threads_for(num_envs, num_seeds, cnn)
