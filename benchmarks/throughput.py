@@ -65,6 +65,27 @@ SWEEP_SEEDS = (1, 8, 64)
 QUICK = dict(total_timesteps=4 * 32 * 2, num_envs=4, num_steps=32, num_minibatches=2)
 
 
+def case_cpu_threads(overrides: dict, seeds: int, choice: str) -> int | None:
+    """The CPU pool size a case's processes run with (`purejaxppo.cpu_threads`):
+    ``choice`` "auto" applies the library's rule to the case, as the CLI does."""
+    import dataclasses
+
+    from purejaxppo.config import PPOConfig
+    from purejaxppo.cpu_threads import resolve_cpu_threads, uses_cnn
+
+    fields = {f.name: f.default for f in dataclasses.fields(PPOConfig)} | overrides
+    return resolve_cpu_threads(choice, fields["num_envs"], max(seeds, 1),
+                               uses_cnn(fields["env_name"], fields["torso"]))
+
+
+def child_env(threads: int | None) -> dict:
+    """The environment of a benchmark child process with that CPU pool size."""
+    from purejaxppo.cpu_threads import ENV_VAR
+
+    env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
+    return env if threads is None else {**env, ENV_VAR: str(threads)}
+
+
 def device_name() -> str:
     import jax
 
@@ -211,7 +232,22 @@ def run_case(overrides: dict, seeds: int, repeats: int, rates: dict | None) -> d
         row["floor_steps_per_s"] = 1.0 / floor_s
         row["fraction_of_floor"] = row["steps_per_s"] / row["floor_steps_per_s"]
     row.update(_memory())
+    row["xla_cpu_pool_threads"] = _xla_pool_threads()
     return row
+
+
+def _xla_pool_threads() -> int | None:
+    """Threads of XLA's CPU pool in this process (Linux: named tf_XLAEigen), or None."""
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        return None
+    names = []
+    for task in tasks.iterdir():
+        try:
+            names.append((task / "comm").read_text().strip())
+        except OSError:
+            continue
+    return names.count("tf_XLAEigen")
 
 
 def _child(args) -> None:
@@ -225,7 +261,9 @@ def _child(args) -> None:
 
 
 def _spawn(overrides: dict, seeds: int, repeats: int, rates: dict | None, timeout: int,
-           compile_cache: str | None = None, compile_only: bool = False) -> dict:
+           compile_cache: str | None = None, compile_only: bool = False,
+           cpu_threads: str = "auto") -> dict:
+    threads = case_cpu_threads(overrides, seeds, cpu_threads)
     cmd = [sys.executable, __file__, "--child-config", json.dumps(overrides),
            "--child-seeds", str(seeds), "--repeats", str(repeats)]
     if rates:
@@ -234,10 +272,10 @@ def _spawn(overrides: dict, seeds: int, repeats: int, rates: dict | None, timeou
         cmd += ["--child-compile-cache", compile_cache]
     if compile_only:
         cmd += ["--child-compile-only"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=child_env(threads))
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            return {**json.loads(line[len("RESULT "):]), "cpu_threads": threads}
     raise RuntimeError(f"benchmark case failed ({overrides}, seeds={seeds}):\n{proc.stderr[-4000:]}")
 
 
@@ -286,13 +324,16 @@ def _table(rows: dict, device: str, meta: dict) -> str:
         "processes; warm: in a new process, from JAX's persistent compilation cache (what a "
         "second run of the same config pays).",
         "",
-        "| case | seeds | env steps / call | compile s (cold) | compile s (warm cache) | run s | steps/s | env-only steps/s | rollout-only steps/s | floor steps/s | of floor | peak RSS MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "CPU threads: the size of XLA's CPU pool the case ran on (`purejaxppo.cpu_threads`; "
+        "\"cores\": XLA's default, one per core).",
+        "",
+        "| case | seeds | CPU threads | env steps / call | compile s (cold) | compile s (warm cache) | run s | steps/s | env-only steps/s | rollout-only steps/s | floor steps/s | of floor | peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in rows.items():
         warm = f"{r['warm_compile_s']:.2f}" if r.get("warm_cache") == "hit" else "—"
         lines.append(
-            f"| {name} | {r['seeds']} | {r['env_steps_per_call']:,} | {r['compile_s']:.2f} | {warm} | {r['run_s']:.2f} "
+            f"| {name} | {r['seeds']} | {r.get('cpu_threads') or 'cores'} | {r['env_steps_per_call']:,} | {r['compile_s']:.2f} | {warm} | {r['run_s']:.2f} "
             f"| {r['steps_per_s']:,.0f} | {r['env_only_steps_per_s']:,.0f} | {r['rollout_only_steps_per_s']:,.0f} "
             f"| {r.get('floor_steps_per_s', float('nan')):,.0f} | {r.get('fraction_of_floor', float('nan')):.0%} "
             f"| {r['peak_host_rss_mb']:,.0f} |"
@@ -332,6 +373,9 @@ def main() -> None:
     parser.add_argument("--no-sweep", action="store_true", help="skip the num_envs / seeds sweeps")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per case")
+    parser.add_argument("--cpu-threads", default="auto",
+                        help="XLA CPU pool size of each case: auto (the library's rule per case, "
+                             "as the CLI applies it), default (one thread per core) or a count")
     parser.add_argument("--child-config", help=argparse.SUPPRESS)
     parser.add_argument("--child-seeds", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--child-rates", help=argparse.SUPPRESS)
@@ -343,6 +387,12 @@ def main() -> None:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if args.child_config:
         return _child(args)
+    from purejaxppo.cpu_threads import parse_cpu_threads
+
+    try:
+        parse_cpu_threads(args.cpu_threads)
+    except ValueError as error:
+        parser.error(str(error))
 
     import purejaxppo  # noqa: F401  (XLA guard before jax starts)
 
@@ -356,16 +406,19 @@ def main() -> None:
         if args.quick:
             overrides = {**overrides, **QUICK}
             seeds = min(seeds, 2)
-        rows[name] = r = _spawn(overrides, seeds, args.repeats, rates, args.timeout)
+        rows[name] = r = _spawn(overrides, seeds, args.repeats, rates, args.timeout, cpu_threads=args.cpu_threads)
         # Cold compiles vary by +-15% between processes here: report the median.
         samples = [r["compile_s"]] + [
-            _spawn(overrides, seeds, args.repeats, None, args.timeout, compile_only=True)["compile_s"]
+            _spawn(overrides, seeds, args.repeats, None, args.timeout, compile_only=True,
+                   cpu_threads=args.cpu_threads)["compile_s"]
             for _ in range(args.compile_repeats - 1)
         ]
         r["compile_samples_s"], r["compile_s"] = samples, statistics.median(samples)
         with tempfile.TemporaryDirectory() as cache_dir:  # fill the cache, then time a hit
-            _spawn(overrides, seeds, args.repeats, None, args.timeout, compile_cache=cache_dir)
-            warm = _spawn(overrides, seeds, args.repeats, None, args.timeout, compile_cache=cache_dir)
+            _spawn(overrides, seeds, args.repeats, None, args.timeout, compile_cache=cache_dir,
+                   cpu_threads=args.cpu_threads)
+            warm = _spawn(overrides, seeds, args.repeats, None, args.timeout, compile_cache=cache_dir,
+                   cpu_threads=args.cpu_threads)
         r["warm_compile_s"], r["warm_cache"] = warm["compile_s"], warm["cache"]
         print(f"{name:24s} compile {r['compile_s']:6.2f} s (warm cache {warm['compile_s']:.2f} s, "
               f"{warm['cache']})  run {r['run_s']:7.2f} s  "
@@ -377,12 +430,12 @@ def main() -> None:
         for n in env_sizes:
             o = dict(env_name="CartPole-v1", num_envs=n, num_steps=128 if not args.quick else 32,
                      total_timesteps=max(n * 128 * 8, 65_536) if not args.quick else n * 64)
-            r = _spawn(o, 0, args.repeats, rates, args.timeout)
+            r = _spawn(o, 0, args.repeats, rates, args.timeout, cpu_threads=args.cpu_threads)
             sweeps["num_envs"].append({"x": n, **r})
             print(f"sweep num_envs={n:<5d} {r['steps_per_s']:>12,.0f} steps/s", flush=True)
         for s in ((1, 2) if args.quick else SWEEP_SEEDS):
             o = dict(env_name="CartPole-v1", total_timesteps=max(131_072 // s, 16_384)) if not args.quick else QUICK
-            r = _spawn(o, s if s > 1 else 0, args.repeats, rates, args.timeout)
+            r = _spawn(o, s if s > 1 else 0, args.repeats, rates, args.timeout, cpu_threads=args.cpu_threads)
             sweeps["seeds"].append({"x": s, **r})
             print(f"sweep seeds={s:<3d} {r['steps_per_s']:>12,.0f} steps/s", flush=True)
 
@@ -391,6 +444,7 @@ def main() -> None:
         "rates": rates,
         "repeats": args.repeats,
         "compile_repeats": args.compile_repeats,
+        "cpu_threads": args.cpu_threads,
         "quick": args.quick,
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,10 @@ purejaxppo / reference. The table shows the median of each side and the
 median of the pairs' ratios, beside the ratio the issue's target asks for
 (target / PureJaxRL's figure).
 Both sides run with the same ``XLA_FLAGS`` (purejaxppo's deadlock guard,
-see the README) and the same hyperparameters, and the table gives
+see the README), the same size of XLA's CPU thread pool (``--cpu-threads``:
+by default the pool `purejaxppo.cpu_threads` picks for the case, as
+purejaxppo's CLI applies it; ``default`` for XLA's own, one per core) and
+the same hyperparameters, and the table gives
 each side's mean episode return at the end of training, to show that
 both learn.
 
@@ -41,7 +44,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from throughput import CASES, QUICK, run_meta  # noqa: E402
+from throughput import CASES, QUICK, case_cpu_threads, child_env, run_meta  # noqa: E402
 
 RESULTS = HERE / "results"
 IMPLS = ("purejaxppo", "reference")
@@ -96,25 +99,29 @@ def measure(impl: str, overrides: dict, seeds: int, repeats: int) -> dict:
     }
 
 
-def _spawn(impl: str, overrides: dict, seeds: int, repeats: int, timeout: int) -> dict:
+def _spawn(impl: str, overrides: dict, seeds: int, repeats: int, timeout: int,
+           threads: int | None = None) -> dict:
     cmd = [sys.executable, __file__, "--child", impl, "--child-config", json.dumps(overrides),
            "--child-seeds", str(seeds), "--repeats", str(repeats)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=child_env(threads))
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
     raise RuntimeError(f"{impl} failed ({overrides}, seeds={seeds}):\n{proc.stderr[-4000:]}")
 
 
-def compare_case(overrides: dict, seeds: int, pairs: int, repeats: int, timeout: int) -> dict:
-    """``pairs`` alternating pairs of fresh processes; per side the samples
-    and medians, and the median over pairs of purejaxppo / reference."""
+def compare_case(overrides: dict, seeds: int, pairs: int, repeats: int, timeout: int,
+                 cpu_threads: str = "auto") -> dict:
+    """``pairs`` alternating pairs of fresh processes, both sides on the same
+    CPU pool size; per side the samples and medians, and the median over
+    pairs of purejaxppo / reference."""
+    threads = case_cpu_threads(overrides, seeds, cpu_threads)
     samples = {impl: [] for impl in IMPLS}
     for p in range(pairs):
         order = IMPLS if p % 2 == 0 else IMPLS[::-1]
         for impl in order:
-            samples[impl].append(_spawn(impl, overrides, seeds, repeats, timeout))
-    row = {"config": overrides, "seeds": max(seeds, 1),
+            samples[impl].append(_spawn(impl, overrides, seeds, repeats, timeout, threads))
+    row = {"config": overrides, "seeds": max(seeds, 1), "cpu_threads": threads,
            "env_steps_per_call": samples["purejaxppo"][0]["env_steps_per_call"], "samples": samples}
     for metric in ("compile_s", "steps_per_s", "final_return"):
         for impl in IMPLS:
@@ -137,16 +144,18 @@ def _table(rows: dict, meta: dict) -> str:
         f"{meta['machine']}; jax {meta['jax']}, backend {meta['backend']}. "
         f"{meta['pairs']} alternating pairs of fresh processes per case; each process: "
         f"compile (lowering included), then the median of {meta['repeats']} compiled calls. "
-        f"Ratio = median over the pairs of purejaxppo / reference. "
+        f"Ratio = median over the pairs of purejaxppo / reference. CPU threads: the size of "
+        f"XLA's CPU pool both sides ran on (`--cpu-threads {meta.get('cpu_threads', 'default')}`; "
+        f"\"cores\": XLA's default, one per core). "
         f"Command: `{meta['command']}` at commit {meta.get('commit') or 'unknown'}, {meta['date']}.",
         "",
-        "| case | seeds | env steps / call | compile s: purejaxppo | reference | ratio "
+        "| case | seeds | CPU threads | env steps / call | compile s: purejaxppo | reference | ratio "
         "| steps/s: purejaxppo | reference | ratio | final return: purejaxppo | reference |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in rows.items():
         lines.append(
-            f"| {name} | {r['seeds']} | {r['env_steps_per_call']:,} "
+            f"| {name} | {r['seeds']} | {r.get('cpu_threads') or 'cores'} | {r['env_steps_per_call']:,} "
             f"| {r['purejaxppo_compile_s']:.2f} | {r['reference_compile_s']:.2f} | {r['ratio_compile_s']:.2f} "
             f"| {r['purejaxppo_steps_per_s']:,.0f} | {r['reference_steps_per_s']:,.0f} "
             f"| {r['ratio_steps_per_s']:.2f} "
@@ -180,6 +189,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per process")
+    parser.add_argument("--cpu-threads", default="auto",
+                        help="XLA CPU pool size of both sides' processes: auto (purejaxppo's rule "
+                             "for the case), default (one thread per core) or a count")
     parser.add_argument("--child", choices=IMPLS, help=argparse.SUPPRESS)
     parser.add_argument("--child-config", help=argparse.SUPPRESS)
     parser.add_argument("--child-seeds", type=int, default=0, help=argparse.SUPPRESS)
@@ -192,6 +204,12 @@ def main() -> None:
         print("RESULT " + json.dumps(row))
         return
 
+    from purejaxppo.cpu_threads import parse_cpu_threads
+
+    try:
+        parse_cpu_threads(args.cpu_threads)
+    except ValueError as error:
+        parser.error(str(error))
     import purejaxppo  # noqa: F401  (XLA guard before jax starts)
 
     rows = {}
@@ -199,7 +217,8 @@ def main() -> None:
         overrides, seeds = CASES[name]
         if args.quick:
             overrides, seeds = {**overrides, **QUICK}, min(seeds, 2)
-        rows[name] = r = compare_case(overrides, seeds, args.pairs, args.repeats, args.timeout)
+        rows[name] = r = compare_case(overrides, seeds, args.pairs, args.repeats, args.timeout,
+                                          args.cpu_threads)
         print(f"{name:22s} compile {r['purejaxppo_compile_s']:5.2f} s vs {r['reference_compile_s']:5.2f} s "
               f"(x{r['ratio_compile_s']:.2f})  steps/s {r['purejaxppo_steps_per_s']:>10,.0f} vs "
               f"{r['reference_steps_per_s']:>10,.0f} (x{r['ratio_steps_per_s']:.2f})", flush=True)
@@ -208,6 +227,7 @@ def main() -> None:
         **run_meta("benchmarks/versus_reference.py"),
         "pairs": args.pairs,
         "repeats": args.repeats,
+        "cpu_threads": args.cpu_threads,
         "quick": args.quick,
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """Smoke run of the throughput benchmark at tiny sizes (no timing assertions)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,8 +31,13 @@ def test_throughput_benchmark_smoke(tmp_path):
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                               text=True, check=True).stdout.strip()
         assert data["meta"]["commit"] in (head, head + "-dirty")
+    # 4 envs, 1 seed: the auto pool is one thread, and the child ran on it.
+    if "PJRT_NPROC" not in os.environ:
+        assert row["cpu_threads"] == 1
+        assert row["xla_cpu_pool_threads"] in (1, None)
     md = json_path.with_suffix(".md").read_text()
-    assert "| cartpole_default | 1 | 256 |" in md and "compile s (warm cache)" in md
+    assert f"| cartpole_default | 1 | {row['cpu_threads'] or 'cores'} | 256 |" in md
+    assert "compile s (warm cache)" in md
     assert f"at commit {data['meta']['commit'] or 'unknown'}" in md
 
 
@@ -179,6 +185,20 @@ def test_versus_reference_smoke(tmp_path):
         assert math.isfinite(sample["final_return"]) and sample["final_return"] > 0
     assert row["ratio_steps_per_s"] == ours["steps_per_s"] / ref["steps_per_s"]
     assert row["ratio_compile_s"] == ours["compile_s"] / ref["compile_s"]
+    if "PJRT_NPROC" not in os.environ:  # both sides on the auto pool of the case
+        assert row["cpu_threads"] == 1
     md = json_path.with_suffix(".md").read_text()
-    assert "| cartpole_default | 1 | 256 |" in md
+    assert f"| cartpole_default | 1 | {row['cpu_threads'] or 'cores'} | 256 |" in md
     assert "| cartpole_default | compile_s | 2.7 s | 5.5 s | <= 0.49 |" in md
+
+
+def test_cases_cpu_pool(monkeypatch):
+    """Each case's processes run on the pool the library's rule picks for it."""
+    monkeypatch.delenv("PJRT_NPROC", raising=False)
+    throughput = _load_benchmark("throughput")
+    picked = {name: throughput.case_cpu_threads(o, s, "auto") for name, (o, s) in throughput.CASES.items()}
+    assert picked == {"cartpole_default": 1, "cartpole_2048x128": None, "cartpole_default_x8": 1,
+                      "cartpole_default_x64": None, "pendulum": 1, "breakout_minatar_cnn": None}
+    assert throughput.case_cpu_threads({}, 0, "default") is None
+    assert throughput.case_cpu_threads({"num_envs": 2048}, 0, "2") == 2
+    assert throughput.child_env(1)["PJRT_NPROC"] == "1" and "PJRT_NPROC" not in throughput.child_env(None)
