@@ -280,13 +280,15 @@ def _spawn(overrides: dict, seeds: int, repeats: int, rates: dict | None, timeou
 
 
 def _source_revision() -> str | None:
-    """The checkout's commit, with ``-dirty`` if tracked files differ from
-    it; None outside a git checkout (an installed copy)."""
+    """The checkout's commit, with ``-dirty`` if tracked files other than
+    results (``benchmarks/results/``, which a benchmark run rewrites) differ
+    from it; None outside a git checkout (an installed copy)."""
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
                                 capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)benchmarks/results"], cwd=root,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None

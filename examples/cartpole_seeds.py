@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from purejaxppo import PPOConfig, make_train
+from purejaxppo.cpu_threads import resolve_cpu_threads, set_cpu_threads
 from purejaxppo.evaluation import final_return
 from purejaxppo.timing import compile_timed, run_timed
 
@@ -26,6 +27,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="examples/cartpole_seeds.png")
     args = parser.parse_args()
+    # XLA's CPU pool for this run (one thread for small runs; a PJRT_NPROC
+    # already set wins), set before JAX starts: building a PPOConfig imports
+    # gymnax, which starts it.
+    set_cpu_threads(resolve_cpu_threads("auto", num_envs=4, num_seeds=args.num_seeds))
 
     config = PPOConfig(env_name="CartPole-v1", total_timesteps=args.total_timesteps)
     keys = jax.random.split(jax.random.PRNGKey(args.seed), args.num_seeds)
