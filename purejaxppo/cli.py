@@ -128,7 +128,7 @@ def apply_cpu_threads(argv: list[str]) -> str:
         threads = current_cpu_threads()
         return f"{threads or 'one per core'} (auto: JAX had started; kept)"
     set_cpu_threads(threads)
-    return f"{threads or 'one per core'} ({choice})"
+    return f"{threads or 'one per core'} ({'auto' if choice == 'auto' else '--cpu-threads'})"
 
 
 def default_args(argv: list[str]) -> Args:
