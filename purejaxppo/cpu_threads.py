@@ -9,14 +9,15 @@ gradient on 128 samples); handing them between threads costs more than
 the second core gives back. Large batches and convolutions are the
 opposite: their kernels are big enough to split.
 
-On the project's 2-core CPU (``python benchmarks/versus_reference.py``
-and ``python benchmarks/throughput.py``, which run each case on the pool
-this module picks; benchmarks/NOTES.md, session 10, has the A/B of both
-pools per case): CartPole defaults (4 envs) and the defaults vmapped over
-8 seeds run 20-45% faster on one thread; 64 or more envs and the MinAtar
-CNN run 10-45% slower. The XLA compile stays parallel (it has its own
-threads) but takes 10-25% longer with a one-thread pool. The numbers are
-the same either way up to float summation order.
+On the project's 2-core CPU, in alternating fresh processes with each
+pool (benchmarks/NOTES.md, session 10): CartPole defaults (4 envs) and the
+defaults vmapped over 8 seeds ran 10-50% faster on one thread; 64 or more
+envs and the MinAtar CNN ran 10-45% slower. The XLA compile stays
+parallel (it has its own threads) but took 10-25% longer with a
+one-thread pool. Measure a machine of your own with ``python
+benchmarks/throughput.py --cpu-threads default`` against the default
+``--cpu-threads auto``. The numbers are the same either way up to float
+summation order.
 
 `cpu_threads_for` encodes that rule; `set_cpu_threads` applies a choice,
 and must run before JAX starts its CPU backend (before the first
