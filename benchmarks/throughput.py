@@ -78,6 +78,24 @@ def case_cpu_threads(overrides: dict, seeds: int, choice: str) -> int | None:
                                uses_cnn(fields["env_name"], fields["torso"]))
 
 
+def cpu_threads_arg(value: str) -> str:
+    """argparse type of ``--cpu-threads``: the value, checked before anything runs."""
+    from purejaxppo.cpu_threads import parse_cpu_threads
+
+    try:
+        parse_cpu_threads(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return value
+
+
+def write_results(out_dir: Path, stem: str, payload: dict, markdown: str) -> None:
+    """``<stem>.json`` (``payload``) and ``<stem>.md`` under ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stem}.json").write_text(json.dumps(payload, indent=1))
+    (out_dir / f"{stem}.md").write_text(markdown)
+
+
 def child_env(threads: int | None) -> dict:
     """The environment of a benchmark child process with that CPU pool size."""
     from purejaxppo.cpu_threads import ENV_VAR
@@ -375,7 +393,7 @@ def main() -> None:
     parser.add_argument("--no-sweep", action="store_true", help="skip the num_envs / seeds sweeps")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per case")
-    parser.add_argument("--cpu-threads", default="auto",
+    parser.add_argument("--cpu-threads", default="auto", type=cpu_threads_arg,
                         help="XLA CPU pool size of each case: auto (the library's rule per case, "
                              "as the CLI applies it), default (one thread per core) or a count")
     parser.add_argument("--child-config", help=argparse.SUPPRESS)
@@ -389,12 +407,6 @@ def main() -> None:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if args.child_config:
         return _child(args)
-    from purejaxppo.cpu_threads import parse_cpu_threads
-
-    try:
-        parse_cpu_threads(args.cpu_threads)
-    except ValueError as error:
-        parser.error(str(error))
 
     import purejaxppo  # noqa: F401  (XLA guard before jax starts)
 
@@ -449,10 +461,9 @@ def main() -> None:
         "cpu_threads": args.cpu_threads,
         "quick": args.quick,
     }
-    args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"throughput-{device}" + ("-quick" if args.quick else "")
-    (args.out_dir / f"{stem}.json").write_text(json.dumps({"meta": meta, "cases": rows, "sweeps": sweeps}, indent=1))
-    (args.out_dir / f"{stem}.md").write_text(_table(rows, device, meta))
+    write_results(args.out_dir, stem, {"meta": meta, "cases": rows, "sweeps": sweeps},
+                  _table(rows, device, meta))
     if sweeps["num_envs"] and sweeps["seeds"]:
         _plot(sweeps, args.out_dir / f"{stem}.png", device)
     print(f"wrote {args.out_dir / stem}.{{json,md,png}}")

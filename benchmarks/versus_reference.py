@@ -44,7 +44,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from throughput import CASES, QUICK, case_cpu_threads, child_env, run_meta  # noqa: E402
+from throughput import (  # noqa: E402
+    CASES, QUICK, case_cpu_threads, child_env, cpu_threads_arg, run_meta, write_results,
+)
 
 RESULTS = HERE / "results"
 IMPLS = ("purejaxppo", "reference")
@@ -189,7 +191,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per process")
-    parser.add_argument("--cpu-threads", default="auto",
+    parser.add_argument("--cpu-threads", default="auto", type=cpu_threads_arg,
                         help="XLA CPU pool size of both sides' processes: auto (purejaxppo's rule "
                              "for the case), default (one thread per core) or a count")
     parser.add_argument("--child", choices=IMPLS, help=argparse.SUPPRESS)
@@ -204,12 +206,6 @@ def main() -> None:
         print("RESULT " + json.dumps(row))
         return
 
-    from purejaxppo.cpu_threads import parse_cpu_threads
-
-    try:
-        parse_cpu_threads(args.cpu_threads)
-    except ValueError as error:
-        parser.error(str(error))
     import purejaxppo  # noqa: F401  (XLA guard before jax starts)
 
     rows = {}
@@ -230,10 +226,8 @@ def main() -> None:
         "cpu_threads": args.cpu_threads,
         "quick": args.quick,
     }
-    args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"versus-reference-{meta['device']}" + ("-quick" if args.quick else "")
-    (args.out_dir / f"{stem}.json").write_text(json.dumps({"meta": meta, "cases": rows}, indent=1))
-    (args.out_dir / f"{stem}.md").write_text(_table(rows, meta))
+    write_results(args.out_dir, stem, {"meta": meta, "cases": rows}, _table(rows, meta))
     print(f"wrote {args.out_dir / stem}.{{json,md}}")
 
 
