@@ -146,29 +146,37 @@ def _flat_resets(env, env_params):
     small: the env's random draws then compile several times faster
     (`odd_draw_length`). Under `jax.vmap` (seeds, say), a custom batching
     rule flattens the batch into the same flat vmap, so the env's draws
-    stay one flat, odd-length kernel rather than a 3-D one (600-800 ms of
-    LLVM time each over 8 seeds; benchmarks/NOTES.md, session 7).
+    stay one flat kernel rather than a 3-D one (600-800 ms of LLVM time
+    each over 8 seeds; benchmarks/NOTES.md, session 7). That flat batch is
+    not padded, so that seeds sharded over devices stay apart (session 11).
     """
 
-    def flat(keys):
+    def flat(keys, pad: bool):
         n = keys.shape[0]
-        if odd_draw_length(n) > n:
+        if pad and odd_draw_length(n) > n:
             keys = jnp.concatenate([keys, keys[:1]])
         out = jax.vmap(env.reset_env, in_axes=(0, None))(keys, env_params)
         return jax.tree.map(lambda x: x[:n], out)
 
-    @custom_batching.custom_vmap
-    def resets(keys):
-        return flat(keys)
+    def make(pad: bool):
+        @custom_batching.custom_vmap
+        def resets(keys):
+            return flat(keys, pad)
 
-    @resets.def_vmap
-    def _resets_batched(axis_size, in_batched, keys):
-        # JAX calls the rule only with its one argument, the keys, batched.
-        out = resets(keys.reshape((-1,) + keys.shape[2:]))
-        out = jax.tree.map(lambda x: x.reshape((axis_size, -1) + x.shape[1:]), out)
-        return out, jax.tree.map(lambda _: True, out)
+        @resets.def_vmap
+        def _resets_batched(axis_size, in_batched, keys):
+            # JAX calls the rule only with its one argument, the keys,
+            # batched. The flat batch is not padded: it may be sharded over
+            # devices (seeds over CPU devices, `purejaxppo.devices`), and a
+            # key appended to it would move data between them.
+            out = unpadded(keys.reshape((-1,) + keys.shape[2:]))
+            out = jax.tree.map(lambda x: x.reshape((axis_size, -1) + x.shape[1:]), out)
+            return out, jax.tree.map(lambda _: True, out)
 
-    return resets
+        return resets
+
+    unpadded = make(pad=False)
+    return make(pad=True)
 
 
 class VecEnv:
