@@ -47,9 +47,13 @@ class Args:
     --no-compile-cache compiles afresh."""
     cpu_threads: str = "auto"
     """Threads XLA's CPU runtime runs the program on: auto (1 for a small run of
-    <= 32 envs over all seeds without a CNN, else one per core; a PJRT_NPROC
-    already set wins), default (one per core), or a count
-    (purejaxppo.cpu_threads)."""
+    <= 32 envs over all seeds without a CNN, or for seeds split over CPU
+    devices, else one per core; a PJRT_NPROC already set wins), default (one
+    per core), or a count (purejaxppo.cpu_threads)."""
+    cpu_devices: str = "auto"
+    """CPU devices the seeds are split over: auto (the most, up to one per core,
+    that divide num_seeds; a JAX_NUM_CPU_DEVICES already set wins) or a count
+    (purejaxppo.devices). Seeds always go over the backend's devices (GPUs too)."""
 
 
 def _flag(argv: list[str], field: str, default=None):
@@ -83,7 +87,38 @@ def _env_and_preset(argv: list[str]) -> tuple[str, bool]:
 _FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(PPOConfig)}
 
 
-def cpu_threads_from_argv(argv: list[str]) -> int | None:
+def _int_flag(argv: list[str], field: str, default) -> int:
+    """A positive int flag's value from argv; 1 when it is not one (the full
+    parse reports that)."""
+    try:
+        return max(int(_flag(argv, field, default)), 1)
+    except (TypeError, ValueError):
+        return 1
+
+
+def cpu_devices_from_argv(argv: list[str]) -> int | None:
+    """The CPU device count (`purejaxppo.devices`) that ``argv`` asks for;
+    None leaves the environment's choice. Read before JAX starts, like the pool."""
+    from purejaxppo.devices import resolve_cpu_devices
+
+    return resolve_cpu_devices(_flag(argv, "cpu_devices", "auto"), _int_flag(argv, "num_seeds", 1))
+
+
+def apply_cpu_devices(argv: list[str]) -> int:
+    """Make the CPU devices ``argv`` asks for, before JAX starts; return the
+    count the run splits its seeds over on a CPU. Once JAX has started,
+    ``auto`` keeps what there is; an explicit count is an error there."""
+    from purejaxppo.cpu_threads import backend_started
+    from purejaxppo.devices import current_cpu_devices, set_cpu_devices
+
+    devices = cpu_devices_from_argv(argv)
+    if devices is None or (_flag(argv, "cpu_devices", "auto") == "auto" and backend_started()):
+        return current_cpu_devices() or 1
+    set_cpu_devices(devices)
+    return devices
+
+
+def cpu_threads_from_argv(argv: list[str], devices: int = 1) -> int | None:
     """The CPU pool size (`purejaxppo.cpu_threads`) that ``argv`` asks for.
 
     Read from argv before the full parse, because the pool is sized when JAX
@@ -100,29 +135,23 @@ def cpu_threads_from_argv(argv: list[str]) -> int | None:
     if use_preset and env in PRESETS:
         values.update(PRESETS[env].overrides)
 
-    def positive_int(field: str, default) -> int:
-        value = _flag(argv, field, default)
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            return 1  # not an int: the full parse reports it
-
     return resolve_cpu_threads(
         _flag(argv, "cpu_threads", "auto"),
-        num_envs=max(positive_int("num_envs", values["num_envs"]), 1),
-        num_seeds=max(positive_int("num_seeds", 1), 1),
+        num_envs=_int_flag(argv, "num_envs", values["num_envs"]),
+        num_seeds=_int_flag(argv, "num_seeds", 1),
         cnn=uses_cnn(env, _flag(argv, "torso", values["torso"])),
+        devices=devices,
     )
 
 
-def apply_cpu_threads(argv: list[str]) -> str:
+def apply_cpu_threads(argv: list[str], devices: int = 1) -> str:
     """Size XLA's CPU pool as ``argv`` asks, before JAX starts; return a note
     for the output. An explicit count that can no longer be applied (JAX
     started already, e.g. `main` called from a process that used JAX) is an
     error; ``auto`` then keeps the running pool and says so."""
     from purejaxppo.cpu_threads import backend_started, current_cpu_threads, set_cpu_threads
 
-    threads = cpu_threads_from_argv(argv)
+    threads = cpu_threads_from_argv(argv, devices)
     choice = _flag(argv, "cpu_threads", "auto")
     if choice == "auto" and backend_started() and current_cpu_threads() != threads:
         threads = current_cpu_threads()
@@ -150,6 +179,7 @@ def run(args: Args, cpu_threads_note: str | None = None) -> dict:
     import jax
 
     from purejaxppo.compile_cache import CacheCounter, enable_compilation_cache
+    from purejaxppo.devices import seed_sharding, shard_seeds
     from purejaxppo.evaluation import final_return, make_evaluate
     from purejaxppo.timing import compile_timed, run_timed
     from purejaxppo.train import make_train
@@ -161,7 +191,9 @@ def run(args: Args, cpu_threads_note: str | None = None) -> dict:
     config = args.config
     if args.compile_cache:
         enable_compilation_cache()
-    keys = jax.random.split(jax.random.PRNGKey(args.seed), args.num_seeds)
+    # The seeds split over the backend's devices (one when there is one).
+    keys = shard_seeds(jax.random.split(jax.random.PRNGKey(args.seed), args.num_seeds))
+    num_devices = len(seed_sharding(args.num_seeds).mesh.devices)
     with CacheCounter() as cache:
         compiled, compile_s = compile_timed(jax.vmap(make_train(config)), keys)
     result, run_s, _ = run_timed(compiled, keys)
@@ -171,7 +203,7 @@ def run(args: Args, cpu_threads_note: str | None = None) -> dict:
     evals = None
     if args.eval_episodes:
         evaluate = jax.jit(jax.vmap(make_evaluate(config, args.eval_episodes)))
-        eval_keys = jax.random.split(jax.random.PRNGKey(args.seed + 1), args.num_seeds)
+        eval_keys = shard_seeds(jax.random.split(jax.random.PRNGKey(args.seed + 1), args.num_seeds))
         evals = np.asarray(
             evaluate(result.train_state.params, eval_keys, result.train_state.obs_norm)
         ).mean(axis=1)
@@ -185,6 +217,7 @@ def run(args: Args, cpu_threads_note: str | None = None) -> dict:
     print(f"purejaxppo | {config.env_name} ({origin} + flags) | {args.num_seeds} seed(s) x {steps:,} steps "
           f"| {config.num_envs} envs x {config.num_steps} steps x {config.num_updates} updates "
           f"| backend {jax.default_backend()}"
+          + (f" | seeds over {num_devices} devices" if num_devices > 1 else "")
           + (f" | cpu threads {cpu_threads_note}" if cpu_threads_note and jax.default_backend() == "cpu" else ""))
     cache_note = {"hit": " (from the compilation cache)", "miss": " (cold)", "off": ""}[cache.status]
     print(f"compile {compile_s:.2f} s{cache_note} | run {run_s:.2f} s | "
@@ -214,6 +247,7 @@ def run(args: Args, cpu_threads_note: str | None = None) -> dict:
         "eval_return": None if evals is None else [float(x) for x in evals],
         "backend": jax.default_backend(),
         "cpu_threads": cpu_threads_note,
+        "devices": num_devices,
     }
     if args.json_out is not None:
         with warnings.catch_warnings():  # updates where every seed is NaN stay NaN
@@ -231,7 +265,8 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m purejaxppo`` and the ``purejaxppo`` script."""
     try:
         argv = sys.argv[1:] if argv is None else argv
-        note = apply_cpu_threads(argv)  # before anything starts JAX
+        devices = apply_cpu_devices(argv)  # before anything starts JAX
+        note = apply_cpu_threads(argv, devices)
         args = tyro.cli(Args, args=argv, default=default_args(argv),
                         description=__doc__.splitlines()[0])
         run(args, note)

@@ -45,15 +45,20 @@ def uses_cnn(env_name: str, torso: str = "auto") -> bool:
     return torso == "cnn" or (torso == "auto" and "MinAtar" in env_name)
 
 
-def cpu_threads_for(num_envs: int, num_seeds: int = 1, cnn: bool = False) -> int | None:
+def cpu_threads_for(
+    num_envs: int, num_seeds: int = 1, cnn: bool = False, devices: int = 1
+) -> int | None:
     """The CPU pool size that ran such a config fastest here: 1 for a small
-    run (``num_envs * num_seeds <= SMALL_RUN_MAX_ENVS``, MLP torso), else
-    ``None`` (XLA's default, one thread per core). Takes plain values, not a
-    `PPOConfig`: it is decided before JAX starts, and building a config
-    imports gymnax, which starts it."""
-    for name, value in (("num_envs", num_envs), ("num_seeds", num_seeds)):
+    run (``num_envs * num_seeds <= SMALL_RUN_MAX_ENVS``, MLP torso) and for
+    seeds split over ``devices`` > 1 CPU devices (each device runs on its
+    own thread; `purejaxppo.devices`), else ``None`` (XLA's default, one
+    thread per core). Takes plain values, not a `PPOConfig`: it is decided
+    before JAX starts, and building a config imports gymnax, which starts it."""
+    for name, value in (("num_envs", num_envs), ("num_seeds", num_seeds), ("devices", devices)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if devices > 1:
+        return 1
     return 1 if num_envs * num_seeds <= SMALL_RUN_MAX_ENVS and not cnn else None
 
 
@@ -116,7 +121,8 @@ def parse_cpu_threads(value: str | int | None) -> str | int | None:
 
 
 def resolve_cpu_threads(
-    choice: str | int | None, num_envs: int, num_seeds: int = 1, cnn: bool = False
+    choice: str | int | None, num_envs: int, num_seeds: int = 1, cnn: bool = False,
+    devices: int = 1,
 ) -> int | None:
     """The pool size a run asks for. ``"auto"`` keeps a ``PJRT_NPROC`` already
     in the environment (the user's choice) and otherwise applies
@@ -126,4 +132,4 @@ def resolve_cpu_threads(
         return choice
     if ENV_VAR in os.environ:
         return current_cpu_threads()
-    return cpu_threads_for(num_envs, num_seeds, cnn)
+    return cpu_threads_for(num_envs, num_seeds, cnn, devices)

@@ -28,7 +28,7 @@ def test_cli_compile_cache_is_reused_by_a_second_process(tmp_path):
     cache, and the CLI says so (a warm compile is never shown as a cold one)."""
     env = {**os.environ, "PUREJAXPPO_CACHE_DIR": str(tmp_path / "cache")}
     flags = ["--env", "CartPole-v1", "--total-timesteps", "1024", "--num-envs", "4",
-             "--num-steps", "32", "--hidden-sizes", "8", "--eval-episodes", "0"]
+             "--num-steps", "32", "--hidden-sizes", "8", "--eval-episodes", "0", "--num-seeds", "2"]
     statuses = []
     for i in range(2):
         out = tmp_path / f"run{i}.json"
@@ -39,9 +39,15 @@ def test_cli_compile_cache_is_reused_by_a_second_process(tmp_path):
     assert statuses == ["miss", "hit"]
     assert any((tmp_path / "cache").iterdir())
     assert "from the compilation cache" in proc.stdout
-    # A fresh process applies the auto pool size (4 envs, 1 seed: one thread).
+    # A fresh process applies the auto pool size (2 seeds x 4 envs: one
+    # thread) and splits the two seeds over two CPU devices where it can.
     if "PJRT_NPROC" not in env:
         assert "cpu threads 1 (auto)" in proc.stdout
+    if "JAX_NUM_CPU_DEVICES" not in env and "device_count" not in env.get("XLA_FLAGS", ""):
+        from purejaxppo.devices import cpu_devices_for
+
+        assert ("seeds over 2 devices" in proc.stdout) == (cpu_devices_for(2) == 2)
+        assert json.loads(out.read_text())["summary"]["devices"] == cpu_devices_for(2)
 
 
 @pytest.mark.parametrize("argv, expected", [

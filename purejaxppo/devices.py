@@ -1,0 +1,163 @@
+"""Seeds over devices: one vmapped training run, split across devices by its keys.
+
+``jax.jit(jax.vmap(train))(keys)`` trains one seed per key. Put the keys on
+a device mesh first, ``keys = shard_seeds(keys)``, and ``jax.jit`` partitions
+the same program over the seed axis: each device trains its share of the
+seeds, and no data moves between devices (the seeds' computations are
+independent). The call itself is unchanged, on CPU, GPU or TPU; the
+results are those of the one-device run (the parameters bitwise; metrics
+that average over a batch, such as ``explained_variance``, up to float
+summation order; tests/test_devices.py).
+
+On a CPU, XLA shows one device unless asked for more, once, when JAX
+starts its CPU backend (``jax_num_cpu_devices``, or the
+``JAX_NUM_CPU_DEVICES`` environment variable). Each CPU device runs its
+program on its own thread, so a multi-seed run split over one device per
+core keeps every core busy without handing tiny kernels between threads
+(with XLA's CPU pool at one thread, `purejaxppo.cpu_threads`). On the
+project's 2-core CPU (benchmarks/NOTES.md, session 11): CartPole defaults
+over 8 seeds ran at 227-261k env steps/s on two devices against 134-145k
+on one; over 64 seeds, 245-286k against 121-123k.
+
+`cpu_devices_for` is the rule the CLI's ``--cpu-devices auto`` and the
+benchmarks apply; `set_cpu_devices` applies a count before JAX starts. As
+with the thread pool, ``import purejaxppo`` changes nothing here: it is a
+process-wide choice.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+ENV_VAR = "JAX_NUM_CPU_DEVICES"
+SEED_AXIS = "seeds"
+_XLA_DEVICE_FLAG = "--xla_force_host_platform_device_count"
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where known)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def largest_divisor_at_most(n: int, limit: int) -> int:
+    """The largest d <= ``limit`` that divides ``n`` (both >= 1)."""
+    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
+
+
+def cpu_devices_for(num_seeds: int, cores: int | None = None) -> int:
+    """The CPU device count for ``num_seeds`` vmapped seeds: the most devices,
+    up to one per core, that split the seeds evenly (1 for one seed).
+    Plain values, decided before JAX starts."""
+    if isinstance(num_seeds, bool) or not isinstance(num_seeds, int) or num_seeds < 1:
+        raise ValueError(f"num_seeds must be a positive int, got {num_seeds!r}")
+    return largest_divisor_at_most(num_seeds, available_cores() if cores is None else max(cores, 1))
+
+
+def current_cpu_devices() -> int | None:
+    """The CPU device count this process asks for (None: XLA's default, one),
+    from JAX's config or ``JAX_NUM_CPU_DEVICES``."""
+    import jax
+
+    value = jax.config.jax_num_cpu_devices
+    if value is None or value < 1:
+        env = os.environ.get(ENV_VAR, "").strip()
+        value = int(env) if env.isdigit() else -1
+    return value if value >= 1 else None
+
+
+def user_set_cpu_devices() -> bool:
+    """Whether the environment already chose a CPU device count
+    (``JAX_NUM_CPU_DEVICES``, or XLA's ``--xla_force_host_platform_device_count``)."""
+    return ENV_VAR in os.environ or _XLA_DEVICE_FLAG in os.environ.get("XLA_FLAGS", "")
+
+
+def set_cpu_devices(devices: int | None) -> None:
+    """Ask JAX's CPU backend for ``devices`` devices (None: its default, one).
+    Call it before the first JAX computation of the process.
+
+    Raises:
+        ValueError: ``devices`` is not None or an int >= 1.
+        RuntimeError: JAX's backends have started with another count.
+    """
+    import jax
+
+    from purejaxppo.cpu_threads import backend_started
+
+    if devices is not None and (isinstance(devices, bool) or not isinstance(devices, int) or devices < 1):
+        raise ValueError(f"cpu devices must be None (one device) or an int >= 1, got {devices!r}")
+    if current_cpu_devices() == devices or (devices == 1 and current_cpu_devices() is None):
+        return
+    if backend_started():
+        raise RuntimeError(
+            f"cpu devices: cannot change the CPU device count to {devices} (now "
+            f"{current_cpu_devices() or 1}): JAX's CPU backend has started, and its devices "
+            "are made once per process. Set it before the first JAX computation, or start "
+            f"the process with {ENV_VAR}={devices or 1} in its environment."
+        )
+    jax.config.update("jax_num_cpu_devices", -1 if devices is None else devices)
+    if devices is None:
+        os.environ.pop(ENV_VAR, None)
+    else:
+        os.environ[ENV_VAR] = str(devices)  # child processes inherit it
+
+
+def parse_cpu_devices(value: str | int | None) -> str | int:
+    """A ``--cpu-devices`` value: ``"auto"`` (`cpu_devices_for`) or a count >= 1."""
+    if value == "auto":
+        return "auto"
+    try:
+        devices = int(value)
+    except (TypeError, ValueError):
+        devices = 0
+    if isinstance(value, bool) or devices < 1 or str(devices) != str(value).strip():
+        raise ValueError(f"cpu_devices={value!r} is not allowed; allowed: 'auto' or an int >= 1")
+    return devices
+
+
+def resolve_cpu_devices(choice: str | int | None, num_seeds: int) -> int | None:
+    """The CPU device count a run asks for; None leaves the environment's
+    choice alone (``"auto"`` when ``JAX_NUM_CPU_DEVICES`` or XLA's device
+    flag is set already). A count is taken as it is."""
+    choice = parse_cpu_devices(choice)
+    if choice != "auto":
+        return choice
+    if user_set_cpu_devices():
+        return None
+    return cpu_devices_for(num_seeds)
+
+
+def seed_sharding(num_seeds: int, devices=None):
+    """A `NamedSharding` that splits a leading seed axis of ``num_seeds``
+    over the most of ``devices`` (default: all of JAX's default backend)
+    that divide it evenly; one device when none do."""
+    import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    devices = list(jax.devices() if devices is None else devices)
+    count = largest_divisor_at_most(num_seeds, len(devices))
+    mesh = Mesh(np.array(devices[:count]), (SEED_AXIS,))
+    return NamedSharding(mesh, PartitionSpec(SEED_AXIS))
+
+
+def shard_seeds(tree, devices=None):
+    """``tree`` (PRNG keys, or any pytree with the seed axis leading every
+    leaf) placed by `seed_sharding`: ``jax.jit(jax.vmap(train))`` of it runs
+    each device's seeds there."""
+    import jax
+
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return tree
+    num_seeds = leaves[0].shape[0]
+    for leaf in leaves:
+        if leaf.ndim == 0 or leaf.shape[0] != num_seeds:
+            raise ValueError(
+                f"shard_seeds: every leaf needs the seed axis first, of size {num_seeds}; "
+                f"got a leaf of shape {leaf.shape}"
+            )
+    return jax.device_put(tree, seed_sharding(num_seeds, devices))

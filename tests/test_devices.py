@@ -1,0 +1,149 @@
+"""Seeds over devices (`purejaxppo.devices`): the rule, the errors, and a
+sharded training equal to the one-device run, with no data between devices."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from purejaxppo.cli import cpu_devices_from_argv
+from purejaxppo.cpu_threads import cpu_threads_for
+from purejaxppo.devices import (
+    cpu_devices_for,
+    largest_divisor_at_most,
+    parse_cpu_devices,
+    resolve_cpu_devices,
+    seed_sharding,
+    set_cpu_devices,
+    shard_seeds,
+)
+
+
+@pytest.mark.parametrize("seeds, cores, expected", [
+    (1, 2, 1), (8, 2, 2), (3, 2, 1), (9, 4, 3), (6, 4, 3), (64, 16, 16), (12, 8, 6), (5, 1, 1),
+])
+def test_cpu_devices_rule(seeds, cores, expected):
+    assert cpu_devices_for(seeds, cores) == expected
+    assert seeds % expected == 0 and expected <= cores
+
+
+def test_largest_divisor_against_brute_force():
+    for n in range(1, 40):
+        for limit in range(1, 12):
+            want = max(d for d in range(1, n + 1) if n % d == 0 and d <= limit)
+            assert largest_divisor_at_most(n, limit) == want
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True, "8"])
+def test_cpu_devices_rule_rejects_bad_seeds(bad):
+    with pytest.raises(ValueError, match="num_seeds must be a positive int"):
+        cpu_devices_for(bad, 2)
+
+
+def test_parse_and_resolve(monkeypatch):
+    assert parse_cpu_devices("auto") == "auto"
+    assert parse_cpu_devices("3") == 3 and parse_cpu_devices(2) == 2
+    for bad in ("0", "-1", "x", "2.0", True, None):
+        with pytest.raises(ValueError, match="allowed: 'auto' or an int >= 1"):
+            parse_cpu_devices(bad)
+    monkeypatch.delenv("JAX_NUM_CPU_DEVICES", raising=False)
+    monkeypatch.setenv("XLA_FLAGS", "")
+    assert resolve_cpu_devices("auto", 8) == cpu_devices_for(8)
+    assert resolve_cpu_devices("4", 8) == 4
+    # A choice already in the environment is the user's: auto leaves it.
+    monkeypatch.setenv("JAX_NUM_CPU_DEVICES", "3")
+    assert resolve_cpu_devices("auto", 8) is None
+    monkeypatch.delenv("JAX_NUM_CPU_DEVICES")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+    assert resolve_cpu_devices("auto", 8) is None
+
+
+def test_cli_reads_cpu_devices_before_the_parse(monkeypatch):
+    monkeypatch.delenv("JAX_NUM_CPU_DEVICES", raising=False)
+    monkeypatch.setenv("XLA_FLAGS", "")
+    assert cpu_devices_from_argv([]) == 1
+    assert cpu_devices_from_argv(["--num-seeds", "8"]) == cpu_devices_for(8)
+    assert cpu_devices_from_argv(["--num_seeds=8", "--cpu-devices", "1"]) == 1
+
+
+def test_threads_rule_with_devices():
+    """Seeds split over CPU devices run one thread each, whatever the size."""
+    assert cpu_threads_for(2048, 8, cnn=True, devices=2) == 1
+    assert cpu_threads_for(2048, 8, devices=1) is None
+    with pytest.raises(ValueError, match="devices must be a positive int"):
+        cpu_threads_for(4, 1, devices=0)
+
+
+def test_set_cpu_devices_after_start_is_refused():
+    jax.devices()  # this process's backend is up, with one CPU device
+    set_cpu_devices(len(jax.devices()))  # the count it has: nothing to do
+    with pytest.raises(RuntimeError, match="JAX's CPU backend has started"):
+        set_cpu_devices(len(jax.devices()) + 1)
+    with pytest.raises(ValueError, match="an int >= 1"):
+        set_cpu_devices(0)
+
+
+def test_shard_seeds_on_one_device():
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    placed = shard_seeds({"k": keys, "x": np.arange(3.0)})
+    np.testing.assert_array_equal(placed["k"], keys)
+    assert len(seed_sharding(3).mesh.devices) == 1
+    with pytest.raises(ValueError, match="seed axis first, of size 3"):
+        shard_seeds({"k": keys, "x": np.zeros(2)})
+
+
+_CHILD = r"""
+import json, re, sys
+import numpy as np
+import jax
+from purejaxppo import PPOConfig, make_train
+from purejaxppo.devices import shard_seeds
+fields = json.loads(sys.argv[1])
+fields["hidden_sizes"] = tuple(fields["hidden_sizes"])
+train = jax.vmap(make_train(PPOConfig(**fields)))
+keys = jax.random.split(jax.random.PRNGKey(0), 4)
+one = jax.jit(train)(jax.device_put(keys, jax.devices()[0]))
+sharded_keys = shard_seeds(keys)
+compiled = jax.jit(train).lower(sharded_keys).compile()
+hlo = compiled.as_text()
+out = compiled(sharded_keys)
+print("RESULT " + json.dumps({
+    "devices": len(jax.devices()),
+    "key_devices": len(sharded_keys.sharding.device_set),
+    "out_devices": len(jax.tree.leaves(out.train_state.params)[0].sharding.device_set),
+    "collectives": sorted(set(re.findall(
+        r"\b(all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter)\(", hlo))),
+    "params_equal": all(np.array_equal(a, b) for a, b in zip(
+        jax.tree.leaves(one.train_state.params), jax.tree.leaves(out.train_state.params))),
+    "metrics": {k: [np.asarray(one.metrics[k]).tolist(), np.asarray(out.metrics[k]).tolist()]
+                for k in one.metrics},
+}))
+"""
+
+
+def test_seeds_over_two_cpu_devices_equal_one_device():
+    """Four seeds split over two CPU devices (a fresh process made with two):
+    each device trains two, nothing moves between them, and the run equals
+    the one-device run: parameters bitwise, metrics to float rounding."""
+    # A batch of 4 x 64 = 256 samples, a power of two: the shuffle has no
+    # cycle-walking loop, whose stopping test, under vmap, is one boolean
+    # over all seeds (a scalar all-reduce between devices per iteration).
+    fields = dict(env_name="CartPole-v1", total_timesteps=4 * 64 * 3,
+                  num_envs=4, num_steps=64, update_epochs=2, num_minibatches=2,
+                  hidden_sizes=[16, 16])
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "2", "PJRT_NPROC": "1"}
+    proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(fields)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1]
+    result = json.loads(line[len("RESULT "):])
+    assert result["devices"] == 2 and result["key_devices"] == 2 and result["out_devices"] == 2
+    assert result["collectives"] == []
+    assert result["params_equal"]
+    for name, (a, b) in result["metrics"].items():
+        np.testing.assert_allclose(np.asarray(b, float), np.asarray(a, float),
+                                   rtol=1e-5, atol=1e-6, err_msg=name)
