@@ -65,7 +65,16 @@ SWEEP_SEEDS = (1, 8, 64)
 QUICK = dict(total_timesteps=4 * 32 * 2, num_envs=4, num_steps=32, num_minibatches=2)
 
 
-def case_cpu_threads(overrides: dict, seeds: int, choice: str) -> int | None:
+def case_cpu_devices(seeds: int, choice: str) -> int | None:
+    """The CPU devices a case's seeds are split over (`purejaxppo.devices`):
+    ``choice`` "auto" applies the library's rule, as the CLI does; None
+    leaves a count the environment sets."""
+    from purejaxppo.devices import resolve_cpu_devices
+
+    return resolve_cpu_devices(choice, max(seeds, 1))
+
+
+def case_cpu_threads(overrides: dict, seeds: int, choice: str, devices: int | None = 1) -> int | None:
     """The CPU pool size a case's processes run with (`purejaxppo.cpu_threads`):
     ``choice`` "auto" applies the library's rule to the case, as the CLI does."""
     import dataclasses
@@ -75,18 +84,34 @@ def case_cpu_threads(overrides: dict, seeds: int, choice: str) -> int | None:
 
     fields = {f.name: f.default for f in dataclasses.fields(PPOConfig)} | overrides
     return resolve_cpu_threads(choice, fields["num_envs"], max(seeds, 1),
-                               uses_cnn(fields["env_name"], fields["torso"]))
+                               uses_cnn(fields["env_name"], fields["torso"]), devices or 1)
+
+
+def _checked_arg(parse):
+    """An argparse type that checks a value with ``parse`` before anything runs."""
+
+    def check(value: str) -> str:
+        try:
+            parse(value)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        return value
+
+    return check
 
 
 def cpu_threads_arg(value: str) -> str:
-    """argparse type of ``--cpu-threads``: the value, checked before anything runs."""
+    """argparse type of ``--cpu-threads``."""
     from purejaxppo.cpu_threads import parse_cpu_threads
 
-    try:
-        parse_cpu_threads(value)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return value
+    return _checked_arg(parse_cpu_threads)(value)
+
+
+def cpu_devices_arg(value: str) -> str:
+    """argparse type of ``--cpu-devices``."""
+    from purejaxppo.devices import parse_cpu_devices
+
+    return _checked_arg(parse_cpu_devices)(value)
 
 
 def write_results(out_dir: Path, stem: str, payload: dict, markdown: str) -> None:
@@ -96,12 +121,18 @@ def write_results(out_dir: Path, stem: str, payload: dict, markdown: str) -> Non
     (out_dir / f"{stem}.md").write_text(markdown)
 
 
-def child_env(threads: int | None) -> dict:
-    """The environment of a benchmark child process with that CPU pool size."""
-    from purejaxppo.cpu_threads import ENV_VAR
+def child_env(threads: int | None, devices: int | None = None) -> dict:
+    """The environment of a benchmark child process with that CPU pool size
+    and, unless None (the environment's own), that many CPU devices."""
+    from purejaxppo import cpu_threads
+    from purejaxppo import devices as devices_module
 
-    env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
-    return env if threads is None else {**env, ENV_VAR: str(threads)}
+    env = {k: v for k, v in os.environ.items() if k != cpu_threads.ENV_VAR}
+    if threads is not None:
+        env[cpu_threads.ENV_VAR] = str(threads)
+    if devices is not None:
+        env[devices_module.ENV_VAR] = str(devices)
+    return env
 
 
 def device_name() -> str:
@@ -161,10 +192,13 @@ def _train_fn(overrides: dict, seeds: int):
     import purejaxppo  # noqa: F401
     from purejaxppo import PPOConfig, make_train
 
+    from purejaxppo.devices import shard_seeds
+
     config = PPOConfig(**overrides)
     train = make_train(config)
     key = jax.random.PRNGKey(0)
-    keys = jax.random.split(key, seeds) if seeds else key
+    # Seeds split over the devices there are (`purejaxppo.devices`), as the CLI does.
+    keys = shard_seeds(jax.random.split(key, seeds)) if seeds else key
     return config, train, (jax.vmap(train) if seeds else train), keys
 
 
@@ -251,6 +285,7 @@ def run_case(overrides: dict, seeds: int, repeats: int, rates: dict | None) -> d
         row["fraction_of_floor"] = row["steps_per_s"] / row["floor_steps_per_s"]
     row.update(_memory())
     row["xla_cpu_pool_threads"] = _xla_pool_threads()
+    row["devices"] = len(keys.sharding.device_set) if seeds else 1
     return row
 
 
@@ -280,8 +315,9 @@ def _child(args) -> None:
 
 def _spawn(overrides: dict, seeds: int, repeats: int, rates: dict | None, timeout: int,
            compile_cache: str | None = None, compile_only: bool = False,
-           cpu_threads: str = "auto") -> dict:
-    threads = case_cpu_threads(overrides, seeds, cpu_threads)
+           cpu_threads: str = "auto", cpu_devices: str = "auto") -> dict:
+    devices = case_cpu_devices(seeds, cpu_devices)
+    threads = case_cpu_threads(overrides, seeds, cpu_threads, devices)
     cmd = [sys.executable, __file__, "--child-config", json.dumps(overrides),
            "--child-seeds", str(seeds), "--repeats", str(repeats)]
     if rates:
@@ -290,7 +326,8 @@ def _spawn(overrides: dict, seeds: int, repeats: int, rates: dict | None, timeou
         cmd += ["--child-compile-cache", compile_cache]
     if compile_only:
         cmd += ["--child-compile-only"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=child_env(threads))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          env=child_env(threads, devices))
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return {**json.loads(line[len("RESULT "):]), "cpu_threads": threads}
@@ -345,15 +382,16 @@ def _table(rows: dict, device: str, meta: dict) -> str:
         "second run of the same config pays).",
         "",
         "CPU threads: the size of XLA's CPU pool the case ran on (`purejaxppo.cpu_threads`; "
-        "\"cores\": XLA's default, one per core).",
+        "\"cores\": XLA's default, one per core). Devices: the devices the seeds were split "
+        "over (`purejaxppo.devices`).",
         "",
-        "| case | seeds | CPU threads | env steps / call | compile s (cold) | compile s (warm cache) | run s | steps/s | env-only steps/s | rollout-only steps/s | floor steps/s | of floor | peak RSS MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| case | seeds | devices | CPU threads | env steps / call | compile s (cold) | compile s (warm cache) | run s | steps/s | env-only steps/s | rollout-only steps/s | floor steps/s | of floor | peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in rows.items():
         warm = f"{r['warm_compile_s']:.2f}" if r.get("warm_cache") == "hit" else "—"
         lines.append(
-            f"| {name} | {r['seeds']} | {r.get('cpu_threads') or 'cores'} | {r['env_steps_per_call']:,} | {r['compile_s']:.2f} | {warm} | {r['run_s']:.2f} "
+            f"| {name} | {r['seeds']} | {r.get('devices', 1)} | {r.get('cpu_threads') or 'cores'} | {r['env_steps_per_call']:,} | {r['compile_s']:.2f} | {warm} | {r['run_s']:.2f} "
             f"| {r['steps_per_s']:,.0f} | {r['env_only_steps_per_s']:,.0f} | {r['rollout_only_steps_per_s']:,.0f} "
             f"| {r.get('floor_steps_per_s', float('nan')):,.0f} | {r.get('fraction_of_floor', float('nan')):.0%} "
             f"| {r['peak_host_rss_mb']:,.0f} |"
@@ -396,6 +434,9 @@ def main() -> None:
     parser.add_argument("--cpu-threads", default="auto", type=cpu_threads_arg,
                         help="XLA CPU pool size of each case: auto (the library's rule per case, "
                              "as the CLI applies it), default (one thread per core) or a count")
+    parser.add_argument("--cpu-devices", default="auto", type=cpu_devices_arg,
+                        help="CPU devices the seeds of a case are split over: auto (the library's "
+                             "rule, as the CLI applies it) or a count")
     parser.add_argument("--child-config", help=argparse.SUPPRESS)
     parser.add_argument("--child-seeds", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--child-rates", help=argparse.SUPPRESS)
@@ -420,19 +461,23 @@ def main() -> None:
         if args.quick:
             overrides = {**overrides, **QUICK}
             seeds = min(seeds, 2)
-        rows[name] = r = _spawn(overrides, seeds, args.repeats, rates, args.timeout, cpu_threads=args.cpu_threads)
+        rows[name] = r = _spawn(overrides, seeds, args.repeats, rates, args.timeout, cpu_threads=args.cpu_threads,
+                   cpu_devices=args.cpu_devices)
         # Cold compiles vary by +-15% between processes here: report the median.
         samples = [r["compile_s"]] + [
             _spawn(overrides, seeds, args.repeats, None, args.timeout, compile_only=True,
-                   cpu_threads=args.cpu_threads)["compile_s"]
+                   cpu_threads=args.cpu_threads,
+                   cpu_devices=args.cpu_devices)["compile_s"]
             for _ in range(args.compile_repeats - 1)
         ]
         r["compile_samples_s"], r["compile_s"] = samples, statistics.median(samples)
         with tempfile.TemporaryDirectory() as cache_dir:  # fill the cache, then time a hit
             _spawn(overrides, seeds, args.repeats, None, args.timeout, compile_cache=cache_dir,
-                   cpu_threads=args.cpu_threads)
+                   cpu_threads=args.cpu_threads,
+                   cpu_devices=args.cpu_devices)
             warm = _spawn(overrides, seeds, args.repeats, None, args.timeout, compile_cache=cache_dir,
-                   cpu_threads=args.cpu_threads)
+                   cpu_threads=args.cpu_threads,
+                   cpu_devices=args.cpu_devices)
         r["warm_compile_s"], r["warm_cache"] = warm["compile_s"], warm["cache"]
         print(f"{name:24s} compile {r['compile_s']:6.2f} s (warm cache {warm['compile_s']:.2f} s, "
               f"{warm['cache']})  run {r['run_s']:7.2f} s  "
@@ -444,12 +489,14 @@ def main() -> None:
         for n in env_sizes:
             o = dict(env_name="CartPole-v1", num_envs=n, num_steps=128 if not args.quick else 32,
                      total_timesteps=max(n * 128 * 8, 65_536) if not args.quick else n * 64)
-            r = _spawn(o, 0, args.repeats, rates, args.timeout, cpu_threads=args.cpu_threads)
+            r = _spawn(o, 0, args.repeats, rates, args.timeout, cpu_threads=args.cpu_threads,
+                   cpu_devices=args.cpu_devices)
             sweeps["num_envs"].append({"x": n, **r})
             print(f"sweep num_envs={n:<5d} {r['steps_per_s']:>12,.0f} steps/s", flush=True)
         for s in ((1, 2) if args.quick else SWEEP_SEEDS):
             o = dict(env_name="CartPole-v1", total_timesteps=max(131_072 // s, 16_384)) if not args.quick else QUICK
-            r = _spawn(o, s if s > 1 else 0, args.repeats, rates, args.timeout, cpu_threads=args.cpu_threads)
+            r = _spawn(o, s if s > 1 else 0, args.repeats, rates, args.timeout, cpu_threads=args.cpu_threads,
+                   cpu_devices=args.cpu_devices)
             sweeps["seeds"].append({"x": s, **r})
             print(f"sweep seeds={s:<3d} {r['steps_per_s']:>12,.0f} steps/s", flush=True)
 
@@ -459,6 +506,7 @@ def main() -> None:
         "repeats": args.repeats,
         "compile_repeats": args.compile_repeats,
         "cpu_threads": args.cpu_threads,
+        "cpu_devices": args.cpu_devices,
         "quick": args.quick,
     }
     stem = f"throughput-{device}" + ("-quick" if args.quick else "")

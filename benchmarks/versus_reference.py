@@ -23,8 +23,11 @@ median of the pairs' ratios, beside the ratio the issue's target asks for
 Both sides run with the same ``XLA_FLAGS`` (purejaxppo's deadlock guard,
 see the README), the same size of XLA's CPU thread pool (``--cpu-threads``:
 by default the pool `purejaxppo.cpu_threads` picks for the case, as
-purejaxppo's CLI applies it; ``default`` for XLA's own, one per core) and
-the same hyperparameters, and the table gives
+purejaxppo's CLI applies it; ``default`` for XLA's own, one per core), the
+same devices for the seeds of a vmapped case (``--cpu-devices``: by default
+as `purejaxppo.devices` splits them; the reference's keys are placed the
+same way, and ``jax.jit`` splits its program alike) and the same
+hyperparameters, and the table gives
 each side's mean episode return at the end of training, to show that
 both learn.
 
@@ -45,7 +48,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from throughput import (  # noqa: E402
-    CASES, QUICK, case_cpu_threads, child_env, cpu_threads_arg, run_meta, write_results,
+    CASES, QUICK, case_cpu_devices, case_cpu_threads, child_env, cpu_devices_arg, cpu_threads_arg,
+    run_meta, write_results,
 )
 
 RESULTS = HERE / "results"
@@ -65,6 +69,7 @@ def measure(impl: str, overrides: dict, seeds: int, repeats: int) -> dict:
     import jax
     import jax.numpy as jnp
 
+    from purejaxppo.devices import shard_seeds
     from purejaxppo.timing import compile_timed, run_timed
 
     if impl == "purejaxppo":
@@ -87,7 +92,7 @@ def measure(impl: str, overrides: dict, seeds: int, repeats: int) -> dict:
 
     train = make_train(config)
     key = jax.random.PRNGKey(0)
-    fn, args = (jax.vmap(train), jax.random.split(key, seeds)) if seeds else (train, key)
+    fn, args = (jax.vmap(train), shard_seeds(jax.random.split(key, seeds))) if seeds else (train, key)
     compiled, compile_s = compile_timed(fn, args)
     out, run_s, times = run_timed(compiled, args, repeats=repeats)
     steps = config.num_updates * config.num_envs * config.num_steps * max(seeds, 1)
@@ -96,16 +101,18 @@ def measure(impl: str, overrides: dict, seeds: int, repeats: int) -> dict:
         "run_s": float(run_s),
         "run_times_s": times,
         "env_steps_per_call": steps,
+        "devices": len(args.sharding.device_set) if seeds else 1,
         "steps_per_s": steps / run_s,
         "final_return": float(jnp.nanmean(final_return(out))),
     }
 
 
 def _spawn(impl: str, overrides: dict, seeds: int, repeats: int, timeout: int,
-           threads: int | None = None) -> dict:
+           threads: int | None = None, devices: int | None = None) -> dict:
     cmd = [sys.executable, __file__, "--child", impl, "--child-config", json.dumps(overrides),
            "--child-seeds", str(seeds), "--repeats", str(repeats)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=child_env(threads))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          env=child_env(threads, devices))
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
@@ -113,17 +120,19 @@ def _spawn(impl: str, overrides: dict, seeds: int, repeats: int, timeout: int,
 
 
 def compare_case(overrides: dict, seeds: int, pairs: int, repeats: int, timeout: int,
-                 cpu_threads: str = "auto") -> dict:
+                 cpu_threads: str = "auto", cpu_devices: str = "auto") -> dict:
     """``pairs`` alternating pairs of fresh processes, both sides on the same
-    CPU pool size; per side the samples and medians, and the median over
-    pairs of purejaxppo / reference."""
-    threads = case_cpu_threads(overrides, seeds, cpu_threads)
+    CPU pool size and devices; per side the samples and medians, and the
+    median over pairs of purejaxppo / reference."""
+    devices = case_cpu_devices(seeds, cpu_devices)
+    threads = case_cpu_threads(overrides, seeds, cpu_threads, devices)
     samples = {impl: [] for impl in IMPLS}
     for p in range(pairs):
         order = IMPLS if p % 2 == 0 else IMPLS[::-1]
         for impl in order:
-            samples[impl].append(_spawn(impl, overrides, seeds, repeats, timeout, threads))
+            samples[impl].append(_spawn(impl, overrides, seeds, repeats, timeout, threads, devices))
     row = {"config": overrides, "seeds": max(seeds, 1), "cpu_threads": threads,
+           "devices": samples["purejaxppo"][0].get("devices", 1),
            "env_steps_per_call": samples["purejaxppo"][0]["env_steps_per_call"], "samples": samples}
     for metric in ("compile_s", "steps_per_s", "final_return"):
         for impl in IMPLS:
@@ -148,16 +157,17 @@ def _table(rows: dict, meta: dict) -> str:
         f"compile (lowering included), then the median of {meta['repeats']} compiled calls. "
         f"Ratio = median over the pairs of purejaxppo / reference. CPU threads: the size of "
         f"XLA's CPU pool both sides ran on (`--cpu-threads {meta.get('cpu_threads', 'default')}`; "
-        f"\"cores\": XLA's default, one per core). "
+        f"\"cores\": XLA's default, one per core). Devices: the devices both sides split "
+        f"the seeds over (`--cpu-devices {meta.get('cpu_devices', '1')}`). "
         f"Command: `{meta['command']}` at commit {meta.get('commit') or 'unknown'}, {meta['date']}.",
         "",
-        "| case | seeds | CPU threads | env steps / call | compile s: purejaxppo | reference | ratio "
+        "| case | seeds | devices | CPU threads | env steps / call | compile s: purejaxppo | reference | ratio "
         "| steps/s: purejaxppo | reference | ratio | final return: purejaxppo | reference |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in rows.items():
         lines.append(
-            f"| {name} | {r['seeds']} | {r.get('cpu_threads') or 'cores'} | {r['env_steps_per_call']:,} "
+            f"| {name} | {r['seeds']} | {r.get('devices', 1)} | {r.get('cpu_threads') or 'cores'} | {r['env_steps_per_call']:,} "
             f"| {r['purejaxppo_compile_s']:.2f} | {r['reference_compile_s']:.2f} | {r['ratio_compile_s']:.2f} "
             f"| {r['purejaxppo_steps_per_s']:,.0f} | {r['reference_steps_per_s']:,.0f} "
             f"| {r['ratio_steps_per_s']:.2f} "
@@ -194,6 +204,9 @@ def main() -> None:
     parser.add_argument("--cpu-threads", default="auto", type=cpu_threads_arg,
                         help="XLA CPU pool size of both sides' processes: auto (purejaxppo's rule "
                              "for the case), default (one thread per core) or a count")
+    parser.add_argument("--cpu-devices", default="auto", type=cpu_devices_arg,
+                        help="CPU devices both sides split a vmapped case's seeds over: auto "
+                             "(purejaxppo's rule) or a count")
     parser.add_argument("--child", choices=IMPLS, help=argparse.SUPPRESS)
     parser.add_argument("--child-config", help=argparse.SUPPRESS)
     parser.add_argument("--child-seeds", type=int, default=0, help=argparse.SUPPRESS)
@@ -214,7 +227,7 @@ def main() -> None:
         if args.quick:
             overrides, seeds = {**overrides, **QUICK}, min(seeds, 2)
         rows[name] = r = compare_case(overrides, seeds, args.pairs, args.repeats, args.timeout,
-                                          args.cpu_threads)
+                                          args.cpu_threads, args.cpu_devices)
         print(f"{name:22s} compile {r['purejaxppo_compile_s']:5.2f} s vs {r['reference_compile_s']:5.2f} s "
               f"(x{r['ratio_compile_s']:.2f})  steps/s {r['purejaxppo_steps_per_s']:>10,.0f} vs "
               f"{r['reference_steps_per_s']:>10,.0f} (x{r['ratio_steps_per_s']:.2f})", flush=True)
@@ -224,6 +237,7 @@ def main() -> None:
         "pairs": args.pairs,
         "repeats": args.repeats,
         "cpu_threads": args.cpu_threads,
+        "cpu_devices": args.cpu_devices,
         "quick": args.quick,
     }
     stem = f"versus-reference-{meta['device']}" + ("-quick" if args.quick else "")

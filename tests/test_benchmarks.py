@@ -36,7 +36,7 @@ def test_throughput_benchmark_smoke(tmp_path):
         assert row["cpu_threads"] == 1
         assert row["xla_cpu_pool_threads"] in (1, None)
     md = json_path.with_suffix(".md").read_text()
-    assert f"| cartpole_default | 1 | {row['cpu_threads'] or 'cores'} | 256 |" in md
+    assert f"| cartpole_default | 1 | 1 | {row['cpu_threads'] or 'cores'} | 256 |" in md
     assert "compile s (warm cache)" in md
     assert f"at commit {data['meta']['commit'] or 'unknown'}" in md
 
@@ -188,17 +188,30 @@ def test_versus_reference_smoke(tmp_path):
     if "PJRT_NPROC" not in os.environ:  # both sides on the auto pool of the case
         assert row["cpu_threads"] == 1
     md = json_path.with_suffix(".md").read_text()
-    assert f"| cartpole_default | 1 | {row['cpu_threads'] or 'cores'} | 256 |" in md
+    assert f"| cartpole_default | 1 | 1 | {row['cpu_threads'] or 'cores'} | 256 |" in md
     assert "| cartpole_default | compile_s | 2.7 s | 5.5 s | <= 0.49 |" in md
 
 
 def test_cases_cpu_pool(monkeypatch):
-    """Each case's processes run on the pool the library's rule picks for it."""
+    """Each case's processes run on the pool and devices the library's rules
+    pick for it."""
+    from purejaxppo.devices import cpu_devices_for
+
     monkeypatch.delenv("PJRT_NPROC", raising=False)
+    monkeypatch.delenv("JAX_NUM_CPU_DEVICES", raising=False)
+    monkeypatch.setenv("XLA_FLAGS", "")
     throughput = _load_benchmark("throughput")
-    picked = {name: throughput.case_cpu_threads(o, s, "auto") for name, (o, s) in throughput.CASES.items()}
+    devices = {name: throughput.case_cpu_devices(s, "auto") for name, (o, s) in throughput.CASES.items()}
+    assert devices == {name: cpu_devices_for(max(s, 1)) for name, (o, s) in throughput.CASES.items()}
+    assert devices["cartpole_default"] == 1 and throughput.case_cpu_devices(8, "3") == 3
+    picked = {name: throughput.case_cpu_threads(o, s, "auto", devices[name])
+              for name, (o, s) in throughput.CASES.items()}
+    x64_split = cpu_devices_for(64) > 1  # seeds over devices: one thread each
     assert picked == {"cartpole_default": 1, "cartpole_2048x128": None, "cartpole_default_x8": 1,
-                      "cartpole_default_x64": None, "pendulum": 1, "breakout_minatar_cnn": None}
+                      "cartpole_default_x64": 1 if x64_split else None, "pendulum": 1,
+                      "breakout_minatar_cnn": None}
+    env = throughput.child_env(1, 2)
+    assert env["PJRT_NPROC"] == "1" and env["JAX_NUM_CPU_DEVICES"] == "2"
     assert throughput.case_cpu_threads({}, 0, "default") is None
     assert throughput.case_cpu_threads({"num_envs": 2048}, 0, "2") == 2
     assert throughput.child_env(1)["PJRT_NPROC"] == "1" and "PJRT_NPROC" not in throughput.child_env(None)
