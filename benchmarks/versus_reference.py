@@ -23,13 +23,17 @@ median of the pairs' ratios, beside the ratio the issue's target asks for
 Both sides run with the same ``XLA_FLAGS`` (purejaxppo's deadlock guard,
 see the README), the same size of XLA's CPU thread pool (``--cpu-threads``:
 by default the pool `purejaxppo.cpu_threads` picks for the case, as
-purejaxppo's CLI applies it; ``default`` for XLA's own, one per core), the
-same devices for the seeds of a vmapped case (``--cpu-devices``: by default
-as `purejaxppo.devices` splits them; the reference's keys are placed the
-same way, and ``jax.jit`` splits its program alike) and the same
-hyperparameters, and the table gives
+purejaxppo's CLI applies it; ``default`` for XLA's own, one per core) and
+the same hyperparameters, and the table gives
 each side's mean episode return at the end of training, to show that
 both learn.
+
+Devices differ by design: purejaxppo splits a vmapped case's seeds over
+CPU devices as its CLI does (``--cpu-devices``, `purejaxppo.devices`; its
+pool then has one thread per device), while the reference runs on one
+device, as PureJaxRL's ``ppo.py`` does. Split the same way, the reference
+hangs in XLA on this machine (every thread idle; benchmarks/NOTES.md,
+session 11). ``--cpu-devices 1`` puts both sides on one device.
 
 The cases are `throughput.py`'s, so the rates can be read against its table.
 Writes ``benchmarks/results/versus-reference-<device>.json`` and ``.md``.
@@ -71,6 +75,9 @@ def measure(impl: str, overrides: dict, seeds: int, repeats: int) -> dict:
 
     from purejaxppo.devices import shard_seeds
     from purejaxppo.timing import compile_timed, run_timed
+
+    if impl != "purejaxppo":  # one device, as PureJaxRL runs (see the module docstring)
+        shard_seeds = lambda keys: keys  # noqa: E731
 
     if impl == "purejaxppo":
         from purejaxppo import PPOConfig, make_train
@@ -124,15 +131,18 @@ def compare_case(overrides: dict, seeds: int, pairs: int, repeats: int, timeout:
     """``pairs`` alternating pairs of fresh processes, both sides on the same
     CPU pool size and devices; per side the samples and medians, and the
     median over pairs of purejaxppo / reference."""
-    devices = case_cpu_devices(seeds, cpu_devices)
-    threads = case_cpu_threads(overrides, seeds, cpu_threads, devices)
+    devices = {"purejaxppo": case_cpu_devices(seeds, cpu_devices), "reference": 1}
+    threads = {impl: case_cpu_threads(overrides, seeds, cpu_threads, devices[impl]) for impl in IMPLS}
     samples = {impl: [] for impl in IMPLS}
     for p in range(pairs):
         order = IMPLS if p % 2 == 0 else IMPLS[::-1]
         for impl in order:
-            samples[impl].append(_spawn(impl, overrides, seeds, repeats, timeout, threads, devices))
-    row = {"config": overrides, "seeds": max(seeds, 1), "cpu_threads": threads,
+            samples[impl].append(_spawn(impl, overrides, seeds, repeats, timeout,
+                                        threads[impl], devices[impl]))
+    row = {"config": overrides, "seeds": max(seeds, 1), "cpu_threads": threads["purejaxppo"],
+           "reference_cpu_threads": threads["reference"],
            "devices": samples["purejaxppo"][0].get("devices", 1),
+           "reference_devices": samples["reference"][0].get("devices", 1),
            "env_steps_per_call": samples["purejaxppo"][0]["env_steps_per_call"], "samples": samples}
     for metric in ("compile_s", "steps_per_s", "final_return"):
         for impl in IMPLS:
@@ -156,18 +166,20 @@ def _table(rows: dict, meta: dict) -> str:
         f"{meta['pairs']} alternating pairs of fresh processes per case; each process: "
         f"compile (lowering included), then the median of {meta['repeats']} compiled calls. "
         f"Ratio = median over the pairs of purejaxppo / reference. CPU threads: the size of "
-        f"XLA's CPU pool both sides ran on (`--cpu-threads {meta.get('cpu_threads', 'default')}`; "
-        f"\"cores\": XLA's default, one per core). Devices: the devices both sides split "
-        f"the seeds over (`--cpu-devices {meta.get('cpu_devices', '1')}`). "
+        f"XLA's CPU pool each side ran on (`--cpu-threads {meta.get('cpu_threads', 'default')}`; "
+        f"\"cores\": XLA's default, one per core). Devices: those each side split the seeds "
+        f"over: purejaxppo's by `--cpu-devices {meta.get('cpu_devices', '1')}`, the reference on one, "
+        f"as PureJaxRL runs (split alike, it hangs in XLA here: benchmarks/NOTES.md, session 11). "
         f"Command: `{meta['command']}` at commit {meta.get('commit') or 'unknown'}, {meta['date']}.",
         "",
-        "| case | seeds | devices | CPU threads | env steps / call | compile s: purejaxppo | reference | ratio "
+        "| case | seeds | devices: ours / ref | CPU threads: ours / ref | env steps / call | compile s: purejaxppo | reference | ratio "
         "| steps/s: purejaxppo | reference | ratio | final return: purejaxppo | reference |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in rows.items():
         lines.append(
-            f"| {name} | {r['seeds']} | {r.get('devices', 1)} | {r.get('cpu_threads') or 'cores'} | {r['env_steps_per_call']:,} "
+            f"| {name} | {r['seeds']} | {r.get('devices', 1)} / {r.get('reference_devices', 1)} "
+            f"| {r.get('cpu_threads') or 'cores'} / {r.get('reference_cpu_threads', r.get('cpu_threads')) or 'cores'} | {r['env_steps_per_call']:,} "
             f"| {r['purejaxppo_compile_s']:.2f} | {r['reference_compile_s']:.2f} | {r['ratio_compile_s']:.2f} "
             f"| {r['purejaxppo_steps_per_s']:,.0f} | {r['reference_steps_per_s']:,.0f} "
             f"| {r['ratio_steps_per_s']:.2f} "
@@ -205,8 +217,8 @@ def main() -> None:
                         help="XLA CPU pool size of both sides' processes: auto (purejaxppo's rule "
                              "for the case), default (one thread per core) or a count")
     parser.add_argument("--cpu-devices", default="auto", type=cpu_devices_arg,
-                        help="CPU devices both sides split a vmapped case's seeds over: auto "
-                             "(purejaxppo's rule) or a count")
+                        help="CPU devices purejaxppo splits a vmapped case's seeds over: auto "
+                             "(its rule, as its CLI applies it) or a count; the reference runs on one")
     parser.add_argument("--child", choices=IMPLS, help=argparse.SUPPRESS)
     parser.add_argument("--child-config", help=argparse.SUPPRESS)
     parser.add_argument("--child-seeds", type=int, default=0, help=argparse.SUPPRESS)

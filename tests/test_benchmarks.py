@@ -188,7 +188,8 @@ def test_versus_reference_smoke(tmp_path):
     if "PJRT_NPROC" not in os.environ:  # both sides on the auto pool of the case
         assert row["cpu_threads"] == 1
     md = json_path.with_suffix(".md").read_text()
-    assert f"| cartpole_default | 1 | 1 | {row['cpu_threads'] or 'cores'} | 256 |" in md
+    threads = row['cpu_threads'] or 'cores'
+    assert f"| cartpole_default | 1 | 1 / 1 | {threads} / {threads} | 256 |" in md
     assert "| cartpole_default | compile_s | 2.7 s | 5.5 s | <= 0.49 |" in md
 
 
