@@ -16,6 +16,7 @@ import numpy as np
 
 from purejaxppo import PPOConfig, make_train
 from purejaxppo.cpu_threads import resolve_cpu_threads, set_cpu_threads
+from purejaxppo.devices import current_cpu_devices, resolve_cpu_devices, set_cpu_devices, shard_seeds
 from purejaxppo.evaluation import final_return
 from purejaxppo.timing import compile_timed, run_timed
 
@@ -27,17 +28,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="examples/cartpole_seeds.png")
     args = parser.parse_args()
-    # XLA's CPU pool for this run (one thread for small runs; a PJRT_NPROC
-    # already set wins), set before JAX starts: building a PPOConfig imports
-    # gymnax, which starts it.
-    set_cpu_threads(resolve_cpu_threads("auto", num_envs=4, num_seeds=args.num_seeds))
+    # The seeds split over CPU devices, up to one per core, and XLA's CPU
+    # pool (one thread for small runs and for split seeds); a
+    # JAX_NUM_CPU_DEVICES or PJRT_NPROC already set wins. Both are set before
+    # JAX starts: building a PPOConfig imports gymnax, which starts it.
+    devices = resolve_cpu_devices("auto", args.num_seeds)
+    if devices is not None:
+        set_cpu_devices(devices)
+    set_cpu_threads(resolve_cpu_threads("auto", num_envs=4, num_seeds=args.num_seeds,
+                                        devices=current_cpu_devices() or 1))
 
     config = PPOConfig(env_name="CartPole-v1", total_timesteps=args.total_timesteps)
-    keys = jax.random.split(jax.random.PRNGKey(args.seed), args.num_seeds)
+    keys = shard_seeds(jax.random.split(jax.random.PRNGKey(args.seed), args.num_seeds))
     compiled, compile_s = compile_timed(jax.vmap(make_train(config)), keys)
     result, run_s, _ = run_timed(compiled, keys)
     steps = config.num_updates * config.batch_size * args.num_seeds
-    print(f"{args.num_seeds} seeds x {config.num_updates * config.batch_size:,} steps | "
+    print(f"{args.num_seeds} seeds x {config.num_updates * config.batch_size:,} steps "
+          f"over {len(keys.sharding.device_set)} device(s) | "
           f"compile {compile_s:.2f} s | run {run_s:.2f} s | {steps / run_s:,.0f} steps/s")
 
     returns = np.asarray(result.metrics["episode_return"])  # (seeds, updates)

@@ -3,6 +3,9 @@
 Trains ``num_seeds`` seeds of one config in a single compiled, vmapped call and
 prints a short table: compile time and steady-state time apart, the learning
 curve (median over seeds), and each seed's final and greedy-evaluation return.
+The seeds are split over the devices (on a CPU, over up to one device per
+core: `purejaxppo.devices`), and XLA's CPU pool is sized for the run
+(`purejaxppo.cpu_threads`), both before JAX starts.
 
 The environment's preset (`purejaxppo.presets`) is the starting point, so
 ``--env Pendulum-v1`` alone runs the tuned Pendulum config; every `PPOConfig`
