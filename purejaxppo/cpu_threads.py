@@ -109,15 +109,19 @@ def parse_cpu_threads(value: str | int | None) -> str | int | None:
         return None
     if value == "auto":
         return "auto"
+    return parse_count("cpu_threads", value, "'auto', 'default' or an int >= 1")
+
+
+def parse_count(field: str, value: str | int, allowed: str) -> int:
+    """``value`` (an int, or its plain decimal string) as an int >= 1; else a
+    ValueError naming ``field``, the value and what is ``allowed``."""
     try:
-        threads = int(value)
+        count = int(value)
     except (TypeError, ValueError):
-        threads = 0
-    if isinstance(value, bool) or threads < 1 or str(threads) != str(value).strip():
-        raise ValueError(
-            f"cpu_threads={value!r} is not allowed; allowed: 'auto', 'default' or an int >= 1"
-        )
-    return threads
+        count = 0
+    if isinstance(value, bool) or count < 1 or str(count) != str(value).strip():
+        raise ValueError(f"{field}={value!r} is not allowed; allowed: {allowed}")
+    return count
 
 
 def resolve_cpu_threads(

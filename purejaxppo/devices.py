@@ -108,15 +108,11 @@ def set_cpu_devices(devices: int | None) -> None:
 
 def parse_cpu_devices(value: str | int | None) -> str | int:
     """A ``--cpu-devices`` value: ``"auto"`` (`cpu_devices_for`) or a count >= 1."""
+    from purejaxppo.cpu_threads import parse_count
+
     if value == "auto":
         return "auto"
-    try:
-        devices = int(value)
-    except (TypeError, ValueError):
-        devices = 0
-    if isinstance(value, bool) or devices < 1 or str(devices) != str(value).strip():
-        raise ValueError(f"cpu_devices={value!r} is not allowed; allowed: 'auto' or an int >= 1")
-    return devices
+    return parse_count("cpu_devices", value, "'auto' or an int >= 1")
 
 
 def resolve_cpu_devices(choice: str | int | None, num_seeds: int) -> int | None:
