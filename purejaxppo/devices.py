@@ -15,9 +15,10 @@ starts its CPU backend (``jax_num_cpu_devices``, or the
 program on its own thread, so a multi-seed run split over one device per
 core keeps every core busy without handing tiny kernels between threads
 (with XLA's CPU pool at one thread, `purejaxppo.cpu_threads`). On the
-project's 2-core CPU (benchmarks/NOTES.md, session 11): CartPole defaults
-over 8 seeds ran at 227-261k env steps/s on two devices against 134-145k
-on one; over 64 seeds, 245-286k against 121-123k.
+project's 2-core CPU, ``python benchmarks/throughput.py`` (at 645f289;
+benchmarks/NOTES.md, session 11) ran CartPole defaults over 8 seeds at
+248k env steps/s on two devices, where the run before, on one device, gave
+140k; over 64 seeds, 244k against 109k.
 
 `cpu_devices_for` is the rule the CLI's ``--cpu-devices auto`` and the
 benchmarks apply; `set_cpu_devices` applies a count before JAX starts. As
