@@ -21,10 +21,11 @@ purejaxppo / reference. The table shows the median of each side and the
 median of the pairs' ratios, beside the ratio the issue's target asks for
 (target / PureJaxRL's figure).
 Both sides run with the same ``XLA_FLAGS`` (purejaxppo's deadlock guard,
-see the README), the same size of XLA's CPU thread pool (``--cpu-threads``:
-by default the pool `purejaxppo.cpu_threads` picks for the case, as
-purejaxppo's CLI applies it; ``default`` for XLA's own, one per core) and
-the same hyperparameters, and the table gives
+see the README), the size of XLA's CPU thread pool that
+`purejaxppo.cpu_threads` picks for the case on the side's devices, as
+purejaxppo's CLI applies it (``--cpu-threads``; ``default`` for XLA's own,
+one per core; the same for both sides on one device), and the same
+hyperparameters, and the table gives
 each side's mean episode return at the end of training, to show that
 both learn.
 
@@ -76,8 +77,9 @@ def measure(impl: str, overrides: dict, seeds: int, repeats: int) -> dict:
     from purejaxppo.devices import shard_seeds
     from purejaxppo.timing import compile_timed, run_timed
 
-    if impl != "purejaxppo":  # one device, as PureJaxRL runs (see the module docstring)
-        shard_seeds = lambda keys: keys  # noqa: E731
+    # purejaxppo's seeds split over the devices as its CLI splits them; the
+    # reference's stay on one device, as PureJaxRL runs (module docstring).
+    place = shard_seeds if impl == "purejaxppo" else (lambda keys: keys)
 
     if impl == "purejaxppo":
         from purejaxppo import PPOConfig, make_train
@@ -99,7 +101,7 @@ def measure(impl: str, overrides: dict, seeds: int, repeats: int) -> dict:
 
     train = make_train(config)
     key = jax.random.PRNGKey(0)
-    fn, args = (jax.vmap(train), shard_seeds(jax.random.split(key, seeds))) if seeds else (train, key)
+    fn, args = (jax.vmap(train), place(jax.random.split(key, seeds))) if seeds else (train, key)
     compiled, compile_s = compile_timed(fn, args)
     out, run_s, times = run_timed(compiled, args, repeats=repeats)
     steps = config.num_updates * config.num_envs * config.num_steps * max(seeds, 1)

@@ -182,7 +182,7 @@ def run(args: Args, cpu_threads_note: str | None = None) -> dict:
     import jax
 
     from purejaxppo.compile_cache import CacheCounter, enable_compilation_cache
-    from purejaxppo.devices import seed_sharding, shard_seeds
+    from purejaxppo.devices import shard_seeds
     from purejaxppo.evaluation import final_return, make_evaluate
     from purejaxppo.timing import compile_timed, run_timed
     from purejaxppo.train import make_train
@@ -196,7 +196,7 @@ def run(args: Args, cpu_threads_note: str | None = None) -> dict:
         enable_compilation_cache()
     # The seeds split over the backend's devices (one when there is one).
     keys = shard_seeds(jax.random.split(jax.random.PRNGKey(args.seed), args.num_seeds))
-    num_devices = len(seed_sharding(args.num_seeds).mesh.devices)
+    num_devices = len(keys.sharding.device_set)
     with CacheCounter() as cache:
         compiled, compile_s = compile_timed(jax.vmap(make_train(config)), keys)
     result, run_s, _ = run_timed(compiled, keys)
