@@ -33,8 +33,10 @@ Devices differ by design: purejaxppo splits a vmapped case's seeds over
 CPU devices as its CLI does (``--cpu-devices``, `purejaxppo.devices`; its
 pool then has one thread per device), while the reference runs on one
 device, as PureJaxRL's ``ppo.py`` does. Split the same way, the reference
-hangs in XLA on this machine (every thread idle; benchmarks/NOTES.md,
-session 11). ``--cpu-devices 1`` puts both sides on one device.
+hangs with every thread idle: its flax init makes batched LAPACK QRs, and
+two devices running them at once deadlock in jaxlib 0.10.x
+(benchmarks/NOTES.md, sessions 11-12). ``--cpu-devices 1`` puts both sides
+on one device.
 
 The cases are `throughput.py`'s, so the rates can be read against its table.
 Writes ``benchmarks/results/versus-reference-<device>.json`` and ``.md``.
@@ -171,7 +173,7 @@ def _table(rows: dict, meta: dict) -> str:
         f"XLA's CPU pool each side ran on (`--cpu-threads {meta.get('cpu_threads', 'default')}`; "
         f"\"cores\": XLA's default, one per core). Devices: those each side split the seeds "
         f"over: purejaxppo's by `--cpu-devices {meta.get('cpu_devices', '1')}`, the reference on one, "
-        f"as PureJaxRL runs (split alike, it hangs in XLA here: benchmarks/NOTES.md, session 11). "
+        f"as PureJaxRL runs (split alike, its init's batched LAPACK QRs hang: benchmarks/NOTES.md, session 12). "
         f"Command: `{meta['command']}` at commit {meta.get('commit') or 'unknown'}, {meta['date']}.",
         "",
         "| case | seeds | devices: ours / ref | CPU threads: ours / ref | env steps / call | compile s: purejaxppo | reference | ratio "

@@ -208,8 +208,10 @@ def orthonormal_columns(a: jax.Array) -> jax.Array:
     For a standard Gaussian ``a``, Q is Haar-distributed, as from
     `jnp.linalg.qr` with the signs fixed by diag(R). Pure `lax` rather than
     LAPACK: jaxlib's batched CPU QR (the custom call a `jax.vmap` over many
-    seeds makes) can deadlock on a small thread pool when two run at once,
-    and was seen to hang here at 256 seeds (benchmarks/NOTES.md, session 5).
+    seeds makes) can deadlock on a small thread pool when two run at once:
+    it hung here at 256 seeds on one device (benchmarks/NOTES.md, session 5),
+    and at 4 seeds split over two CPU devices (session 12). With no LAPACK
+    call, the init can be split over devices (`purejaxppo.devices`).
     """
     def column(j, q):
         v = jax.lax.dynamic_index_in_dim(a, j, axis=-1, keepdims=False)
