@@ -46,6 +46,9 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
+_BREAKOUT_CNN = dict(env_name="Breakout-MinAtar", num_envs=64, num_steps=128, update_epochs=4,
+                     num_minibatches=8, activation="relu", total_timesteps=64 * 128 * 4)
+
 # name -> (PPOConfig overrides, seeds under vmap)
 CASES: dict[str, tuple[dict, int]] = {
     "cartpole_default": (dict(env_name="CartPole-v1", total_timesteps=500_000), 0),
@@ -55,9 +58,8 @@ CASES: dict[str, tuple[dict, int]] = {
     "cartpole_default_x64": (dict(env_name="CartPole-v1", total_timesteps=32_768), 64),
     "pendulum": (dict(env_name="Pendulum-v1", num_envs=16, num_steps=128, update_epochs=10,
                       num_minibatches=16, total_timesteps=16 * 128 * 40), 0),
-    "breakout_minatar_cnn": (dict(env_name="Breakout-MinAtar", num_envs=64, num_steps=128,
-                                  update_epochs=4, num_minibatches=8, activation="relu",
-                                  total_timesteps=64 * 128 * 4), 0),
+    "breakout_minatar_cnn": (_BREAKOUT_CNN, 0),
+    "breakout_minatar_cnn_x4": (_BREAKOUT_CNN, 4),
 }
 SWEEP_ENVS = (4, 16, 64, 256, 1024, 2048)
 SWEEP_SEEDS = (1, 8, 64)

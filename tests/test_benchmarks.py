@@ -210,7 +210,8 @@ def test_cases_cpu_pool(monkeypatch):
     x64_split = cpu_devices_for(64) > 1  # seeds over devices: one thread each
     assert picked == {"cartpole_default": 1, "cartpole_2048x128": None, "cartpole_default_x8": 1,
                       "cartpole_default_x64": 1 if x64_split else None, "pendulum": 1,
-                      "breakout_minatar_cnn": None}
+                      "breakout_minatar_cnn": None,
+                      "breakout_minatar_cnn_x4": 1 if cpu_devices_for(4) > 1 else None}
     env = throughput.child_env(1, 2)
     assert env["PJRT_NPROC"] == "1" and env["JAX_NUM_CPU_DEVICES"] == "2"
     assert throughput.case_cpu_threads({}, 0, "default") is None
