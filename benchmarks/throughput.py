@@ -33,6 +33,7 @@ num_envs and against seeds).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -457,29 +458,25 @@ def main() -> None:
     rates = device_rates(args.repeats)
     print(f"device {device}: matmul {rates['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s, "
           f"tanh {rates['tanh_per_s'] / 1e9:.2f} G/s", flush=True)
+    # Every child process of this run: the same repeats, timeout, pool and devices rules.
+    spawn = functools.partial(_spawn, repeats=args.repeats, timeout=args.timeout,
+                              cpu_threads=args.cpu_threads, cpu_devices=args.cpu_devices)
     rows = {}
     for name in args.cases:
         overrides, seeds = CASES[name]
         if args.quick:
             overrides = {**overrides, **QUICK}
             seeds = min(seeds, 2)
-        rows[name] = r = _spawn(overrides, seeds, args.repeats, rates, args.timeout, cpu_threads=args.cpu_threads,
-                   cpu_devices=args.cpu_devices)
+        rows[name] = r = spawn(overrides, seeds, rates=rates)
         # Cold compiles vary by +-15% between processes here: report the median.
         samples = [r["compile_s"]] + [
-            _spawn(overrides, seeds, args.repeats, None, args.timeout, compile_only=True,
-                   cpu_threads=args.cpu_threads,
-                   cpu_devices=args.cpu_devices)["compile_s"]
+            spawn(overrides, seeds, rates=None, compile_only=True)["compile_s"]
             for _ in range(args.compile_repeats - 1)
         ]
         r["compile_samples_s"], r["compile_s"] = samples, statistics.median(samples)
         with tempfile.TemporaryDirectory() as cache_dir:  # fill the cache, then time a hit
-            _spawn(overrides, seeds, args.repeats, None, args.timeout, compile_cache=cache_dir,
-                   cpu_threads=args.cpu_threads,
-                   cpu_devices=args.cpu_devices)
-            warm = _spawn(overrides, seeds, args.repeats, None, args.timeout, compile_cache=cache_dir,
-                   cpu_threads=args.cpu_threads,
-                   cpu_devices=args.cpu_devices)
+            spawn(overrides, seeds, rates=None, compile_cache=cache_dir)
+            warm = spawn(overrides, seeds, rates=None, compile_cache=cache_dir)
         r["warm_compile_s"], r["warm_cache"] = warm["compile_s"], warm["cache"]
         print(f"{name:24s} compile {r['compile_s']:6.2f} s (warm cache {warm['compile_s']:.2f} s, "
               f"{warm['cache']})  run {r['run_s']:7.2f} s  "
@@ -491,14 +488,12 @@ def main() -> None:
         for n in env_sizes:
             o = dict(env_name="CartPole-v1", num_envs=n, num_steps=128 if not args.quick else 32,
                      total_timesteps=max(n * 128 * 8, 65_536) if not args.quick else n * 64)
-            r = _spawn(o, 0, args.repeats, rates, args.timeout, cpu_threads=args.cpu_threads,
-                   cpu_devices=args.cpu_devices)
+            r = spawn(o, 0, rates=rates)
             sweeps["num_envs"].append({"x": n, **r})
             print(f"sweep num_envs={n:<5d} {r['steps_per_s']:>12,.0f} steps/s", flush=True)
         for s in ((1, 2) if args.quick else SWEEP_SEEDS):
             o = dict(env_name="CartPole-v1", total_timesteps=max(131_072 // s, 16_384)) if not args.quick else QUICK
-            r = _spawn(o, s if s > 1 else 0, args.repeats, rates, args.timeout, cpu_threads=args.cpu_threads,
-                   cpu_devices=args.cpu_devices)
+            r = spawn(o, s if s > 1 else 0, rates=rates)
             sweeps["seeds"].append({"x": s, **r})
             print(f"sweep seeds={s:<3d} {r['steps_per_s']:>12,.0f} steps/s", flush=True)
 
