@@ -25,6 +25,12 @@ runs in its own subprocess, so its peak host RSS is its own. Per case:
   the steps/s those two rates allow, and the table gives the fraction of it
   that training achieves.
 
+Once per run it also times the start-up a user pays before any of that:
+``import purejaxppo`` and a CartPole `PPOConfig` (which imports gymnax) in
+a fresh process, the median of ``--compile-repeats`` processes; and the same
+with gymnax's plotting imports loaded first, as ``import gymnax`` loads them
+(what `purejaxppo.envs.import_gymnax` defers).
+
 Writes ``benchmarks/results/throughput-<device>.json``, a markdown table
 ``throughput-<device>.md`` and ``throughput-<device>.png`` (steps/s against
 num_envs and against seeds).
@@ -306,6 +312,35 @@ def _xla_pool_threads() -> int | None:
     return names.count("tf_XLAEigen")
 
 
+_STARTUP_CODE = """
+import time
+t = time.perf_counter()
+{pre}import purejaxppo
+purejaxppo.PPOConfig(env_name="CartPole-v1")
+print("STARTUP", time.perf_counter() - t)
+"""
+
+
+def startup_times(repeats: int, timeout: int = 300) -> dict:
+    """Seconds from before ``import purejaxppo`` to a built CartPole config,
+    in fresh processes (the median of ``repeats``): ``startup_s`` as the
+    library does it, ``eager_plotting_s`` with gymnax's plotting imports
+    (`purejaxppo.envs.GYMNAX_RENDER_MODULES`) made first, as a plain
+    ``import gymnax`` makes them."""
+    from purejaxppo.envs import GYMNAX_RENDER_MODULES
+
+    def median_of(pre: str) -> float:
+        samples = []
+        for _ in range(repeats):
+            proc = subprocess.run([sys.executable, "-c", _STARTUP_CODE.format(pre=pre)],
+                                  capture_output=True, text=True, timeout=timeout, check=True)
+            samples.append(float(proc.stdout.split("STARTUP")[-1]))
+        return statistics.median(samples)
+
+    eager = "".join(f"import {name}\n" for name in GYMNAX_RENDER_MODULES)
+    return {"startup_s": median_of(""), "eager_plotting_s": median_of(eager)}
+
+
 def _child(args) -> None:
     overrides = json.loads(args.child_config)
     if args.child_compile_cache or args.child_compile_only:
@@ -379,6 +414,11 @@ def _table(rows: dict, device: str, meta: dict) -> str:
         f"tanh {meta['rates']['tanh_per_s'] / 1e9:.2f} G/s. "
         f"Steady state = median of {meta['repeats']} compiled calls; compile timed apart. "
         f"Command: `{meta['command']}` at commit {meta.get('commit') or 'unknown'}, {meta['date']}.",
+        "",
+        f"Start-up (a fresh process: `import purejaxppo` and a CartPole `PPOConfig`, which imports "
+        f"gymnax; median of {meta.get('compile_repeats', 1)}): {meta['startup']['startup_s']:.2f} s; "
+        f"{meta['startup']['eager_plotting_s']:.2f} s with gymnax's plotting imports loaded as a plain "
+        "`import gymnax` loads them (`purejaxppo.envs.import_gymnax` defers them).",
         "",
         f"Compile (lowering included): cold, the median of {meta.get('compile_repeats', 1)} fresh "
         "processes; warm: in a new process, from JAX's persistent compilation cache (what a "
@@ -497,8 +537,12 @@ def main() -> None:
             sweeps["seeds"].append({"x": s, **r})
             print(f"sweep seeds={s:<3d} {r['steps_per_s']:>12,.0f} steps/s", flush=True)
 
+    startup = startup_times(args.compile_repeats)
+    print(f"start-up {startup['startup_s']:.2f} s (eager plotting imports "
+          f"{startup['eager_plotting_s']:.2f} s)", flush=True)
     meta = {
         **run_meta("benchmarks/throughput.py"),
+        "startup": startup,
         "rates": rates,
         "repeats": args.repeats,
         "compile_repeats": args.compile_repeats,

@@ -12,6 +12,9 @@ termination: the return is bootstrapped from ``V(final_observation)``.
 
 from __future__ import annotations
 
+import importlib
+import sys
+import types
 from typing import Any
 
 import chex
@@ -24,11 +27,52 @@ from jax import custom_batching
 from purejaxppo.distributions import odd_draw_length
 
 
+# Imported at module level by gymnax's environment modules (Pong, Catch,
+# FourRooms, MetaMaze, PointRobot) for their ``render`` methods only.
+GYMNAX_RENDER_MODULES = ("matplotlib.pyplot", "seaborn")
+
+
+class _DeferredModule(types.ModuleType):
+    """Stands in for a module while gymnax imports it; the first attribute
+    read imports the real module and forwards to it (and every later read)."""
+
+    def __getattr__(self, attr: str) -> Any:
+        name = self.__name__
+        if sys.modules.get(name) is self:  # read while gymnax is importing
+            del sys.modules[name]
+        return getattr(importlib.import_module(name), attr)
+
+
+def import_gymnax() -> types.ModuleType:
+    """``import gymnax``, with its plotting imports deferred to first use.
+
+    gymnax's environment modules import `GYMNAX_RENDER_MODULES` at module
+    level, for rendering only, and with them pandas and scipy.stats: about
+    2 of the ~2.5 s that ``import gymnax`` takes after JAX on the project's
+    CPU (``python -X importtime -c "import gymnax"``). While gymnax imports,
+    each of those not yet imported is a `_DeferredModule` in
+    ``sys.modules``; afterwards ``sys.modules`` is as before, so any other
+    ``import seaborn`` is the ordinary one. gymnax's modules keep the
+    stand-ins: its renderers import the real module on their first use, and
+    every attribute read goes to it. `benchmarks/throughput.py` reports
+    the start-up time this saves.
+    """
+    if "gymnax" in sys.modules:
+        return importlib.import_module("gymnax")
+    deferred = [name for name in GYMNAX_RENDER_MODULES if name not in sys.modules]
+    for name in deferred:
+        sys.modules[name] = _DeferredModule(name)
+    try:
+        return importlib.import_module("gymnax")
+    finally:
+        for name in deferred:
+            if isinstance(sys.modules.get(name), _DeferredModule):
+                del sys.modules[name]
+
+
 def registered_env_names() -> list[str]:
     """All environment ids gymnax can make (built-in and registered)."""
-    import gymnax
-
-    return list(gymnax.registered_envs)
+    return list(import_gymnax().registered_envs)
 
 
 @struct.dataclass
@@ -71,7 +115,7 @@ def make_env(
     """
     import dataclasses
 
-    import gymnax
+    gymnax = import_gymnax()
     from gymnax.environments import spaces
 
     env, default_params = gymnax.make(env_name, **dict(env_kwargs))

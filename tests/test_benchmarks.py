@@ -27,6 +27,8 @@ def test_throughput_benchmark_smoke(tmp_path):
     # The warm compile is a persistent-cache hit in a new process, not a cold compile.
     assert row["warm_cache"] == "hit" and row["warm_compile_s"] > 0
     assert data["meta"]["rates"]["matmul_flops_per_s"] > 0
+    startup = data["meta"]["startup"]
+    assert startup["startup_s"] > 0 and startup["eager_plotting_s"] > 0
     if (ROOT / ".git").exists():  # the results name the commit they measured
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                               text=True, check=True).stdout.strip()
@@ -38,6 +40,7 @@ def test_throughput_benchmark_smoke(tmp_path):
     md = json_path.with_suffix(".md").read_text()
     assert f"| cartpole_default | 1 | 1 | {row['cpu_threads'] or 'cores'} | 256 |" in md
     assert "compile s (warm cache)" in md
+    assert f"which imports gymnax; median of 2): {startup['startup_s']:.2f} s;" in md
     assert f"at commit {data['meta']['commit'] or 'unknown'}" in md
 
 
