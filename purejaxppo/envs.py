@@ -47,15 +47,19 @@ def import_gymnax() -> types.ModuleType:
     """``import gymnax``, with its plotting imports deferred to first use.
 
     gymnax's environment modules import `GYMNAX_RENDER_MODULES` at module
-    level, for rendering only, and with them pandas and scipy.stats: about
-    2 of the ~2.5 s that ``import gymnax`` takes after JAX on the project's
-    CPU (``python -X importtime -c "import gymnax"``). While gymnax imports,
-    each of those not yet imported is a `_DeferredModule` in
-    ``sys.modules``; afterwards ``sys.modules`` is as before, so any other
-    ``import seaborn`` is the ordinary one. gymnax's modules keep the
-    stand-ins: its renderers import the real module on their first use, and
-    every attribute read goes to it. `benchmarks/throughput.py` reports
-    the start-up time this saves.
+    level, for rendering only, and with them pandas and scipy.stats: most of
+    what ``import gymnax`` costs after JAX (``python -X importtime -c "import
+    gymnax"``). A fresh process reaches a built config in 1.6 s instead of
+    3.2 s on the project's CPU (`benchmarks/throughput.py`, which times
+    both).
+
+    While gymnax imports, each of those not yet imported is a
+    `_DeferredModule` in ``sys.modules``; afterwards ``sys.modules`` is as
+    before, so any other ``import seaborn`` is the ordinary one. gymnax's
+    modules keep the stand-ins: its renderers import the real module on
+    their first use, and every attribute read goes to it. (A stdlib
+    ``importlib.util.LazyLoader`` module would not do: the next ``import``
+    of it reads its ``__spec__``, and that read loads it.)
     """
     if "gymnax" in sys.modules:
         return importlib.import_module("gymnax")
