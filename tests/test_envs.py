@@ -96,23 +96,30 @@ _DEFERRED_IMPORTS_SCRIPT = r"""
 import sys
 import matplotlib
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # imported before gymnax: stays as it is
+pyplot_first = sys.argv[1] == "pyplot-first"
+if pyplot_first:
+    import matplotlib.pyplot  # imported before gymnax: used as it is
 import jax
 from purejaxppo.envs import GYMNAX_RENDER_MODULES, import_gymnax, make_env
 
 env, params, _ = make_env("Catch-bsuite")  # imports gymnax
 assert "gymnax" in sys.modules and import_gymnax() is sys.modules["gymnax"]
 assert GYMNAX_RENDER_MODULES == ("matplotlib.pyplot", "seaborn")
-# seaborn (and with it scipy.stats and pandas) was not imported ...
-for name in ("seaborn", "scipy.stats", "pandas"):
+# Not imported: seaborn (with scipy.stats and pandas), and pyplot unless it came first.
+for name in ("seaborn", "scipy.stats", "pandas") + (() if pyplot_first else ("matplotlib.pyplot",)):
     assert name not in sys.modules, name
 from gymnax.environments.bsuite import catch
 from gymnax.environments.misc import pong
-assert catch.plt is plt and pong.plt is plt  # ... pyplot, already there, was used as it is
 assert type(pong.sns).__name__ == "_DeferredModule"
+if pyplot_first:
+    assert catch.plt is sys.modules["matplotlib.pyplot"] and pong.plt is catch.plt
+else:
+    assert type(catch.plt).__name__ == "_DeferredModule"
 # gymnax's renderers work: the first read imports the real module.
 fig, ax = env.render(env.reset(jax.random.key(0), params)[1], params)
-assert type(fig).__name__ == "Figure"
+import matplotlib.pyplot as plt
+assert type(plt).__name__ == "module" and type(fig) is plt.Figure
+assert catch.plt.subplots is plt.subplots
 palette = pong.sns.color_palette
 import seaborn
 assert sys.modules["seaborn"] is seaborn and type(seaborn).__name__ == "module"
@@ -121,12 +128,13 @@ print("OK")
 """
 
 
-def test_gymnax_plotting_imports_are_deferred_until_used():
-    """`import_gymnax` keeps seaborn (~2 s of imports) out of a process until
-    gymnax renders; a module imported before gymnax is used as it is."""
+@pytest.mark.parametrize("order", ["plain", "pyplot-first"])
+def test_gymnax_plotting_imports_are_deferred_until_used(order):
+    """`import_gymnax` keeps seaborn and pyplot (~2 s of imports) out of a
+    process until gymnax renders; one imported before gymnax is used as it is."""
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-c", _DEFERRED_IMPORTS_SCRIPT],
+    proc = subprocess.run([sys.executable, "-c", _DEFERRED_IMPORTS_SCRIPT, order],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
