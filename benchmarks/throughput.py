@@ -333,7 +333,9 @@ def startup_times(repeats: int, timeout: int = 300) -> dict:
         samples = []
         for _ in range(repeats):
             proc = subprocess.run([sys.executable, "-c", _STARTUP_CODE.format(pre=pre)],
-                                  capture_output=True, text=True, timeout=timeout, check=True)
+                                  capture_output=True, text=True, timeout=timeout)
+            if proc.returncode != 0 or "STARTUP" not in proc.stdout:
+                raise RuntimeError(f"start-up timing failed:\n{proc.stderr[-4000:]}")
             samples.append(float(proc.stdout.split("STARTUP")[-1]))
         return statistics.median(samples)
 
