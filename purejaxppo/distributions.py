@@ -145,29 +145,34 @@ ODD_DRAW_MAX = 1 << 16
 """Random draws of up to this many elements are made at an odd length (`random_words`)."""
 
 
-def odd_draw_length(n: int, always: bool = False) -> int:
+def odd_draw_length(n: int) -> int:
     """The length to draw ``n`` random elements at: ``n + 1`` when ``n`` is
-    even and at most `ODD_DRAW_MAX` (or ``always``), else ``n``.
+    even and at most `ODD_DRAW_MAX`, else ``n``.
 
-    Why: on CPU, XLA compiles JAX's threefry loop 3-6x faster for an odd
-    length (two kernels of ~20 ms of LLVM time each for a u32[3125] draw,
-    against 60-100 ms for u32[3124]; 50-70 ms against 250-350 ms for a
-    CartPole reset vmapped over 513 keys rather than 512), and runs it 2-5x
-    slower, not vectorised (benchmarks/NOTES.md, session 7). Small draws,
-    made once per update or once per run, take the faster compile; large
-    ones keep the fast loop.
+    Why: on CPU, with XLA's default thread pool, XLA compiles JAX's
+    threefry loop 3-6x faster for an odd length (two kernels of ~20 ms of
+    LLVM time each for a u32[3125] draw, against 60-100 ms for u32[3124]),
+    and runs it 2-5x slower, not vectorised (benchmarks/NOTES.md, session
+    7). Small draws, made once per update, take the faster compile; large
+    ones keep the fast loop. (The env's own draws go through
+    `purejaxppo.prng.straight` keys instead, which have no loop.)
     """
-    return n + 1 if n % 2 == 0 and (always or n <= ODD_DRAW_MAX) else n
+    return n + 1 if n % 2 == 0 and n <= ODD_DRAW_MAX else n
 
 
-def random_words(key: jax.Array, n: int, always_odd: bool = False) -> jax.Array:
+def random_words(key: jax.Array, n: int) -> jax.Array:
     """``n`` random uint32 words from ``key``, drawn at `odd_draw_length`
     and sliced: the same words as ``jax.random.bits(key, (n,), jnp.uint32)``
     under JAX's default partitionable threefry, where element i of a draw
     depends on i and the key only (tests/test_networks.py).
-    ``always_odd``: take the odd length whatever ``n`` (for a draw made once).
+
+    The draw stays JAX's threefry loop, whose output XLA materialises
+    once: through `purejaxppo.prng.straight` the hash would be fused into
+    each consumer of the words and recomputed there (a reset key's two
+    words for every element of the reset state drawn from it; the
+    env-only rate of CartPole fell by a third; NOTES, session 14).
     """
-    return jax.random.bits(key, (odd_draw_length(n, always_odd),), jnp.uint32)[:n]
+    return jax.random.bits(key, (odd_draw_length(n),), jnp.uint32)[:n]
 
 
 def open_unit_interval(bits: jax.Array) -> jax.Array:

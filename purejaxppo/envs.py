@@ -22,9 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
-from jax import custom_batching
 
-from purejaxppo.distributions import odd_draw_length
+from purejaxppo.prng import straight
 
 
 # Imported at module level by gymnax's environment modules (Pong, Catch,
@@ -186,47 +185,6 @@ class VecStep:
     final_obs: jax.Array  # (N, *obs_shape): the observation before auto-reset
 
 
-def _flat_resets(env, env_params):
-    """``resets(keys)``: ``env.reset_env`` for each of the keys (M, *key_shape),
-    as one flat vmap, which XLA compiles faster than a vmap of a vmap.
-
-    Over an odd count of keys (one repeated, its reset dropped) when M is
-    small: the env's random draws then compile several times faster
-    (`odd_draw_length`). Under `jax.vmap` (seeds, say), a custom batching
-    rule flattens the batch into the same flat vmap, so the env's draws
-    stay one flat kernel rather than a 3-D one (600-800 ms of LLVM time
-    each over 8 seeds; benchmarks/NOTES.md, session 7). That flat batch is
-    not padded, so that seeds sharded over devices stay apart (session 11).
-    """
-
-    def flat(keys, pad: bool):
-        n = keys.shape[0]
-        if pad and odd_draw_length(n) > n:
-            keys = jnp.concatenate([keys, keys[:1]])
-        out = jax.vmap(env.reset_env, in_axes=(0, None))(keys, env_params)
-        return jax.tree.map(lambda x: x[:n], out)
-
-    def make(pad: bool):
-        @custom_batching.custom_vmap
-        def resets(keys):
-            return flat(keys, pad)
-
-        @resets.def_vmap
-        def _resets_batched(axis_size, in_batched, keys):
-            # JAX calls the rule only with its one argument, the keys,
-            # batched. The flat batch is not padded: it may be sharded over
-            # devices (seeds over CPU devices, `purejaxppo.devices`), and a
-            # key appended to it would move data between them.
-            out = unpadded(keys.reshape((-1,) + keys.shape[2:]))
-            out = jax.tree.map(lambda x: x.reshape((axis_size, -1) + x.shape[1:]), out)
-            return out, jax.tree.map(lambda _: True, out)
-
-        return resets
-
-    unpadded = make(pad=False)
-    return make(pad=True)
-
-
 class VecEnv:
     """A gymnax env vmapped over ``num_envs`` copies, with float32 observations.
 
@@ -240,6 +198,10 @@ class VecEnv:
     one batched call before the loop, and `step_with_keys` selects them where
     an episode ends: the same transition distribution, with no random-number
     generation left inside the sequential loop except the env's own.
+
+    Keys reach the env as `purejaxppo.prng.straight` keys: JAX's threefry
+    keys give the env the same bits, through a hash XLA compiles several
+    times faster on CPU.
     """
 
     def __init__(self, env, env_params, spec: EnvSpec, num_envs: int):
@@ -250,11 +212,10 @@ class VecEnv:
         self.spec = spec
         self.num_envs = num_envs
         self.presampled_resets = isinstance(env, Environment) and type(env).step is Environment.step
-        self._resets = _flat_resets(env, env_params)
 
     def reset(self, key: jax.Array):
         """Reset all envs; return ``(obs (N, *obs_shape) float32, env_state)``."""
-        keys = jax.random.split(key, self.num_envs)
+        keys = jax.random.split(straight(key), self.num_envs)
         obs, state = jax.vmap(self.env.reset, in_axes=(0, None))(keys, self.env_params)
         obs = self.encode_obs(obs)
         chex.assert_shape(obs, (self.num_envs, *self.spec.obs_shape))
@@ -265,8 +226,10 @@ class VecEnv:
         or None where the env's own ``step`` must do its resets."""
         if not self.presampled_resets:
             return None
+        keys = straight(keys)
         lead = keys.shape[:2]
-        obs, state = self._resets(keys.reshape((-1,) + keys.shape[2:]))
+        flat_keys = keys.reshape((-1,) + keys.shape[2:])
+        obs, state = jax.vmap(self.env.reset_env, in_axes=(0, None))(flat_keys, self.env_params)
         unflatten = lambda x: x.reshape(lead + x.shape[1:])
         return self.encode_obs(unflatten(obs)), jax.tree.map(unflatten, state)
 
@@ -279,7 +242,7 @@ class VecEnv:
 
     def step(self, key: jax.Array, env_state, action: jax.Array) -> VecStep:
         """Step all envs with ``action`` (N, *action_shape); auto-resets."""
-        return self.step_with_keys(jax.random.split(key, self.num_envs), env_state, action)
+        return self.step_with_keys(jax.random.split(straight(key), self.num_envs), env_state, action)
 
     def step_with_keys(self, keys: jax.Array, env_state, action: jax.Array, resets=None) -> VecStep:
         """`step` with one PRNG key per env already drawn (``keys``: N keys).
@@ -288,6 +251,7 @@ class VecEnv:
         where given, envs that finish take these as their reset states.
         """
         chex.assert_shape(action, (self.num_envs, *self.spec.action_shape))
+        keys = straight(keys)
         if self.spec.discrete:
             env_action = action
         else:

@@ -17,8 +17,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from purejaxppo.distributions import Categorical, DiagGaussian, normal_from_bits, random_words
+from purejaxppo.distributions import Categorical, DiagGaussian, normal_from_bits
 from purejaxppo.envs import EnvSpec
+from purejaxppo.prng import straight
 
 ACTIVATION_FNS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": jnp.tanh,
@@ -235,10 +236,11 @@ def init_params(network: nn.Module, key: jax.Array, obs: jax.Array) -> Any:
 
     `network.init` draws one Gaussian matrix per layer, and on CPU each draw
     is a threefry kernel that XLA compiles apart. Here all Gaussians come
-    from one flat `jax.random.bits` call, and all kernels whose draws have
-    the same row count share one batched orthogonalisation (for an MLP
-    torso: every kernel, one loop). Only the random stream differs from
-    `network.init` (benchmarks/NOTES.md, sessions 5 and 6).
+    from one flat `jax.random.bits` call, through a `purejaxppo.prng.straight`
+    key (JAX's threefry bits, with no loop to compile), and all kernels
+    whose draws have the same row count share one batched orthogonalisation
+    (for an MLP torso: every kernel, one loop). Only the random stream
+    differs from `network.init` (benchmarks/NOTES.md, sessions 5, 6 and 14).
     """
     abstract = jax.eval_shape(network.init, key, obs)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
@@ -261,7 +263,7 @@ def init_params(network: nn.Module, key: jax.Array, obs: jax.Array) -> Any:
         for n, idx in groups.items()
     }
     sizes = [len(idx) * n * widths[n] for n, idx in groups.items()]
-    bits = random_words(key, max(sum(sizes), 1), always_odd=True)  # drawn once: the faster compile
+    bits = jax.random.bits(straight(key), (max(sum(sizes), 1),), jnp.uint32)
     gaussian = normal_from_bits(bits)
     values = [jnp.zeros(leaf.shape, leaf.dtype) for _, leaf in leaves]
     offset = 0

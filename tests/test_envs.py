@@ -39,7 +39,7 @@ def test_fast_path_equals_gymnax_step(env_name):
     assert resets_seen >= n
 
 
-@pytest.mark.parametrize("lead", [(2, 4), (3, 3)])  # T * N even (drawn over one key more) and odd
+@pytest.mark.parametrize("lead", [(2, 4), (3, 3)])
 def test_draw_resets_are_each_keys_reset(lead):
     env, params, spec = make_env("CartPole-v1")
     vec = VecEnv(env, params, spec, lead[1])
@@ -52,6 +52,48 @@ def test_draw_resets_are_each_keys_reset(lead):
             np.testing.assert_array_equal(obs[t, i], ref_obs)
             for a, b in zip(jax.tree.leaves(jax.tree.map(lambda x: x[t, i], state)), jax.tree.leaves(ref_state)):
                 np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "env_name", ["FourRooms-misc", "FrozenLake-misc", "GaussianBandit-misc", "Asterix-MinAtar"]
+)
+def test_vec_env_draws_what_gymnax_draws_from_the_same_keys(env_name):
+    """`VecEnv` hands the env `purejaxppo.prng.straight` keys; the env's
+    random resets and transitions must be those of JAX's own threefry keys."""
+    env, params, spec = make_env(env_name)
+    n = 3
+    vec = VecEnv(env, params, spec, n)
+    actions = jax.vmap(env.action_space(params).sample)(jax.random.split(jax.random.PRNGKey(9), n))
+
+    def ours(key):
+        obs, state = vec.reset(key)
+        step = vec.step(jax.random.fold_in(key, 1), state, actions.reshape((n, *spec.action_shape)))
+        return obs, step.obs, step.final_obs, step.reward
+
+    def gymnax_own(key):
+        obs, state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(key, n), params)
+        keys = jax.random.split(jax.random.fold_in(key, 1), n)
+        obs2, _, reward, _, _, info = jax.vmap(env.step, in_axes=(0, 0, 0, None))(keys, state, actions, params)
+        return tuple(map(vec.encode_obs, (obs, obs2, info["final_observation"]))) + (reward,)
+
+    for seed in range(3):
+        key = jax.random.PRNGKey(seed)
+        for a, b in zip(jax.jit(ours)(key), jax.jit(gymnax_own)(key)):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)  # jitted apart: 1-ulp FMA differences
+
+
+@pytest.mark.parametrize("typed", [False, True])
+def test_reset_draws_compile_without_a_threefry_loop(typed):
+    """JAX lowers threefry as a loop on CPU, which XLA compiles slowly;
+    the straight keys `VecEnv` hands the env lower to none."""
+    env, params, spec = make_env("CartPole-v1")
+    vec = VecEnv(env, params, spec, 4)
+    key = jax.random.key(0) if typed else jax.random.PRNGKey(0)
+    keys = jax.random.split(key, 8).reshape((2, 4) + key.shape)
+    lowered = jax.jit(vec.draw_resets).lower(keys).as_text()
+    assert "stablehlo.while" not in lowered
+    plain = jax.jit(lambda k: jax.vmap(env.reset_env, in_axes=(0, None))(k.reshape((8,) + key.shape), params))
+    assert "stablehlo.while" in plain.lower(keys).as_text()  # what the test guards against
 
 
 def test_envs_with_their_own_step_use_it():
@@ -77,8 +119,7 @@ def test_discrete_observations_are_one_hot():
 
 @pytest.mark.parametrize("typed", [False, True])
 def test_draw_resets_under_vmap_equal_each_seeds_draw(typed):
-    # Under jax.vmap the resets are drawn as one flat batch (a custom
-    # batching rule); each seed's states must be its own draw's.
+    # Under jax.vmap (seeds), each seed's reset states are its own draw's.
     env, params, spec = make_env("CartPole-v1")
     vec = VecEnv(env, params, spec, 4)
     seeds = jax.random.split(jax.random.key(5) if typed else jax.random.PRNGKey(5), 6)

@@ -245,11 +245,9 @@ def test_random_words_are_jax_random_bits(n, typed):
     key = jax.random.key(7) if typed else jax.random.PRNGKey(7)
     expected = np.asarray(jax.random.bits(key, (n,), jnp.uint32))
     np.testing.assert_array_equal(np.asarray(random_words(key, n)), expected)
-    np.testing.assert_array_equal(np.asarray(random_words(key, n, always_odd=True)), expected)
 
 
 def test_odd_draw_length():
     assert [odd_draw_length(n) for n in (1, 2, 511, 512)] == [1, 3, 511, 513]
     assert odd_draw_length(ODD_DRAW_MAX) == ODD_DRAW_MAX + 1
     assert odd_draw_length(ODD_DRAW_MAX + 2) == ODD_DRAW_MAX + 2  # large: the vectorised loop
-    assert odd_draw_length(ODD_DRAW_MAX + 2, always=True) == ODD_DRAW_MAX + 3

@@ -1,0 +1,99 @@
+"""`purejaxppo.prng`: the straight-line threefry equals JAX's threefry, bit for bit."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from purejaxppo.prng import STRAIGHT_THREEFRY, is_threefry, straight, threefry2x32
+
+KEYS = [jax.random.PRNGKey(0), jax.random.PRNGKey(12345), jnp.array([0xFFFFFFFF, 0x80000001], jnp.uint32)]
+
+
+def _pair(raw):
+    """The same key data as a JAX threefry key and as a straight one."""
+    return jax.random.wrap_key_data(raw), jax.random.wrap_key_data(raw, impl=STRAIGHT_THREEFRY)
+
+
+def _eq(a, b):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_threefry2x32_known_answers():
+    """Random123's known-answer vectors for Threefry-2x32 with 20 rounds."""
+    u = lambda *v: jnp.array(v, jnp.uint32)
+    cases = [
+        ((0, 0), (0, 0), (0x6B200159, 0x99BA4EFE)),
+        ((0xFFFFFFFF, 0xFFFFFFFF), (0xFFFFFFFF, 0xFFFFFFFF), (0x1CB996FC, 0xBB002BE7)),
+        ((0x13198A2E, 0x03707344), (0x243F6A88, 0x85A308D3), (0xC4923A9C, 0x483DF7A0)),
+    ]
+    for key, count, expected in cases:
+        out = threefry2x32(u(key[0]), u(key[1]), u(count[0]), u(count[1]))
+        assert (int(out[0][0]), int(out[1][0])) == expected
+        _eq(jnp.stack(out)[:, 0], jax.extend.random.threefry_2x32(u(*key), u(*count)))
+
+
+@pytest.mark.parametrize("shape", [(), (1,), (7,), (512, 4), (3, 5, 2)])
+def test_bits_equal_jax_threefry(shape):
+    @jax.jit
+    def draws(key):  # the bits and the samplers gymnax calls, jitted as a run would
+        return [
+            *(jax.random.bits(key, shape, dtype) for dtype in (jnp.uint8, jnp.uint16, jnp.uint32)),
+            jax.random.uniform(key, shape, minval=-0.05, maxval=0.05),
+            jax.random.normal(key, shape),
+            jax.random.randint(key, shape, 0, 7),
+            jax.random.bernoulli(key, 0.3, shape),
+        ]
+
+    for raw in KEYS:
+        ref, ours = _pair(raw)
+        for a, b in zip(draws(ours), draws(ref)):
+            _eq(a, b)
+
+
+@pytest.mark.parametrize("raw", KEYS, ids=["seed0", "seed12345", "high-bits"])
+def test_split_fold_in_and_permutation_equal_jax_threefry(raw):
+    ref, ours = _pair(raw)
+    for shape in [(), (2,), (5,), (3, 4)]:
+        _eq(jax.random.key_data(jax.random.split(ours, shape)), jax.random.key_data(jax.random.split(ref, shape)))
+    for data in (0, 1, 7, 2**31 + 5):
+        _eq(jax.random.key_data(jax.random.fold_in(ours, data)), jax.random.key_data(jax.random.fold_in(ref, data)))
+    _eq(jax.random.permutation(ours, 100), jax.random.permutation(ref, 100))
+    _eq(jax.random.choice(ours, 10, (6,), replace=False), jax.random.choice(ref, 10, (6,), replace=False))
+
+
+def test_seed_equals_jax_threefry():
+    for seed in (0, 1, 2**31 - 1, -3):
+        _eq(
+            jax.random.key_data(jax.random.key(seed, impl=STRAIGHT_THREEFRY)),
+            jax.random.key_data(jax.random.key(seed, impl="threefry2x32")),
+        )
+
+
+def test_vmapped_draws_equal_jax_threefry():
+    """Batched keys, as a vmapped env reset draws them."""
+    raw = jax.random.key_data(jax.random.split(jax.random.key(3), 513))
+    draw = jax.jit(jax.vmap(lambda k: jax.random.uniform(k, (4,))))
+    _eq(draw(jax.random.wrap_key_data(raw, impl=STRAIGHT_THREEFRY)), draw(jax.random.wrap_key_data(raw)))
+
+
+def test_straight_converts_threefry_keys_only():
+    raw = jax.random.PRNGKey(0)
+    typed = jax.random.key(0)
+    assert is_threefry(raw) and is_threefry(typed)
+    for key in (raw, typed, jax.random.split(typed, 3)):
+        out = straight(key)
+        assert jax.random.key_impl(out) == STRAIGHT_THREEFRY
+        _eq(jax.random.key_data(out), jax.random.key_data(key))
+        assert straight(out) is out  # already straight
+    rbg = jax.random.key(0, impl="rbg")
+    assert not is_threefry(rbg) and straight(rbg) is rbg
+    floats = jnp.zeros((2,), jnp.float32)
+    assert straight(floats) is floats
+
+
+def test_straight_leaves_keys_when_threefry_is_not_partitionable():
+    """JAX's other threefry layout draws other bits: keys stay JAX's."""
+    key = jax.random.key(0)
+    with jax.threefry_partitionable(False):
+        assert straight(key) is key
