@@ -166,3 +166,23 @@ def test_an_update_draws_its_randomness_in_one_call():
     env_draws = count_draws(vec.draw_resets, jax.random.split(jax.random.PRNGKey(0), 32).reshape(8, 4, 2))
     state = train.init(jax.random.PRNGKey(0))
     assert count_draws(train.update, state) == 1 + env_draws
+
+
+@pytest.mark.parametrize("env_name", ["CartPole-v1", "FrozenLake-misc"])
+def test_straight_threefry_keys_change_no_bit_of_a_run(env_name, monkeypatch):
+    """`purejaxppo.prng.straight` keys only change how XLA compiles the
+    draws: a run with JAX's own threefry keys everywhere is bitwise equal."""
+    import purejaxppo.envs
+    import purejaxppo.networks
+
+    config = PPOConfig(env_name=env_name, num_envs=4, num_steps=8, total_timesteps=4 * 8 * 2, num_minibatches=2)
+    key = jax.random.PRNGKey(3)
+    loops = lambda lowered: lowered.as_text().count("stablehlo.while")
+    ours = jax.jit(make_train(config)).lower(key)  # traced here, before the patch
+    for module in (purejaxppo.envs, purejaxppo.networks):
+        monkeypatch.setattr(module, "straight", lambda k: k)
+    plain = jax.jit(make_train(config)).lower(key)
+    assert loops(plain) > loops(ours)  # JAX's threefry loops are back
+    ours, plain = ours.compile()(key), plain.compile()(key)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(plain)):
+        np.testing.assert_array_equal(a, b)
