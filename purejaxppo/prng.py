@@ -69,10 +69,9 @@ def _index_words(shape: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
     """The row-major index of each element of ``shape`` as 64 bits, in two
     uint32 arrays (high, low): JAX's ``iota_2x32_shape``."""
     size = math.prod(shape)
-    if size <= 1 << 32:
-        low = lax.iota(np.uint32, size) if size < 1 << 32 else lax.iota(np.uint64, size).astype(np.uint32)
-        return jnp.zeros(shape, np.uint32), low.reshape(shape)
-    raise NotImplementedError(f"random draws of more than 2**32 elements (shape {shape})")
+    if size >= 1 << 32:  # the high word would be nonzero
+        raise NotImplementedError(f"straight threefry draws of 2**32 elements or more (shape {shape})")
+    return jnp.zeros(shape, np.uint32), lax.iota(np.uint32, size).reshape(shape)
 
 
 def _random_bits(key: jax.Array, bit_width: int, shape: tuple[int, ...]) -> jax.Array:
@@ -123,7 +122,7 @@ def is_threefry(key: jax.Array) -> bool:
     implementation, or raw uint32 while that is JAX's default PRNG.
     Decided from the dtype and JAX's config, at trace time."""
     if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return jax.random.key_impl(key) == "threefry2x32"
+        return str(key.dtype) == "key<fry>"  # JAX's tag for threefry2x32
     return key.dtype == jnp.uint32 and jax.config.jax_default_prng_impl == "threefry2x32"
 
 

@@ -97,3 +97,12 @@ def test_straight_leaves_keys_when_threefry_is_not_partitionable():
     key = jax.random.key(0)
     with jax.threefry_partitionable(False):
         assert straight(key) is key
+
+
+@pytest.mark.skipif(not hasattr(jax, "enable_x64"), reason="this JAX has no jax.enable_x64")
+def test_64_bit_draws_equal_jax_threefry():
+    with jax.enable_x64(True):
+        ref, ours = _pair(jax.random.key_data(jax.random.key(3)))
+        for shape in [(), (5, 3)]:
+            _eq(jax.random.bits(ours, shape, jnp.uint64), jax.random.bits(ref, shape, jnp.uint64))
+        _eq(jax.random.uniform(ours, (4,), jnp.float64), jax.random.uniform(ref, (4,), jnp.float64))
