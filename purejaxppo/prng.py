@@ -5,24 +5,27 @@ the env's resets and transitions under gymnax) is JAX's partitionable
 Threefry-2x32: the hash of a key and each element's index. On CPU, JAX
 lowers that hash as a rolled loop, five iterations of four rounds whose
 rotation amounts are loop state. XLA compiles each draw to a while loop
-whose body LLVM unrolls slowly. With one compile thread per kernel, a
-CartPole reset vmapped over a rollout's 512 keys, u32[512, 4], took 0.3-0.5
-s of LLVM time per kernel, a quarter of all the LLVM time of a CartPole run
+whose body LLVM unrolls slowly. On XLA's one-thread CPU pool, a CartPole
+reset vmapped over a rollout's 513 keys, u32[513, 4], took 0.3-0.5 s of
+LLVM time per kernel, a quarter of all the LLVM time of a CartPole run
 (benchmarks/NOTES.md, sessions 11 and 14).
 
 `STRAIGHT_THREEFRY` is the same hash as a JAX PRNG implementation
 (`jax.extend.random.define_prng_impl`) that lowers it the way JAX does on
-GPU: twenty rounds of add, rotate by a constant and xor, which XLA fuses
-into one elementwise kernel that compiles in tens of milliseconds on any
-backend. Its bits, splits and fold-ins equal JAX's threefry's, element for
+GPU: twenty rounds of add, rotate by a constant and xor, elementwise code
+that XLA fuses into the kernels using the bits and compiles in tens of
+milliseconds, on any backend. Its bits, splits and fold-ins equal JAX's threefry's, element for
 element (``tests/test_prng.py``), so a run gives bitwise the same result
 either way.
 
 `straight` views a threefry key (raw ``uint32[..., 2]`` or typed) as a key
 of this implementation and leaves any other key (``rbg``, say) as it is.
-The library applies it where keys reach a draw: `random_words` and the
-keys `VecEnv` hands to the env. What a run stores (``TrainState.rng``)
-keeps the caller's kind of key.
+The library applies it where a draw has one consumer: the keys `VecEnv`
+hands to the env, and the network's init draw (`networks.init_params`).
+The update's draw of random words (`distributions.random_words`) stays
+JAX's loop, whose output XLA computes once: fused into each of its
+consumers, the hash would be recomputed by each. What a run stores
+(``TrainState.rng``) keeps the caller's kind of key.
 """
 
 from __future__ import annotations
@@ -135,5 +138,6 @@ def straight(key: jax.Array) -> jax.Array:
     """
     if not (is_threefry(key) and jax.config.jax_threefry_partitionable):
         return key
-    return jax.random.wrap_key_data(jax.random.key_data(key), impl=STRAIGHT_THREEFRY)
+    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    return jax.random.wrap_key_data(jax.random.key_data(key) if typed else key, impl=STRAIGHT_THREEFRY)
 

@@ -135,7 +135,8 @@ def test_compile_profile_parses_xla_logs_and_smoke_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["lower_s"] > 0 and report["compile_s"] > 0 and report["kernels"] > 10
-    assert 0 < report["threefry_llvm_s"] < report["llvm_total_s"]
+    # The env's samplers now fuse into their consumers (purejaxppo.prng): often no kernel is named after one.
+    assert 0 <= report["threefry_llvm_s"] < report["llvm_total_s"]
     assert len(report["slowest"]) == 10 and report["slowest"][0]["shape"]
     assert report["seeds"] == 2 and report["key_shape"] == [2, 2]  # jax.vmap(train) over 2 keys
     regions = report["regions"]
