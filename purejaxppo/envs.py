@@ -48,9 +48,9 @@ def import_gymnax() -> types.ModuleType:
     gymnax's environment modules import `GYMNAX_RENDER_MODULES` at module
     level, for rendering only, and with them pandas and scipy.stats: most of
     what ``import gymnax`` costs after JAX (``python -X importtime -c "import
-    gymnax"``). A fresh process reaches a built config in 1.6 s instead of
-    3.2 s on the project's CPU (`benchmarks/throughput.py`, which times
-    both).
+    gymnax"``). A fresh process reaches a built config in about half the
+    time (`benchmarks/throughput.py` times both ways; its latest figures are
+    in ``benchmarks/results/throughput-cpu.md``).
 
     While gymnax imports, each of those not yet imported is a
     `_DeferredModule` in ``sys.modules``; afterwards ``sys.modules`` is as
