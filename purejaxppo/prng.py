@@ -18,6 +18,15 @@ milliseconds, on any backend. Its bits, splits and fold-ins equal JAX's threefry
 element (``tests/test_prng.py``), so a run gives bitwise the same result
 either way.
 
+Only the draws (``random_bits``) are straight-line; splits and fold-ins are
+JAX's own threefry. A key made by a split is hashed again by the draw that
+uses it, and with both hashes straight-line XLA fuses the two into one
+kernel. XLA CPU in jax 0.11.2 never finished compiling such a kernel (a
+CartPole reset vmapped over keys split from one key, stuck in LLVM's loop
+vectorizer; jax 0.10.2 compiles it in 0.3 s; benchmarks/NOTES.md, session
+15). JAX's split is a loop on CPU, whose output XLA computes once, so a
+kernel holds one hash at most.
+
 `straight` views a threefry key (raw ``uint32[..., 2]`` or typed) as a key
 of this implementation and leaves any other key (``rbg``, say) as it is.
 The library applies it where a draw has one consumer: the keys `VecEnv`
@@ -90,17 +99,20 @@ def _random_bits(key: jax.Array, bit_width: int, shape: tuple[int, ...]) -> jax.
     return bits if bit_width == 32 else bits.astype(dtype)
 
 
+def _jax_threefry(key: jax.Array) -> jax.Array:
+    return jax.random.wrap_key_data(key, impl="threefry2x32")
+
+
 def _split(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """As JAX's partitionable ``threefry_split``: key i is the hash of index i."""
-    hi, lo = _index_words(tuple(shape))
-    b1, b2 = threefry2x32(key[0], key[1], hi, lo)
-    return jnp.stack([b1, b2], axis=-1)
+    """JAX's own threefry split (the partitionable one: key i is the hash of
+    index i), not the straight hash: see `STRAIGHT_THREEFRY`."""
+    return jax.random.key_data(jax.random.split(_jax_threefry(key), tuple(shape)))
 
 
 def _fold_in(key: jax.Array, data: jax.Array) -> jax.Array:
-    """As JAX's ``threefry_fold_in``: the hash of the count words (0, data)."""
-    b1, b2 = threefry2x32(key[0], key[1], jnp.zeros((), np.uint32), jnp.asarray(data, np.uint32))
-    return jnp.stack([b1, b2])
+    """JAX's own threefry fold-in (the hash of the count words (0, data)),
+    not the straight hash: see `STRAIGHT_THREEFRY`."""
+    return jax.random.key_data(jax.random.fold_in(_jax_threefry(key), data))
 
 
 def _seed(seed: jax.Array) -> jax.Array:
@@ -117,7 +129,8 @@ STRAIGHT_THREEFRY = jax.extend.random.define_prng_impl(
     name="purejaxppo_threefry2x32_straight",
     tag="pfy",
 )
-"""JAX's threefry (partitionable), lowered as straight-line code on every backend."""
+"""JAX's threefry (partitionable): draws lowered as straight-line code on every
+backend; splits and fold-ins are JAX's own."""
 
 
 def is_threefry(key: jax.Array) -> bool:
