@@ -21,10 +21,10 @@ either way.
 Only the draws (``random_bits``) are straight-line; splits and fold-ins are
 JAX's own threefry. A key made by a split is hashed again by the draw that
 uses it, and with both hashes straight-line XLA fuses the two into one
-kernel. XLA CPU in jax 0.11.2 never finished compiling such a kernel (a
-CartPole reset vmapped over keys split from one key, stuck in LLVM's loop
-vectorizer; jax 0.10.2 compiles it in 0.3 s; benchmarks/NOTES.md, session
-15). JAX's split is a loop on CPU, whose output XLA computes once, so a
+kernel. XLA CPU in jax 0.11.2 did not finish compiling such a kernel
+within minutes (a CartPole reset vmapped over keys split from one key, busy
+in LLVM's loop vectorizer; jax 0.10.2 compiles it in 0.3 s;
+benchmarks/NOTES.md, session 15). JAX's split is a loop on CPU, whose output XLA computes once, so a
 kernel holds one hash at most.
 
 `straight` views a threefry key (raw ``uint32[..., 2]`` or typed) as a key
