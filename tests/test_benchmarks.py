@@ -221,3 +221,23 @@ def test_cases_cpu_pool(monkeypatch):
     assert throughput.case_cpu_threads({}, 0, "default") is None
     assert throughput.case_cpu_threads({"num_envs": 2048}, 0, "2") == 2
     assert throughput.child_env(1)["PJRT_NPROC"] == "1" and "PJRT_NPROC" not in throughput.child_env(None)
+
+
+def test_accelerator_wheels_pin_versions_the_project_allows():
+    """The wheels `benchmarks/accelerator_wheels.sh` fetches for a machine
+    without a registry: every pinned package that `pyproject.toml` names is
+    in its range, and gymnax and tyro (what that image lacks) are among them."""
+    import re
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    script = (ROOT / "benchmarks" / "accelerator_wheels.sh").read_text()
+    pins = dict(re.findall(r"\b([a-z][a-z0-9-]*)==([0-9][0-9.]*)", script))
+    assert {"gymnax", "tyro"} <= set(pins), pins
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    ranges = {r.name.lower(): r.specifier for r in map(Requirement, deps)}
+    checked = [name for name in pins if name in ranges]
+    assert checked, "no pinned package is a project dependency"
+    for name in checked:
+        assert pins[name] in ranges[name], f"{name}=={pins[name]} is outside pyproject's {ranges[name]}"
