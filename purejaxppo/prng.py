@@ -14,9 +14,9 @@ LLVM time per kernel, a quarter of all the LLVM time of a CartPole run
 (`jax.extend.random.define_prng_impl`) that lowers it the way JAX does on
 GPU: twenty rounds of add, rotate by a constant and xor, elementwise code
 that XLA fuses into the kernels using the bits and compiles in tens of
-milliseconds, on any backend. Its bits, splits and fold-ins equal JAX's threefry's, element for
-element (``tests/test_prng.py``), so a run gives bitwise the same result
-either way.
+milliseconds, on any backend. Its bits, splits and fold-ins equal JAX's
+threefry's, element for element (``tests/test_prng.py``), so a run gives
+bitwise the same result either way.
 
 Only the draws (``random_bits``) are straight-line; splits and fold-ins are
 JAX's own threefry. A key made by a split is hashed again by the draw that
@@ -24,8 +24,8 @@ uses it, and with both hashes straight-line XLA fuses the two into one
 kernel. XLA CPU in jax 0.11.2 did not finish compiling such a kernel
 within minutes (a CartPole reset vmapped over keys split from one key, busy
 in LLVM's loop vectorizer; jax 0.10.2 compiles it in 0.3 s;
-benchmarks/NOTES.md, session 15). JAX's split is a loop on CPU, whose output XLA computes once, so a
-kernel holds one hash at most.
+benchmarks/NOTES.md, session 15). JAX's split is a loop on CPU, whose
+output XLA computes once, so a kernel holds one hash at most.
 
 `straight` views a threefry key (raw ``uint32[..., 2]`` or typed) as a key
 of this implementation and leaves any other key (``rbg``, say) as it is.
