@@ -15,7 +15,10 @@ The fields split in two kinds, and the split is explicit:
 
 Every field is checked in ``__post_init__``: a bad value raises ``TypeError``
 or ``ValueError`` naming the field, the value and what is allowed, before
-anything is traced.
+anything is traced. What needs the env built (the names in ``env_params``
+and ``env_kwargs``, a CNN torso against the observation's shape) is checked
+by `make_train`, also before tracing. `HyperParams` given to ``train``
+directly are traced values and are not checked.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import math
 from typing import Annotated, Any, Literal
 
 import jax.numpy as jnp
+import numpy as np
 import tyro
 from flax import struct
 
@@ -233,8 +237,15 @@ class PPOConfig:
 
     # ------------------------------------------------------------- validation
     def __post_init__(self) -> None:
-        # Accept the natural spellings (a dict, a list) and store the
-        # hashable ones, so a config can key caches and be compared.
+        # Accept the natural spellings (a dict, a list, NumPy scalars from a
+        # sweep's arrays) and store the hashable Python ones, so a config can
+        # key caches and be compared.
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, np.generic):
+                object.__setattr__(self, f.name, v.item())
+            elif isinstance(v, (list, tuple)) and f.name in ("hidden_sizes", "cnn_channels"):
+                object.__setattr__(self, f.name, [x.item() if isinstance(x, np.generic) else x for x in v])
         for name in ("env_kwargs", "env_params"):
             if isinstance(getattr(self, name), dict):
                 object.__setattr__(self, name, tuple(sorted(getattr(self, name).items())))
@@ -379,6 +390,18 @@ def _validate(c: PPOConfig) -> None:
                 f"minibatch_size={c.minibatch_size}; allowed: None or one of "
                 f"{_divisors_near(c.minibatch_size, v)}"
             )
+    if c.norm_adv and c.minibatch_size < 2:
+        raise ValueError(
+            f"minibatch_size=batch_size/num_minibatches={c.batch_size}/{c.num_minibatches}=1 "
+            "with norm_adv=True: normalised over one sample, every advantage is 0 and the "
+            "policy gets no gradient from it; allowed: num_minibatches < batch_size, "
+            "or norm_adv=False"
+        )
+    if c.policy_objective == "kl_penalty" and c.kl_coef == 0:
+        raise ValueError(
+            "policy_objective='kl_penalty' with kl_coef=0.0 leaves r*A with neither clip nor "
+            "penalty; allowed: kl_coef > 0 (e.g. 0.3), or policy_objective='clip'"
+        )
     if c.total_timesteps < c.batch_size:
         raise ValueError(
             f"total_timesteps={c.total_timesteps} is fewer than one update's "

@@ -173,12 +173,25 @@ def make_network(
     cnn_channels: Sequence[int] = (16,),
 ) -> ActorCritic:
     """The actor-critic for an environment; the head follows its action space
-    and the torso (``"auto"``) its observation shape."""
+    and the torso (``"auto"``) its observation shape.
+
+    Each 3x3 VALID convolution of the CNN torso takes 2 pixels off each
+    spatial side, so ``len(cnn_channels)`` must leave at least one pixel: a
+    ``ValueError`` otherwise (with none left, the torso's output would not
+    depend on the observation at all).
+    """
+    torso = resolve_torso(torso, spec.obs_shape)
+    if torso == "cnn" and 2 * len(cnn_channels) >= min(spec.obs_shape[:2]):
+        raise ValueError(
+            f"cnn_channels={tuple(cnn_channels)} has {len(cnn_channels)} 3x3 VALID convolutions, "
+            f"which leave no pixel of the {spec.obs_shape[0]}x{spec.obs_shape[1]} observation; "
+            f"allowed: at most {(min(spec.obs_shape[:2]) - 1) // 2} layers"
+        )
     return ActorCritic(
         spec=spec,
         hidden_sizes=tuple(hidden_sizes),
         activation=activation,
-        torso=resolve_torso(torso, spec.obs_shape),
+        torso=torso,
         cnn_channels=tuple(cnn_channels),
     )
 

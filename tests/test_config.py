@@ -33,6 +33,33 @@ def test_dict_and_list_spellings_are_normalised():
     hash(c)
 
 
+def test_numpy_scalars_are_accepted_as_python_numbers():
+    """A sweep's values often come out of NumPy arrays."""
+    import numpy as np
+
+    c = PPOConfig(num_envs=np.int64(8), lr=np.float32(1e-3), gamma=np.float64(0.95),
+                  norm_adv=np.bool_(False), hidden_sizes=(np.int32(32), 16))
+    assert (c.num_envs, c.gamma, c.norm_adv, c.hidden_sizes) == (8, 0.95, False, (32, 16))
+    assert type(c.num_envs) is int and type(c.lr) is float and type(c.hidden_sizes[0]) is int
+    assert c.lr == pytest.approx(1e-3)
+    hash(c)
+    with pytest.raises(TypeError, match="num_envs must be an int, got 8.0"):
+        PPOConfig(num_envs=np.float32(8))
+
+
+def test_one_sample_minibatches_with_advantage_normalisation():
+    with pytest.raises(ValueError, match=r"minibatch_size=batch_size/num_minibatches=64/64=1 with norm_adv=True"):
+        PPOConfig(num_envs=1, num_steps=64, num_minibatches=64)
+    assert PPOConfig(num_envs=1, num_steps=64, num_minibatches=64, norm_adv=False).minibatch_size == 1
+    assert PPOConfig(num_envs=1, num_steps=64, num_minibatches=32).minibatch_size == 2
+
+
+def test_kl_penalty_needs_a_positive_coefficient():
+    with pytest.raises(ValueError, match=r"policy_objective='kl_penalty' with kl_coef=0.0.*allowed: kl_coef > 0"):
+        PPOConfig(policy_objective="kl_penalty")
+    assert PPOConfig(policy_objective="kl_penalty", kl_coef=0.3).kl_coef == 0.3
+
+
 def test_unknown_env_suggests_close_names():
     with pytest.raises(ValueError, match=r"env_name='CartPole-v2'.*Did you mean 'CartPole-v1'"):
         PPOConfig(env_name="CartPole-v2")

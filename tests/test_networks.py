@@ -120,6 +120,21 @@ def test_cnn_torso_rejects_flat_observations():
         PPOConfig(torso="conv")
 
 
+def test_cnn_deeper_than_the_image_is_rejected():
+    """Each 3x3 VALID convolution takes 2 pixels off a side: on MinAtar's
+    10 x 10, 4 layers leave 2 x 2 and 5 would leave none (a torso whose output
+    ignores the observation), so 5 fails before anything is traced."""
+    from purejaxppo import PPOConfig, make_train
+
+    _, _, spec = make_env("Breakout-MinAtar")
+    net = make_network(spec, (8,), "relu", cnn_channels=(2,) * 4)
+    params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, *spec.obs_shape)))
+    assert params["params"]["actor_torso"]["MLP_0"]["Dense_0"]["kernel"].shape == (2 * 2 * 2, 8)
+    with pytest.raises(ValueError, match=r"cnn_channels=\(4, 4, 4, 4, 4\) has 5 3x3 VALID convolutions, "
+                                         r"which leave no pixel of the 10x10 observation; allowed: at most 4 layers"):
+        make_train(PPOConfig(env_name="Breakout-MinAtar", cnn_channels=(4,) * 5))
+
+
 def test_im2col_convolution_equals_lax_conv():
     from purejaxppo.networks import conv_valid
 
