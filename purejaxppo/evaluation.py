@@ -16,14 +16,17 @@ from purejaxppo.normalization import RunningMeanStd
 
 
 def make_evaluate(config: PPOConfig, num_episodes: int = 16, deterministic: bool = True):
-    """Build ``evaluate(params, rng, obs_norm=None) -> returns (num_episodes,)``.
+    """Build ``evaluate(params, rng, obs_norm=None, obs_clip=None) -> returns (num_episodes,)``.
 
     Plays ``num_episodes`` episodes in parallel envs, each to its first end
     (termination or time limit), with the greedy action (``deterministic``)
     or a sampled one, and returns each episode's undiscounted return. Pure
     and jittable. With ``config.normalize_obs`` the policy acts on
     observations normalised by ``obs_norm``, the `RunningMeanStd` of the
-    trained `TrainState` (``train_state.obs_norm``); it is then required.
+    trained `TrainState` (``train_state.obs_norm``); it is then required,
+    and ``obs_clip`` (default ``config.obs_clip``) clips them as training
+    did: pass the run's own value when ``obs_clip`` was a swept `HyperParams`
+    field.
     """
     if not isinstance(num_episodes, int) or num_episodes <= 0:
         raise ValueError(f"num_episodes must be a positive int, got {num_episodes!r}")
@@ -32,13 +35,16 @@ def make_evaluate(config: PPOConfig, num_episodes: int = 16, deterministic: bool
     network = make_network(spec, config.hidden_sizes, config.activation, config.torso, config.cnn_channels)
     max_steps = int(np.asarray(env_params.max_steps_in_episode))
 
-    def evaluate(params: Any, rng: jax.Array, obs_norm: RunningMeanStd | None = None) -> jax.Array:
+    def evaluate(
+        params: Any, rng: jax.Array, obs_norm: RunningMeanStd | None = None, obs_clip=None
+    ) -> jax.Array:
         if config.normalize_obs and obs_norm is None:
             raise ValueError(
                 "config.normalize_obs is set: pass the trained observation statistics, "
                 "evaluate(params, rng, train_state.obs_norm)"
             )
-        normalize = (lambda o: obs_norm.normalize(o, config.obs_clip)) if config.normalize_obs else (lambda o: o)
+        clip = config.obs_clip if obs_clip is None else obs_clip
+        normalize = (lambda o: obs_norm.normalize(o, clip)) if config.normalize_obs else (lambda o: o)
         reset_key, rng = jax.random.split(rng)
         obs, env_state = vec_env.reset(reset_key)
 

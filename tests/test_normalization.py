@@ -141,3 +141,27 @@ def test_evaluation_needs_the_statistics_when_observations_are_normalised():
         evaluate(result.train_state.params, jax.random.PRNGKey(1))
     returns = evaluate(result.train_state.params, jax.random.PRNGKey(1), result.train_state.obs_norm)
     assert returns.shape == (2,) and np.all(returns >= 1)
+
+
+class _ClipSpy:
+    """Duck-types `RunningMeanStd.normalize`, recording the clip it is given."""
+
+    def __init__(self):
+        self.clips = []
+
+    def normalize(self, obs, clip):
+        self.clips.append(clip)
+        return obs
+
+
+def test_evaluation_clips_observations_as_the_run_did():
+    # A run that swept obs_clip through HyperParams evaluates with its own value.
+    config = PPOConfig(env_name="CartPole-v1", num_envs=4, num_steps=16, num_minibatches=2,
+                       total_timesteps=64, normalize_obs=True, obs_clip=10.0)
+    train = make_train(config)
+    params = jax.jit(train.init)(jax.random.PRNGKey(0)).params
+    evaluate = make_evaluate(config, num_episodes=2)
+    default, swept = _ClipSpy(), _ClipSpy()
+    evaluate(params, jax.random.PRNGKey(1), default)
+    evaluate(params, jax.random.PRNGKey(1), swept, obs_clip=2.5)
+    assert set(default.clips) == {10.0} and set(swept.clips) == {2.5}
