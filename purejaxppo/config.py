@@ -28,6 +28,7 @@ import difflib
 import math
 from typing import Annotated, Any, Literal
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import tyro
@@ -57,6 +58,31 @@ class HyperParams:
     kl_coef: jnp.ndarray
     obs_clip: jnp.ndarray
     reward_clip: jnp.ndarray
+
+    def validate(self) -> "HyperParams":
+        """Check every value (batched ones element by element) against the
+        range `PPOConfig` allows for its field; return ``self``.
+
+        ``train`` cannot check what it is given (its hyperparameters are
+        traced), so check a sweep's values with this before the compiled call.
+        Raises ``ValueError`` naming the field, the first bad value, its index
+        and the allowed interval; ``TypeError`` on traced values.
+        """
+        for name in HYPERPARAM_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, jax.core.Tracer):
+                raise TypeError(f"HyperParams.validate() needs concrete values; {name} is traced")
+            v = np.asarray(value, np.float64)
+            low, high, low_in, high_in = _RANGES[name]
+            ok = np.isfinite(v) & ((v >= low) if low_in else (v > low)) & ((v <= high) if high_in else (v < high))
+            if not ok.all():
+                index = tuple(int(i) for i in np.argwhere(~ok)[0])
+                where = f"{name}[{', '.join(map(str, index))}]" if index else name
+                raise ValueError(
+                    f"hyperparams.{where} = {v[index]:g}; allowed: finite values in "
+                    f"{_interval(low, high, low_in, high_in)}"
+                )
+        return self
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

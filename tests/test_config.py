@@ -176,3 +176,19 @@ def test_automatic_grad_chunks_split_large_cpu_minibatches_only():
     assert PPOConfig(num_envs=2000, num_steps=128).num_grad_chunks("cpu") == 8  # chunks of 8,000
     # 2 * 8209 (a prime): no divisor in [1024, 8192], so one pass.
     assert PPOConfig(num_envs=2 * 8209, num_steps=4, num_minibatches=4, total_timesteps=10**6).num_grad_chunks("cpu") == 1
+
+
+def test_hyperparams_validate_checks_a_sweeps_values():
+    import jax.numpy as jnp
+
+    hp = PPOConfig().hyperparams()
+    assert hp.validate() is hp
+    sweep = hp.replace(gamma=jnp.array([0.9, 1.5, 0.99]))
+    with pytest.raises(ValueError, match=re.escape("hyperparams.gamma[1] = 1.5; allowed: finite values in [0, 1]")):
+        sweep.validate()
+    with pytest.raises(ValueError, match=re.escape("hyperparams.clip_eps = -0.2; allowed: finite values in (0, inf)")):
+        hp.replace(clip_eps=jnp.float32(-0.2)).validate()
+    with pytest.raises(ValueError, match=r"hyperparams.lr = nan"):
+        hp.replace(lr=jnp.float32(jnp.nan)).validate()
+    with pytest.raises(TypeError, match="needs concrete values"):
+        jax.jit(lambda h: h.validate())(hp)
