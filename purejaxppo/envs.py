@@ -130,6 +130,11 @@ def make_env(
             f"env_params has unknown field(s) {unknown} for {env_name!r}; "
             f"allowed: {sorted(known)}"
         )
+    steps = overrides.get("max_steps_in_episode")
+    if steps is not None and not (isinstance(steps, (int, np.integer)) and not isinstance(steps, bool) and steps >= 1):
+        raise ValueError(
+            f"env_params max_steps_in_episode={steps!r} for {env_name!r}; allowed: an int >= 1"
+        )
     env_params = default_params.replace(**overrides)
     obs_space = env.observation_space(env_params)
     act_space = env.action_space(env_params)

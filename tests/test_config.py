@@ -145,6 +145,14 @@ def test_unknown_env_param_fails_in_make_train_before_tracing():
         make_train(config)
 
 
+@pytest.mark.parametrize("steps", [0, -5, 2.5])
+def test_episode_limit_must_be_a_positive_int(steps):
+    # 0 would give 1-step training episodes and an evaluation of 0 steps.
+    with pytest.raises(ValueError, match=rf"max_steps_in_episode={steps} for 'CartPole-v1'; allowed: an int >= 1"):
+        make_train(PPOConfig(env_params={"max_steps_in_episode": steps}))
+    assert make_train(PPOConfig(env_params={"max_steps_in_episode": 1})).config.env_params == (("max_steps_in_episode", 1),)
+
+
 def test_make_train_rejects_non_config():
     with pytest.raises(TypeError, match="config must be a PPOConfig"):
         make_train({"env_name": "CartPole-v1"})
