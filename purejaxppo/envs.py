@@ -220,7 +220,7 @@ class VecEnv:
 
     def reset(self, key: jax.Array):
         """Reset all envs; return ``(obs (N, *obs_shape) float32, env_state)``."""
-        keys = jax.random.split(straight(key), self.num_envs)
+        keys = straight(jax.random.split(key, self.num_envs))
         obs, state = jax.vmap(self.env.reset, in_axes=(0, None))(keys, self.env_params)
         obs = self.encode_obs(obs)
         chex.assert_shape(obs, (self.num_envs, *self.spec.obs_shape))
@@ -247,7 +247,7 @@ class VecEnv:
 
     def step(self, key: jax.Array, env_state, action: jax.Array) -> VecStep:
         """Step all envs with ``action`` (N, *action_shape); auto-resets."""
-        return self.step_with_keys(jax.random.split(straight(key), self.num_envs), env_state, action)
+        return self.step_with_keys(jax.random.split(key, self.num_envs), env_state, action)
 
     def step_with_keys(self, keys: jax.Array, env_state, action: jax.Array, resets=None) -> VecStep:
         """`step` with one PRNG key per env already drawn (``keys``: N keys).
