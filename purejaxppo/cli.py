@@ -42,6 +42,13 @@ class Args:
     """Greedy evaluation episodes per seed after training (0 to skip)."""
     json_out: Path | None = None
     """Write the per-update metrics (median over seeds) and the summary here."""
+    checkpoint_dir: Path | None = None
+    """Save the full train state here every --checkpoint-every updates, and resume
+    from the latest checkpoint found there (it must be of the same config, seed
+    and num_seeds; purejaxppo.checkpoint)."""
+    checkpoint_every: int = 100
+    """Updates between checkpoints (with --checkpoint-dir); each chunk of updates
+    is one compiled call."""
     preset: bool = True
     """Start from the env's preset (purejaxppo.presets); --no-preset: library defaults."""
     compile_cache: bool = True
@@ -191,17 +198,32 @@ def run(args: Args, cpu_threads_note: str | None = None) -> dict:
         raise ValueError(f"num_seeds must be a positive int, got {args.num_seeds}")
     if args.eval_episodes < 0:
         raise ValueError(f"eval_episodes must be >= 0, got {args.eval_episodes}")
+    if args.checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be an int >= 1 (updates), got {args.checkpoint_every}")
     config = args.config
     if args.compile_cache:
         enable_compilation_cache()
     # The seeds split over the backend's devices (one when there is one).
     keys = shard_seeds(jax.random.split(jax.random.PRNGKey(args.seed), args.num_seeds))
     num_devices = len(keys.sharding.device_set)
-    with CacheCounter() as cache:
-        compiled, compile_s = compile_timed(jax.vmap(make_train(config)), keys)
-    result, run_s, _ = run_timed(compiled, keys)
-
     steps = config.num_updates * config.batch_size
+    steps_run, resumed_note = steps, ""
+    if args.checkpoint_dir is None:
+        with CacheCounter() as cache:
+            compiled, compile_s = compile_timed(jax.vmap(make_train(config)), keys)
+        result, run_s, _ = run_timed(compiled, keys)
+    else:
+        from purejaxppo.checkpoint import train_with_checkpoints
+
+        with CacheCounter() as cache:
+            run_ = train_with_checkpoints(make_train(config), keys, args.checkpoint_dir,
+                                          every=args.checkpoint_every)
+        result, compile_s, run_s = run_.result, run_.compile_s, run_.run_s
+        done_before = run_.resumed_from or 0
+        steps_run = (config.num_updates - done_before) * config.batch_size
+        resumed_note = (f" | resumed from update {done_before} of {config.num_updates}"
+                        if run_.resumed_from is not None else "")
+        resumed_note += f" | checkpoints {run_.save_s:.2f} s in {args.checkpoint_dir}"
     finals = final_return(result.metrics)
     evals = None
     if args.eval_episodes:
@@ -222,9 +244,9 @@ def run(args: Args, cpu_threads_note: str | None = None) -> dict:
           f"| backend {jax.default_backend()}"
           + (f" | seeds over {num_devices} devices" if num_devices > 1 else "")
           + (f" | cpu threads {cpu_threads_note}" if cpu_threads_note and jax.default_backend() == "cpu" else ""))
-    cache_note = {"hit": " (from the compilation cache)", "miss": " (cold)", "off": ""}[cache.status]
-    print(f"compile {compile_s:.2f} s{cache_note} | run {run_s:.2f} s | "
-          f"{steps * args.num_seeds / run_s:,.0f} env steps/s (all seeds)")
+    cache_note = {"hit": " (from the compilation cache)", "miss": " (cold)", "off": ""}[cache.status] if compile_s else ""
+    rate = f"{steps_run * args.num_seeds / run_s:,.0f} env steps/s (all seeds)" if steps_run else "nothing left to run"
+    print(f"compile {compile_s:.2f} s{cache_note} | run {run_s:.2f} s | {rate}{resumed_note}")
     print("\nlearning curve (episode_return, median over seeds)")
     print(f"{'progress':>9} {'env steps':>12} {'return':>10}")
     for frac in (0.1, 0.25, 0.5, 0.75, 1.0):
@@ -245,7 +267,8 @@ def run(args: Args, cpu_threads_note: str | None = None) -> dict:
         "compile_s": compile_s,
         "compile_cache": cache.status,
         "run_s": run_s,
-        "steps_per_s": steps * args.num_seeds / run_s,
+        "steps_per_s": steps_run * args.num_seeds / run_s if steps_run else None,
+        "resumed_from": None if args.checkpoint_dir is None else run_.resumed_from,
         "final_return": [float(x) for x in finals],
         "eval_return": None if evals is None else [float(x) for x in evals],
         "backend": jax.default_backend(),

@@ -141,7 +141,9 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
         defaults to ``config.hyperparams()``. Both may be batched with
         `jax.vmap` (seeds, hyperparameter sweeps) inside one compilation.
         ``train.init(rng, hparams)`` and ``train.update(state, hparams)`` are
-        the two halves, for callers that step the loop themselves.
+        the two halves, for callers that step the loop themselves;
+        ``train.run_updates(state, n, hparams)`` scans ``n`` updates (what
+        `purejaxppo.checkpoint.train_with_checkpoints` runs between saves).
     """
     if not isinstance(config, PPOConfig):
         raise TypeError(f"config must be a PPOConfig, got {type(config).__name__}")
@@ -286,16 +288,20 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
         )
         return new_state, metrics
 
+    def run_updates(state: TrainState, num_updates: int, hp: HyperParams | None = None):
+        """``num_updates`` (a Python int) updates from ``state`` in one
+        `lax.scan`: ``(state, metrics)``, each metric of shape (num_updates,)."""
+        hp = config.hyperparams() if hp is None else hp
+        return jax.lax.scan(lambda s, _: update(s, hp), state, None, length=num_updates)
+
     def train(rng: jax.Array, hparams: HyperParams | None = None) -> TrainResult:
         hp = config.hyperparams() if hparams is None else hparams
-        state = init(rng, hp)
-        state, metrics = jax.lax.scan(
-            lambda s, _: update(s, hp), state, None, length=config.num_updates
-        )
+        state, metrics = run_updates(init(rng, hp), config.num_updates, hp)
         return TrainResult(train_state=state, metrics=metrics)
 
     train.init = init
     train.update = update
+    train.run_updates = run_updates
     train.config = config
     train.network = network
     train.env_spec = spec

@@ -1,0 +1,461 @@
+"""Full-state checkpoints of a training run, and a run that resumes from them.
+
+A PPO run's whole state is its `TrainState`: parameters, optimizer state (Adam
+moments and step count, so the annealed learning rate too), env states and
+current observations, episode statistics, observation and reward
+statistics, the PRNG key and the update count. A checkpoint here holds all
+of it, plus what makes the run self-describing: the per-update metrics so far,
+the `HyperParams` it runs with, its `PPOConfig` and the key it started from.
+Checkpoints are written with orbax (`orbax.checkpoint.CheckpointManager`): one
+directory per update count, written atomically (a checkpoint interrupted
+mid-write is not listed), the oldest removed beyond ``max_to_keep``.
+
+`train_with_checkpoints` runs ``train`` in chunks of ``every`` updates, each
+chunk one compiled `lax.scan` (``train.run_updates``), and saves after each.
+Called again with the same directory, config, key and hyperparameters it
+resumes from the latest checkpoint. The results do not depend on where the
+run stopped, nor on ``every``: an interrupted and resumed run is bitwise
+equal to an uninterrupted one (``tests/test_checkpoint.py``). Against one
+call of ``jax.jit(train)`` they are the same computation, compiled as other
+XLA programs (the init apart from the updates), so they agree up to float
+rounding; on CartPole they are bitwise equal, and where they are not, the
+differences start in the last bits and grow as training's feedback
+amplifies them.
+
+    >>> run = train_with_checkpoints(make_train(config), key, "ckpt/", every=100)
+    >>> run.result.metrics["episode_return"]        # as jax.jit(train)(key) gives
+    >>> restore_checkpoint("ckpt/", config).state   # the state at the latest save
+
+Everything inside a chunk stays one pure compiled function; the host steps in
+only between chunks, to save.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+import weakref
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from purejaxppo.config import HYPERPARAM_FIELDS, HyperParams, PPOConfig
+from purejaxppo.train import TrainResult, TrainState, make_train
+
+FORMAT = 1  # bumped when what a checkpoint holds changes
+
+# Compiled programs of `train_with_checkpoints`, per training function.
+_PROGRAMS: "weakref.WeakKeyDictionary[Callable, dict]" = weakref.WeakKeyDictionary()
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """What `restore_checkpoint` reads back.
+
+    Attributes:
+        state: the `TrainState` after ``updates_done`` updates (leading batch
+            axes as the run had them, e.g. (seeds,) under `jax.vmap`).
+        metrics: each metric of the updates so far, (*batch, updates_done),
+            NumPy arrays.
+        hparams: the run's `HyperParams`, NumPy arrays.
+        updates_done: updates the state has had.
+        rng: the PRNG key (or keys) the run started from.
+        config: the run's `PPOConfig`.
+    """
+
+    state: TrainState
+    metrics: dict[str, np.ndarray]
+    hparams: HyperParams
+    updates_done: int
+    rng: jax.Array
+    config: PPOConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointedRun:
+    """What `train_with_checkpoints` returns.
+
+    Attributes:
+        result: the `TrainResult` of the whole run, as ``train`` returns it.
+        resumed_from: the update count of the checkpoint the run resumed
+            from, or None for a fresh start.
+        compile_s: seconds spent compiling (init and chunk programs).
+        run_s: seconds spent running them (each to ``block_until_ready``).
+        save_s: seconds spent handing checkpoints to orbax and waiting for
+            the last write.
+    """
+
+    result: TrainResult
+    resumed_from: int | None
+    compile_s: float
+    run_s: float
+    save_s: float
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+def config_to_json(config: PPOConfig) -> dict[str, Any]:
+    """``config``'s fields as JSON values (tuples become lists)."""
+    return {f.name: _jsonable(getattr(config, f.name)) for f in dataclasses.fields(config)}
+
+
+def config_from_json(fields: dict[str, Any]) -> PPOConfig:
+    """The `PPOConfig` that `config_to_json` wrote (validated again)."""
+    def untuple(v):
+        return tuple(untuple(x) for x in v) if isinstance(v, list) else v
+
+    return PPOConfig(**{name: untuple(value) for name, value in fields.items()})
+
+
+def _is_key(x) -> bool:
+    return jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _key_info(rng: jax.Array) -> dict[str, Any]:
+    typed = _is_key(rng)
+    data = np.asarray(jax.random.key_data(rng) if typed else rng)
+    if data.dtype != np.uint32:
+        raise TypeError(f"rng must be a PRNG key (typed, or raw uint32 data), got dtype {data.dtype}")
+    return {
+        "typed": bool(typed),
+        "impl": str(jax.random.key_impl(rng)) if typed else None,
+        "shape": list(data.shape),
+        "data": data.reshape(-1).tolist(),
+    }
+
+
+def _key_from_info(info: dict[str, Any]) -> jax.Array:
+    data = jnp.asarray(np.asarray(info["data"], np.uint32).reshape(info["shape"]))
+    return jax.random.wrap_key_data(data, impl=info["impl"]) if info["typed"] else data
+
+
+def _batch_shape(rng: jax.Array) -> tuple[int, ...]:
+    """The run's batch axes: a key's leading axes (none for one key)."""
+    return tuple(rng.shape) if _is_key(rng) else tuple(rng.shape[:-1])
+
+
+def _keys_to_data(tree):
+    """Typed PRNG keys as their uint32 data (what orbax can write)."""
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def _abstract_state(config: PPOConfig, key_info: dict[str, Any]):
+    """The `TrainState` shapes and dtypes of a run of ``config`` started from a
+    key like ``key_info``'s, typed keys as their data."""
+    train = make_train(config)
+    key = _key_from_info(key_info)
+    init = train.init
+    for _ in _batch_shape(key):
+        init = jax.vmap(init)
+    return jax.eval_shape(lambda k: _keys_to_data(init(k)), key), jax.eval_shape(init, key)
+
+
+def _manager(directory: str | Path, max_to_keep: int | None = None) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+    return ocp.CheckpointManager(Path(directory).absolute(), options=options)
+
+
+def latest_step(directory: str | Path) -> int | None:
+    """The update count of the latest complete checkpoint in ``directory``, or
+    None when it holds none (or does not exist)."""
+    if not Path(directory).is_dir():
+        return None
+    with _manager(directory) as manager:
+        return manager.latest_step()
+
+
+def save_checkpoint(
+    directory: str | Path,
+    config: PPOConfig,
+    state: TrainState,
+    metrics: dict[str, Any],
+    hparams: HyperParams,
+    rng: jax.Array,
+    *,
+    max_to_keep: int | None = 2,
+    manager: ocp.CheckpointManager | None = None,
+) -> int:
+    """Write ``state`` and the run's record to ``directory``; return the step.
+
+    The checkpoint is named by ``state.update_step`` (the same for every seed
+    of a vmapped run). ``metrics`` are the metrics of all updates so far
+    (leading batch axes, then updates); ``rng`` the key or keys the run
+    started from. With a ``manager`` (an open orbax `CheckpointManager`) the
+    write is asynchronous: call ``manager.wait_until_finished()`` before
+    reading it. Without one, this waits for the write.
+    """
+    steps = np.unique(np.asarray(state.update_step))
+    if steps.size != 1:
+        raise ValueError(f"state.update_step differs across the batch: {steps.tolist()}")
+    step = int(steps[0])
+    metrics = {name: np.asarray(value) for name, value in metrics.items()}
+    record = {
+        "format": FORMAT,
+        "config": config_to_json(config),
+        "rng": _key_info(rng),
+        "updates_done": step,
+        "metrics": {name: [list(v.shape), str(v.dtype)] for name, v in metrics.items()},
+        "hparams": {name: list(np.shape(getattr(hparams, name))) for name in HYPERPARAM_FIELDS},
+    }
+    for name, value in metrics.items():
+        if value.shape[-1:] != (step,):
+            raise ValueError(f"metrics[{name!r}] has shape {value.shape}; its last axis must be "
+                             f"the {step} updates done")
+    args = ocp.args.Composite(
+        state=ocp.args.StandardSave(_keys_to_data(state)),
+        update_metrics=ocp.args.StandardSave(metrics),  # "metrics" is orbax's own item
+        hparams=ocp.args.StandardSave(jax.tree.map(np.asarray, hparams)),
+        run=ocp.args.JsonSave(record),
+    )
+    if manager is not None:
+        manager.save(step, args=args)
+        return step
+    with _manager(directory, max_to_keep) as own:
+        own.save(step, args=args)
+        own.wait_until_finished()
+    return step
+
+
+def restore_checkpoint(
+    directory: str | Path,
+    config: PPOConfig | None = None,
+    *,
+    step: int | None = None,
+    sharding: jax.sharding.Sharding | None = None,
+) -> Checkpoint:
+    """Read the checkpoint of update ``step`` (default: the latest) back.
+
+    Args:
+        directory: where `save_checkpoint` or `train_with_checkpoints` wrote.
+        config: the config the caller means to continue with; it must equal
+            the saved one (a `ValueError` names every field that differs).
+            None takes the saved config as it is.
+        step: which update count to read; None for the latest.
+        sharding: where to put the state's arrays (e.g.
+            `purejaxppo.devices.seed_sharding` for seeds over devices); by
+            default on JAX's first device.
+
+    Raises:
+        FileNotFoundError: ``directory`` holds no such checkpoint.
+        ValueError: the checkpoint is of another format or another config.
+    """
+    if not Path(directory).is_dir():
+        raise FileNotFoundError(f"no checkpoint directory {directory}")
+    with _manager(directory) as manager:
+        available = manager.all_steps()
+        if not available or (step is not None and step not in available):
+            raise FileNotFoundError(
+                f"no checkpoint{'' if step is None else f' of step {step}'} in {directory} "
+                f"(steps there: {sorted(available) or 'none'})"
+            )
+        step = max(available) if step is None else step
+        record = manager.restore(step, args=ocp.args.Composite(run=ocp.args.JsonRestore())).run
+        if record.get("format") != FORMAT:
+            raise ValueError(f"checkpoint {directory}/{step} has format {record.get('format')!r}; "
+                             f"this version of purejaxppo reads format {FORMAT}")
+        saved_config = config_from_json(record["config"])
+        if config is not None:
+            check_same_config(saved_config, config, f"checkpoint {directory}/{step}")
+        data_state, state_like = _abstract_state(saved_config, record["rng"])
+        sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), data_state)
+        host = lambda shape, dtype: np.zeros(shape, dtype)
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target),
+            update_metrics=ocp.args.StandardRestore(
+                {name: host(shape, dtype) for name, (shape, dtype) in record["metrics"].items()}
+            ),
+            hparams=ocp.args.StandardRestore(
+                {name: host(shape, np.float32) for name, shape in record["hparams"].items()}
+            ),
+        ))
+    key = _key_from_info(record["rng"])
+    impl = jax.random.key_impl(key) if _is_key(key) else None
+    state = jax.tree.map(
+        lambda data, like: jax.random.wrap_key_data(data, impl=impl) if _is_key(like) else data,
+        restored.state, state_like,
+    )
+    return Checkpoint(
+        state=state,
+        metrics=dict(restored.update_metrics),
+        hparams=HyperParams(**restored.hparams),
+        updates_done=int(record["updates_done"]),
+        rng=key,
+        config=saved_config,
+    )
+
+
+def check_same_config(saved: PPOConfig, given: PPOConfig, where: str) -> None:
+    """Raise `ValueError` naming each field in which ``given`` differs from
+    ``saved`` (a resumed run must continue the same run)."""
+    a, b = config_to_json(saved), config_to_json(given)
+    diffs = [f"{name}={b[name]!r} (saved: {a[name]!r})" for name in a if a[name] != b.get(name)]
+    if diffs:
+        raise ValueError(f"{where} is of another config: {'; '.join(diffs)}. Resume with the "
+                         "saved config, or write to another directory")
+
+
+def _check_same_run(record_rng: jax.Array, rng: jax.Array, saved_hp: HyperParams,
+                    hp: HyperParams, where: str) -> None:
+    if _key_info(record_rng) != _key_info(rng):
+        raise ValueError(f"{where} holds a run started from another key "
+                         f"({_key_info(record_rng)['data']} against {_key_info(rng)['data']}); "
+                         "resume with the run's own key, or write to another directory")
+    for name in HYPERPARAM_FIELDS:
+        saved, given = np.asarray(getattr(saved_hp, name)), np.asarray(getattr(hp, name), np.float32)
+        if saved.shape != given.shape or not np.array_equal(saved, given):
+            raise ValueError(f"{where} holds a run with hparams.{name} = {saved.tolist()}; "
+                             f"given {given.tolist()}. Resume with the run's own hyperparameters")
+
+
+def _hparams_axes(hp: HyperParams, batch_ndim: int) -> HyperParams:
+    """vmap axes of ``hp``: 0 for leaves batched like the keys, else None."""
+    def axis(x):
+        nd = np.ndim(x)
+        if nd not in (0, batch_ndim):
+            raise ValueError(f"hparams leaves must be scalars or carry the keys' batch axes "
+                             f"({batch_ndim}); got a leaf of shape {np.shape(x)}")
+        return 0 if nd else None
+    return jax.tree.map(axis, hp)
+
+
+def _vmapped(fn: Callable, batch_ndim: int, in_axes) -> Callable:
+    for _ in range(batch_ndim):
+        fn = jax.vmap(fn, in_axes=in_axes)
+    return fn
+
+
+def train_with_checkpoints(
+    train: Callable[..., TrainResult],
+    rng: jax.Array,
+    directory: str | Path,
+    *,
+    every: int,
+    hparams: HyperParams | None = None,
+    max_to_keep: int | None = 2,
+    callback: Callable[[int, dict[str, np.ndarray]], None] | None = None,
+) -> CheckpointedRun:
+    """Run ``train`` (from `make_train`) to the end, saving every ``every``
+    updates to ``directory`` and resuming from its latest checkpoint.
+
+    Args:
+        train: the training function of `make_train`.
+        rng: one PRNG key, or keys with leading batch axes (seeds); each axis
+            is a `jax.vmap`, as in ``jax.jit(jax.vmap(train))(keys)``. Keys
+            placed by `purejaxppo.devices.shard_seeds` keep their devices,
+            and so does a resumed state.
+        directory: the run's checkpoint directory (created if absent). If it
+            holds a checkpoint, the run resumes from the latest one, which
+            must be of the same config, key and hyperparameters (else a
+            `ValueError` says which differs).
+        every: updates per compiled chunk, and between checkpoints (an int
+            >= 1; a last, shorter chunk finishes the run). Results do not
+            depend on it.
+        hparams: as for ``train``: None (the config's), or a `HyperParams`
+            whose leaves are scalars or batched like ``rng``.
+        max_to_keep: checkpoints kept (the newest); None keeps all.
+        callback: called on the host after each chunk as
+            ``callback(updates_done, chunk_metrics)`` (NumPy arrays,
+            (*batch, chunk updates)), e.g. to log progress.
+
+    Returns:
+        A `CheckpointedRun`: the `TrainResult` of the whole run (metrics of
+        every update, the restored ones included) and timings.
+    """
+    config: PPOConfig = train.config
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"every must be an int >= 1 (updates between checkpoints), got {every!r}")
+    if max_to_keep is not None and (isinstance(max_to_keep, bool) or not isinstance(max_to_keep, int)
+                                    or max_to_keep < 1):
+        raise ValueError(f"max_to_keep must be None or an int >= 1, got {max_to_keep!r}")
+    _key_info(rng)  # a key, or a clear error
+    batch_ndim = len(_batch_shape(rng))
+    hp = config.hyperparams() if hparams is None else hparams
+    hp_axes = _hparams_axes(hp, batch_ndim)
+    where = f"checkpoint directory {directory}"
+    sharding = getattr(rng, "sharding", None)
+    if not isinstance(sharding, (jax.sharding.NamedSharding, jax.sharding.SingleDeviceSharding)):
+        sharding = None
+
+    compile_s = run_s = save_s = 0.0
+
+    programs = _PROGRAMS.setdefault(train, {})
+
+    def compiled(name, make_fn, *args):
+        """The compiled program ``name`` for ``args``, compiled once per
+        ``train`` (a second run, or a resumed one, in the same process reuses it)."""
+        nonlocal compile_s
+        signature = jax.tree.map(lambda x: (np.shape(x), str(getattr(x, "dtype", type(x))),
+                                            getattr(x, "sharding", None)), args)
+        key = (name, batch_ndim, str(hp_axes), str(signature))
+        if key not in programs:
+            start = time.perf_counter()
+            programs[key] = jax.jit(make_fn()).lower(*args).compile()
+            compile_s += time.perf_counter() - start
+        return programs[key]
+
+    def timed(fn, *args):
+        nonlocal run_s
+        start = time.perf_counter()
+        out = jax.block_until_ready(fn(*args))
+        run_s += time.perf_counter() - start
+        return out
+
+    resumed_from = latest_step(directory)
+    if resumed_from is not None:
+        ckpt = restore_checkpoint(directory, config, sharding=sharding)
+        _check_same_run(ckpt.rng, rng, ckpt.hparams, hp, where)
+        state, done, so_far = ckpt.state, ckpt.updates_done, ckpt.metrics
+    else:
+        init = lambda: _vmapped(train.init, batch_ndim, (0, hp_axes))
+        state = timed(compiled("init", init, rng, hp), rng, hp)
+        done, so_far = 0, None
+
+    with _manager(directory, max_to_keep) as manager:
+        while done < config.num_updates:
+            n = min(every, config.num_updates - done)
+            chunk = lambda: _vmapped(functools.partial(_run_chunk, train, n), batch_ndim, (0, hp_axes))
+            state, metrics = timed(compiled(("updates", n), chunk, state, hp), state, hp)
+            so_far = _append(so_far, metrics)
+            done += n
+            start = time.perf_counter()
+            save_checkpoint(directory, config, state, so_far, hp, rng, manager=manager)
+            save_s += time.perf_counter() - start
+            if callback is not None:
+                callback(done, {name: so_far[name][..., -n:] for name in so_far})
+        start = time.perf_counter()
+        manager.wait_until_finished()
+        save_s += time.perf_counter() - start
+
+    all_metrics = {name: jnp.asarray(value) for name, value in so_far.items()}
+    return CheckpointedRun(
+        result=TrainResult(train_state=state, metrics=all_metrics),
+        resumed_from=resumed_from,
+        compile_s=compile_s,
+        run_s=run_s,
+        save_s=save_s,
+    )
+
+
+def _run_chunk(train, num_updates: int, state: TrainState, hp: HyperParams):
+    return train.run_updates(state, num_updates, hp)
+
+
+def _append(so_far: dict[str, np.ndarray] | None, chunk: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The metrics of the updates so far, then ``chunk``'s, along the update axis."""
+    chunk = {name: np.asarray(value) for name, value in chunk.items()}
+    if so_far is None:
+        return chunk
+    return {name: np.concatenate([so_far[name], chunk[name]], axis=-1) for name in so_far}
+

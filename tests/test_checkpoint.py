@@ -1,0 +1,186 @@
+"""Checkpoints: the whole train state saved and restored, and a run resumed
+from one equal, bit for bit, to the same run uninterrupted."""
+
+import os
+
+import jax
+from jax.flatten_util import ravel_pytree
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from purejaxppo import METRIC_NAMES, PPOConfig, make_train
+from purejaxppo.checkpoint import (
+    config_from_json,
+    config_to_json,
+    latest_step,
+    restore_checkpoint,
+    save_checkpoint,
+    train_with_checkpoints,
+)
+
+# Observation and reward statistics and an annealed learning rate, so that a
+# part of the state left out of a checkpoint changes what a resumed run does.
+CONFIG = PPOConfig(
+    env_name="CartPole-v1",
+    total_timesteps=4 * 16 * 7,
+    num_envs=4,
+    num_steps=16,
+    update_epochs=2,
+    num_minibatches=2,
+    hidden_sizes=(16,),
+    normalize_obs=True,
+    normalize_reward=True,
+)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def stop_after(updates):
+    def callback(done, metrics):
+        if done >= updates:
+            raise Interrupted
+    return callback
+
+
+def key_data(x):
+    return jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+
+
+def assert_trees_equal(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for path, x, y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(key_data(x)), np.asarray(key_data(y)),
+                                      err_msg=jax.tree_util.keystr(path[0]))
+
+
+@pytest.fixture(scope="module")
+def train():
+    return make_train(CONFIG)
+
+
+@pytest.fixture(scope="module")
+def seeds_run(train, tmp_path_factory):
+    """3 seeds (typed keys) in chunks of 3 updates, uninterrupted, every checkpoint kept."""
+    keys = jax.random.split(jax.random.key(1), 3)
+    directory = tmp_path_factory.mktemp("seeds")
+    return keys, directory, train_with_checkpoints(train, keys, directory, every=3, max_to_keep=None)
+
+
+def test_an_interrupted_run_resumes_to_the_same_bits(train, seeds_run, tmp_path):
+    keys, _, whole = seeds_run
+    with pytest.raises(Interrupted):
+        train_with_checkpoints(train, keys, tmp_path, every=2, callback=stop_after(4))
+    assert latest_step(tmp_path) == 4
+    # Resumed with another chunk length: the results depend on neither.
+    resumed = train_with_checkpoints(train, keys, tmp_path, every=3)
+    assert resumed.resumed_from == 4
+    assert_trees_equal(resumed.result, whole.result)
+    assert set(resumed.result.metrics) == set(METRIC_NAMES)
+    assert resumed.result.metrics["policy_loss"].shape == (3, CONFIG.num_updates)
+
+
+def test_every_part_of_the_state_is_saved(train, seeds_run):
+    """The checkpoint after 3 updates, restored, continues exactly as the run did;
+    and a state missing any one of its parts would not (checked per part)."""
+    keys, directory, whole = seeds_run
+    ckpt = restore_checkpoint(directory, CONFIG, step=3)
+    assert ckpt.updates_done == 3 and int(ckpt.state.update_step[0]) == 3
+    assert_trees_equal(ckpt.rng, keys)
+    for name in METRIC_NAMES:
+        np.testing.assert_array_equal(ckpt.metrics[name], np.asarray(whole.result.metrics[name])[:, :3])
+    run = jax.jit(jax.vmap(lambda s: train.run_updates(s, CONFIG.num_updates - 3)))
+    state, metrics = run(ckpt.state)
+    assert_trees_equal(state, whole.result.train_state)
+    np.testing.assert_array_equal(metrics["value_loss"], np.asarray(whole.result.metrics["value_loss"])[:, 3:])
+    # Placed as the restored state is, so that every call below is one program.
+    fresh = jax.device_put(jax.jit(jax.vmap(train.init))(keys), jax.devices()[0])
+    for part in ("params", "opt_state", "env", "obs_norm", "reward_scaler", "rng", "update_step"):
+        partial = ckpt.state.replace(**{part: getattr(fresh, part)})
+        _, other = run(partial)
+        assert any(not np.array_equal(other[k], metrics[k], equal_nan=True) for k in metrics), part
+
+
+def test_the_run_is_the_train_function(train, tmp_path):
+    """Without interruption, the chunked run computes what jax.jit(train) does."""
+    key = jax.random.PRNGKey(0)
+    run = train_with_checkpoints(train, key, tmp_path, every=CONFIG.num_updates)
+    assert run.resumed_from is None and run.compile_s > 0 and run.run_s > 0
+    whole = jax.jit(train)(key)
+    for name in METRIC_NAMES:
+        np.testing.assert_allclose(run.result.metrics[name], whole.metrics[name], rtol=1e-5, atol=1e-7,
+                                   err_msg=name)
+    np.testing.assert_allclose(ravel_pytree(run.result.train_state.params)[0],
+                               ravel_pytree(whole.train_state.params)[0], rtol=1e-5, atol=1e-7)
+    # A finished run's directory gives the result back without training.
+    again = train_with_checkpoints(train, key, tmp_path, every=3)
+    assert again.resumed_from == CONFIG.num_updates and again.compile_s == 0
+    assert_trees_equal(again.result, run.result)
+
+
+def test_checkpoints_kept_and_restored_whole(train, seeds_run, tmp_path):
+    keys, directory, whole = seeds_run
+    assert sorted(int(p) for p in os.listdir(directory) if p.isdigit()) == [3, 6, 7]
+    latest = restore_checkpoint(directory)  # the saved config, taken as it is
+    assert latest.updates_done == CONFIG.num_updates and latest.config == CONFIG
+    assert_trees_equal(latest.state, whole.result.train_state)
+    np.testing.assert_array_equal(latest.hparams.lr, np.float32(CONFIG.lr))
+    # max_to_keep: only the newest are kept.
+    train_with_checkpoints(train, keys, tmp_path, every=3, max_to_keep=2)
+    assert sorted(int(p) for p in os.listdir(tmp_path) if p.isdigit()) == [6, 7]
+
+
+
+def test_save_and_restore_by_hand(train, tmp_path):
+    """save_checkpoint of a state stepped by hand, restored onto a device of choice."""
+    key = jax.random.PRNGKey(5)
+    state = jax.jit(train.init)(key)
+    state, metrics = jax.jit(lambda s: train.run_updates(s, 2))(state)
+    assert save_checkpoint(tmp_path, CONFIG, state, metrics, CONFIG.hyperparams(), key) == 2
+    device = jax.devices()[-1]
+    ckpt = restore_checkpoint(tmp_path, CONFIG, sharding=jax.sharding.SingleDeviceSharding(device))
+    assert_trees_equal(ckpt.state, state)
+    assert ckpt.state.params["params"]["policy_head"]["kernel"].devices() == {device}
+    with pytest.raises(FileNotFoundError, match="step 3"):
+        restore_checkpoint(tmp_path, step=3)
+    with pytest.raises(FileNotFoundError, match="no checkpoint directory"):
+        restore_checkpoint(tmp_path / "absent")
+    assert not (tmp_path / "absent").exists()
+    assert latest_step(tmp_path / "absent") is None
+
+
+def test_a_directory_of_another_run_is_refused(train, seeds_run):
+    keys, directory, _ = seeds_run
+    with pytest.raises(ValueError, match=r"another config: num_envs=8 \(saved: 4\)"):
+        train_with_checkpoints(make_train(CONFIG.replace(num_envs=8)), keys, directory, every=3)
+    with pytest.raises(ValueError, match="another config: .*lr=0.001"):
+        restore_checkpoint(directory, CONFIG.replace(lr=1e-3))
+    with pytest.raises(ValueError, match="started from another key"):
+        train_with_checkpoints(train, jax.random.split(jax.random.key(2), 3), directory, every=3)
+    hp = CONFIG.hyperparams().replace(ent_coef=jnp.float32(0.0))
+    with pytest.raises(ValueError, match="hparams.ent_coef"):
+        train_with_checkpoints(train, keys, directory, every=3, hparams=hp)
+
+
+def test_bad_arguments_are_named(train, tmp_path):
+    key = jax.random.PRNGKey(0)
+    for every in (0, 2.5, True):
+        with pytest.raises(ValueError, match="every must be an int >= 1"):
+            train_with_checkpoints(train, key, tmp_path, every=every)
+    with pytest.raises(ValueError, match="max_to_keep"):
+        train_with_checkpoints(train, key, tmp_path, every=2, max_to_keep=0)
+    with pytest.raises(TypeError, match="rng must be a PRNG key"):
+        train_with_checkpoints(train, jnp.zeros(2, jnp.float32), tmp_path, every=2)
+    hp = CONFIG.hyperparams().replace(lr=jnp.ones((2, 2), jnp.float32))
+    with pytest.raises(ValueError, match="hparams leaves"):
+        train_with_checkpoints(train, key, tmp_path, every=2, hparams=hp)
+    assert latest_step(tmp_path) is None  # nothing was written
+
+
+def test_config_json_round_trip():
+    config = PPOConfig(env_name="Pendulum-v1", env_params={"max_steps_in_episode": 100},
+                       hidden_sizes=(32, 32), grad_chunk_size=None, normalize_obs=True)
+    assert config_from_json(config_to_json(config)) == config
+
