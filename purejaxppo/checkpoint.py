@@ -155,7 +155,10 @@ def _abstract_state(config: PPOConfig, key_info: dict[str, Any]):
     key like ``key_info``'s, typed keys as their data."""
     train = make_train(config)
     key = _key_from_info(key_info)
-    init = train.init
+    if config.reference_kl:  # the reference policy: parameters like a random draw's
+        init = lambda k: train.init(k, params=train.random_params(k))
+    else:
+        init = train.init
     for _ in _batch_shape(key):
         init = jax.vmap(init)
     return jax.eval_shape(lambda k: _keys_to_data(init(k)), key), jax.eval_shape(init, key)
@@ -343,6 +346,8 @@ def train_with_checkpoints(
     *,
     every: int,
     hparams: HyperParams | None = None,
+    params: Any = None,
+    obs_norm: Any = None,
     max_to_keep: int | None = 2,
     callback: Callable[[int, dict[str, np.ndarray]], None] | None = None,
 ) -> CheckpointedRun:
@@ -364,6 +369,10 @@ def train_with_checkpoints(
             depend on it.
         hparams: as for ``train``: None (the config's), or a `HyperParams`
             whose leaves are scalars or batched like ``rng``.
+        params, obs_norm: as for ``train``, the same for every seed: a
+            pretrained policy to start from (and keep as the reference
+            policy with ``config.reference_kl``). Used at a fresh start; a
+            resumed run has them in its state.
         max_to_keep: checkpoints kept (the newest); None keeps all.
         callback: called on the host after each chunk as
             ``callback(updates_done, chunk_metrics)`` (NumPy arrays,
@@ -418,8 +427,8 @@ def train_with_checkpoints(
         _check_same_run(ckpt.rng, rng, ckpt.hparams, hp, where)
         state, done, so_far = ckpt.state, ckpt.updates_done, ckpt.metrics
     else:
-        init = lambda: _vmapped(train.init, batch_ndim, (0, hp_axes))
-        state = timed(compiled("init", init, rng, hp), rng, hp)
+        init = lambda: _vmapped(train.init, batch_ndim, (0, hp_axes, None, None))
+        state = timed(compiled("init", init, rng, hp, params, obs_norm), rng, hp, params, obs_norm)
         done, so_far = 0, None
 
     with _manager(directory, max_to_keep) as manager:

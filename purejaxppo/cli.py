@@ -201,6 +201,11 @@ def run(args: Args, cpu_threads_note: str | None = None) -> dict:
     if args.checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be an int >= 1 (updates), got {args.checkpoint_every}")
     config = args.config
+    if config.reference_kl:
+        raise ValueError(
+            "reference_kl=True fine-tunes given parameters, which the command line does not "
+            "load; use the Python API, make_train(config)(rng, params=...) (README: Fine-tuning)"
+        )
     if args.compile_cache:
         enable_compilation_cache()
     # The seeds split over the backend's devices (one when there is one).

@@ -7,8 +7,8 @@ The fields split in two kinds, and the split is explicit:
   `total_timesteps`, network sizes, activation and every boolean toggle).
   Changing one of them means a new compilation.
 * **Numeric hyperparameters** (`lr`, `gamma`, `gae_lambda`, `clip_eps`,
-  `ent_coef`, `vf_coef`, `max_grad_norm`, `kl_coef`, `obs_clip`,
-  `reward_clip`) never enter Python control flow.
+  `ent_coef`, `vf_coef`, `max_grad_norm`, `kl_coef`, `reference_kl_coef`,
+  `obs_clip`, `reward_clip`) never enter Python control flow.
   `PPOConfig.hyperparams()` packs them into the `HyperParams` pytree, which
   the training function takes as a traced argument, so a sweep can
   `jax.vmap` over them inside one compiled call.
@@ -56,6 +56,7 @@ class HyperParams:
     vf_coef: jnp.ndarray
     max_grad_norm: jnp.ndarray
     kl_coef: jnp.ndarray
+    reference_kl_coef: jnp.ndarray
     obs_clip: jnp.ndarray
     reward_clip: jnp.ndarray
 
@@ -112,8 +113,9 @@ class PPOConfig:
         vf_coef: value loss coefficient, >= 0.
         max_grad_norm: global gradient norm clip, > 0.
         kl_coef: coefficient beta of the KL penalty (``policy_objective=
-            "kl_penalty"``) and of the KL to a reference policy
-            (``reference_kl``); >= 0. Ignored otherwise.
+            "kl_penalty"``); >= 0. Ignored otherwise.
+        reference_kl_coef: coefficient of the KL to a fixed reference
+            policy (``reference_kl``); >= 0, and > 0 with ``reference_kl``.
         obs_clip: normalised observations are clipped to +-obs_clip (with
             ``normalize_obs``); > 0.
         reward_clip: scaled rewards are clipped to +-reward_clip (with
@@ -141,6 +143,11 @@ class PPOConfig:
             after each rollout (`purejaxppo.normalization`); the rollout acts
             on, and the update learns from, observations normalised by the
             statistics as they were when the rollout began.
+        reference_kl: fine-tune a given policy: add ``reference_kl_coef *
+            KL(pi_ref || pi)`` to the loss, pi_ref being the fixed policy of
+            the parameters the run starts from, which ``train(rng,
+            params=...)`` must then be given (the KL is exact, a mean over
+            the minibatch's states; metric ``reference_kl``).
         normalize_reward: divide rewards by the running standard deviation
             of the discounted return (per env, over all envs), updated with
             each rollout before its advantages are computed. Episode returns
@@ -186,6 +193,7 @@ class PPOConfig:
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     kl_coef: float = 0.0
+    reference_kl_coef: float = 0.0
     obs_clip: float = 10.0
     reward_clip: float = 10.0
 
@@ -193,6 +201,7 @@ class PPOConfig:
     norm_adv: bool = True
     clip_vloss: bool = True
     policy_objective: Literal["clip", "kl_penalty", "pg"] = "clip"
+    reference_kl: bool = False
     normalize_obs: bool = False
     normalize_reward: bool = False
 
@@ -290,7 +299,7 @@ _INT_FIELDS = (
     "update_epochs",
     "num_minibatches",
 )
-_BOOL_FIELDS = ("anneal_lr", "norm_adv", "clip_vloss", "normalize_obs", "normalize_reward")
+_BOOL_FIELDS = ("anneal_lr", "norm_adv", "clip_vloss", "reference_kl", "normalize_obs", "normalize_reward")
 # name -> (low, high, low_inclusive, high_inclusive)
 _RANGES = {
     "lr": (0.0, math.inf, False, False),
@@ -301,6 +310,7 @@ _RANGES = {
     "vf_coef": (0.0, math.inf, True, False),
     "max_grad_norm": (0.0, math.inf, False, False),
     "kl_coef": (0.0, math.inf, True, False),
+    "reference_kl_coef": (0.0, math.inf, True, False),
     "obs_clip": (0.0, math.inf, False, False),
     "reward_clip": (0.0, math.inf, False, False),
 }
@@ -427,6 +437,16 @@ def _validate(c: PPOConfig) -> None:
         raise ValueError(
             "policy_objective='kl_penalty' with kl_coef=0.0 leaves r*A with neither clip nor "
             "penalty; allowed: kl_coef > 0 (e.g. 0.3), or policy_objective='clip'"
+        )
+    if c.reference_kl and c.reference_kl_coef == 0:
+        raise ValueError(
+            "reference_kl=True with reference_kl_coef=0.0 adds no penalty; allowed: "
+            "reference_kl_coef > 0 (e.g. 0.1), or reference_kl=False"
+        )
+    if not c.reference_kl and c.reference_kl_coef != 0:
+        raise ValueError(
+            f"reference_kl_coef={c.reference_kl_coef} has no effect with reference_kl=False; "
+            "allowed: reference_kl=True (fine-tuning from given parameters), or reference_kl_coef=0"
         )
     if c.total_timesteps < c.batch_size:
         raise ValueError(

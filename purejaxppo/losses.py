@@ -128,13 +128,14 @@ def ppo_loss(
     """Total PPO loss of one minibatch and its diagnostics.
 
         loss = -mean(policy objective) + vf_coef * value_loss - ent_coef * entropy
-               [+ kl_coef * KL(pi_ref || pi) if ``reference_params`` is given]
+               [+ reference_kl_coef * KL(pi_ref || pi) if ``reference_params`` is given]
 
     Args:
         params: network parameters being optimised.
         apply_fn: ``apply_fn(params, obs) -> (distribution, values)``.
         batch: a `Minibatch` of B samples.
-        hp: the `HyperParams` (clip_eps, vf_coef, ent_coef, kl_coef are read).
+        hp: the `HyperParams` (clip_eps, vf_coef, ent_coef, kl_coef and
+            reference_kl_coef are read).
         static: the `LossStatic` choices.
         reference_params: optional parameters of a fixed reference policy
             (e.g. the pretrained one when fine-tuning); adds a KL penalty.
@@ -182,7 +183,7 @@ def ppo_loss(
     if reference_params is not None:
         ref_dist, _ = apply_fn(jax.lax.stop_gradient(reference_params), batch.obs)
         ref_kl = jnp.mean(ref_dist.kl(dist))
-        loss = loss + hp.kl_coef * ref_kl
+        loss = loss + hp.reference_kl_coef * ref_kl
         diagnostics["reference_kl"] = ref_kl
 
     outside = jnp.abs(ratio - 1.0) > hp.clip_eps

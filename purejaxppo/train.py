@@ -78,6 +78,8 @@ class TrainState:
             with ``config.normalize_reward``).
         rng: the PRNG key for the following updates.
         update_step: updates done so far (int32).
+        reference_params: the fixed reference policy's parameters (the ones
+            the run started from) with ``config.reference_kl``; else None.
     """
 
     params: Any
@@ -87,6 +89,7 @@ class TrainState:
     reward_scaler: RewardScaler
     rng: jax.Array
     update_step: jax.Array
+    reference_params: Any = None
 
 
 @struct.dataclass
@@ -136,14 +139,21 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
     it is traced until ``train`` is called.
 
     Returns:
-        ``train(rng, hparams=None) -> TrainResult``: pure and jittable.
-        ``rng`` is a PRNG key; ``hparams`` a `HyperParams` pytree that
-        defaults to ``config.hyperparams()``. Both may be batched with
-        `jax.vmap` (seeds, hyperparameter sweeps) inside one compilation.
+        ``train(rng, hparams=None, params=None, obs_norm=None) ->
+        TrainResult``: pure and jittable. ``rng`` is a PRNG key; ``hparams``
+        a `HyperParams` pytree that defaults to ``config.hyperparams()``.
+        Both may be batched with `jax.vmap` (seeds, hyperparameter sweeps)
+        inside one compilation. ``params`` (e.g. a pretrained policy's
+        ``result.train_state.params``) replace the random initialisation,
+        and ``obs_norm`` the fresh observation statistics (pass the
+        pretrained run's with ``normalize_obs``); with
+        ``config.reference_kl`` the given ``params`` are also the fixed
+        reference policy of the loss's KL term.
         ``train.init(rng, hparams)`` and ``train.update(state, hparams)`` are
         the two halves, for callers that step the loop themselves;
         ``train.run_updates(state, n, hparams)`` scans ``n`` updates (what
-        `purejaxppo.checkpoint.train_with_checkpoints` runs between saves).
+        `purejaxppo.checkpoint.train_with_checkpoints` runs between saves);
+        ``train.random_params(key)`` draws the network's initialisation.
     """
     if not isinstance(config, PPOConfig):
         raise TypeError(f"config must be a PPOConfig, got {type(config).__name__}")
@@ -191,30 +201,66 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
             shuffle_keys=words[2 * w + n_rollout :].reshape(config.update_epochs, FEISTEL_ROUNDS),
         )
 
+    dummy_obs = jnp.zeros((1, *spec.obs_shape), jnp.float32)
+
+    def random_params(key: jax.Array):
+        return init_params(network, key, dummy_obs)
+
+    def check_given(name: str, given: Any, like: Any) -> None:
+        """``given`` must have the structure, shapes and dtypes of ``like``."""
+        shapes = lambda tree: jax.tree.map(lambda x: (tuple(x.shape), jnp.dtype(x.dtype).name), tree)
+        try:
+            same = jax.tree.structure(given) == jax.tree.structure(like) and shapes(given) == shapes(like)
+        except (AttributeError, TypeError):
+            same = False
+        if not same:
+            raise ValueError(
+                f"{name} do not fit this config's network for {config.env_name}: given "
+                f"{jax.tree_util.tree_map(lambda x: getattr(x, 'shape', x), given)}, expected "
+                f"{jax.tree_util.tree_map(lambda x: x.shape, like)}"
+            )
+
     @jax.named_scope("init")
-    def init(rng: jax.Array, hp: HyperParams | None = None) -> TrainState:
+    def init(
+        rng: jax.Array,
+        hp: HyperParams | None = None,
+        params: Any = None,
+        obs_norm: RunningMeanStd | None = None,
+    ) -> TrainState:
         hp = config.hyperparams() if hp is None else hp
+        if config.reference_kl and params is None:
+            raise ValueError(
+                "reference_kl=True fine-tunes a given policy and keeps it as the reference: "
+                "pass its parameters, train(rng, params=...) (or train.init(rng, params=...))"
+            )
         # The same draw as an update's. The envs start in the reset states it
         # holds for the first step (gymnax's reset, as `VecEnv.reset` makes),
         # the network comes from its spare key.
         draws = draw_randomness(rng)
-        dummy_obs = jnp.zeros((1, *spec.obs_shape), jnp.float32)
         if draws.rollout.resets is not None:
             net_key = draws.spare_key
             obs, env_state = jax.tree.map(lambda x: x[0], draws.rollout.resets)
         else:
             net_key, env_key = jax.random.split(draws.spare_key)
             obs, env_state = vec_env.reset(env_key)
-        params = init_params(network, net_key, dummy_obs)
+        if params is None:
+            params = random_params(net_key)
+        else:
+            check_given("params", params, jax.eval_shape(random_params, net_key))
+        if obs_norm is None:
+            obs_norm = RunningMeanStd.create(spec.obs_shape)
+        else:
+            check_given("obs_norm", obs_norm, RunningMeanStd.create(spec.obs_shape))
         tx, _ = optimizer(hp)
         return TrainState(
             params=params,
             opt_state=init_opt_state(tx, params),
             env=EnvCarry(env_state=env_state, obs=obs, episode_stats=EpisodeStats.zeros(N)),
-            obs_norm=RunningMeanStd.create(spec.obs_shape),
+            obs_norm=obs_norm,
             reward_scaler=RewardScaler.create(N),
             rng=draws.next_key,
             update_step=jnp.zeros((), jnp.int32),
+            reference_params=params if config.reference_kl else None,
         )
 
     def update(state: TrainState, hp: HyperParams | None = None):
@@ -267,6 +313,7 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
             params, opt_state, diagnostics = ppo_update(
                 state.params, state.opt_state, tx, apply_fn, batch, draws.shuffle_keys, hp,
                 loss_static, config.update_epochs, config.num_minibatches, num_grad_chunks,
+                reference_params=state.reference_params,
             )
 
         # 5. Metrics of this update (scalars).
@@ -285,6 +332,7 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
             reward_scaler=reward_scaler,
             rng=draws.next_key,
             update_step=state.update_step + 1,
+            reference_params=state.reference_params,
         )
         return new_state, metrics
 
@@ -294,14 +342,20 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
         hp = config.hyperparams() if hp is None else hp
         return jax.lax.scan(lambda s, _: update(s, hp), state, None, length=num_updates)
 
-    def train(rng: jax.Array, hparams: HyperParams | None = None) -> TrainResult:
+    def train(
+        rng: jax.Array,
+        hparams: HyperParams | None = None,
+        params: Any = None,
+        obs_norm: RunningMeanStd | None = None,
+    ) -> TrainResult:
         hp = config.hyperparams() if hparams is None else hparams
-        state, metrics = run_updates(init(rng, hp), config.num_updates, hp)
+        state, metrics = run_updates(init(rng, hp, params, obs_norm), config.num_updates, hp)
         return TrainResult(train_state=state, metrics=metrics)
 
     train.init = init
     train.update = update
     train.run_updates = run_updates
+    train.random_params = random_params
     train.config = config
     train.network = network
     train.env_spec = spec

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from typing import Any, Callable
 
 import chex
@@ -164,6 +166,7 @@ def minibatch_gradient(
     hp,
     static: LossStatic,
     num_chunks: int = 1,
+    reference_params: Any = None,
 ) -> tuple[Any, dict[str, jax.Array]]:
     """Gradient of `ppo_loss` over ``minibatch`` (n samples), and its diagnostics.
 
@@ -179,10 +182,13 @@ def minibatch_gradient(
     whose activations fit in the caches make a large minibatch's gradient
     ~30% cheaper (benchmarks/NOTES.md); on GPU one pass is better.
 
+    ``reference_params``, if given, are those of the fixed reference policy
+    of the loss's KL term (in the form ``apply_fn`` takes).
+
     Returns:
         ``(grads, diagnostics)``, each diagnostic the minibatch mean.
     """
-    grad_fn = jax.grad(ppo_loss, has_aux=True)
+    grad_fn = functools.partial(jax.grad(ppo_loss, has_aux=True), reference_params=reference_params)
     if num_chunks == 1:
         return grad_fn(params, apply_fn, minibatch, hp, static)
     size = minibatch.advantages.shape[0]
@@ -218,6 +224,7 @@ def ppo_update(
     update_epochs: int,
     num_minibatches: int,
     num_chunks: int = 1,
+    reference_params: Any = None,
 ) -> tuple[Any, optax.OptState, dict[str, jax.Array]]:
     """Run ``update_epochs`` epochs over ``batch``, reshuffled every epoch.
 
@@ -229,6 +236,8 @@ def ppo_update(
             the rest of an update's randomness, in one call).
         hp, static: see `purejaxppo.losses.ppo_loss`.
         num_chunks: chunks per minibatch gradient (`minibatch_gradient`).
+        reference_params: parameters of a fixed reference policy (a pytree
+            like ``params``) for the loss's KL term, or None.
 
     Returns:
         ``(params, opt_state, diagnostics)``; ``opt_state`` is the state of
@@ -243,12 +252,13 @@ def ppo_update(
     # (the same maths; -12% per gradient step on CPU, benchmarks/NOTES.md).
     flat_params, unravel = ravel_pytree(params)
     flat_apply = lambda flat, obs: apply_fn(unravel(flat), obs)
+    flat_reference = None if reference_params is None else ravel_pytree(reference_params)[0]
 
     def minibatch_step(carry, indices):
         params, opt_state = carry
         minibatch = take_minibatch(batch, indices)
         grads, diagnostics = minibatch_gradient(
-            params, flat_apply, minibatch, hp, static, num_chunks
+            params, flat_apply, minibatch, hp, static, num_chunks, flat_reference
         )
         diagnostics["grad_norm"] = _global_norm(grads)
         updates, opt_state = tx.update(grads, opt_state, params)

@@ -184,3 +184,19 @@ def test_config_json_round_trip():
                        hidden_sizes=(32, 32), grad_chunk_size=None, normalize_obs=True)
     assert config_from_json(config_to_json(config)) == config
 
+
+def test_a_fine_tuning_run_keeps_its_reference_policy(tmp_path):
+    """reference_kl: the reference parameters are part of the state, so a
+    resumed fine-tuning run penalises the KL to the same policy."""
+    config = CONFIG.replace(reference_kl=True, reference_kl_coef=0.5, total_timesteps=4 * 16 * 4)
+    train = make_train(config)
+    key = jax.random.PRNGKey(3)
+    pretrained = train.random_params(jax.random.PRNGKey(9))
+    whole = train_with_checkpoints(train, key, tmp_path / "whole", every=4, params=pretrained)
+    with pytest.raises(Interrupted):
+        train_with_checkpoints(train, key, tmp_path / "cut", every=2, params=pretrained, callback=stop_after(2))
+    resumed = train_with_checkpoints(train, key, tmp_path / "cut", every=2)  # no params needed now
+    assert resumed.resumed_from == 2
+    assert_trees_equal(resumed.result, whole.result)
+    assert_trees_equal(restore_checkpoint(tmp_path / "cut").state.reference_params, pretrained)
+    assert "reference_kl" in resumed.result.metrics

@@ -117,6 +117,13 @@ def test_enable_compilation_cache_rejects_bad_values(tmp_path, kwargs, match):
         enable_compilation_cache(tmp_path, **kwargs)
 
 
+def test_cli_refuses_reference_kl_it_cannot_serve(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--reference-kl", "--reference-kl-coef", "0.1", "--total-timesteps", "512"])
+    assert exit_info.value.code == 2
+    assert "reference_kl=True fine-tunes given parameters" in capsys.readouterr().err
+
+
 def test_cli_reports_bad_config(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--env", "CartPol"])

@@ -3,6 +3,7 @@
 import re
 
 import jax
+import numpy as np
 import pytest
 
 from purejaxppo import PPOConfig, make_train
@@ -52,6 +53,16 @@ def test_one_sample_minibatches_with_advantage_normalisation():
         PPOConfig(num_envs=1, num_steps=64, num_minibatches=64)
     assert PPOConfig(num_envs=1, num_steps=64, num_minibatches=64, norm_adv=False).minibatch_size == 1
     assert PPOConfig(num_envs=1, num_steps=64, num_minibatches=32).minibatch_size == 2
+
+
+def test_reference_kl_and_its_coefficient_go_together():
+    with pytest.raises(ValueError, match=r"reference_kl=True with reference_kl_coef=0.0.*allowed: reference_kl_coef > 0"):
+        PPOConfig(reference_kl=True)
+    with pytest.raises(ValueError, match=r"reference_kl_coef=0.1 has no effect with reference_kl=False"):
+        PPOConfig(reference_kl_coef=0.1)
+    with pytest.raises(ValueError, match=r"reference_kl_coef must be finite and in \[0, inf\), got -1.0"):
+        PPOConfig(reference_kl=True, reference_kl_coef=-1.0)
+    assert PPOConfig(reference_kl=True, reference_kl_coef=0.1).hyperparams().reference_kl_coef == np.float32(0.1)
 
 
 def test_kl_penalty_needs_a_positive_coefficient():
@@ -161,7 +172,7 @@ def test_make_train_rejects_non_config():
 def test_hyperparams_are_a_traced_pytree():
     hp = PPOConfig(lr=1e-3).hyperparams()
     leaves = jax.tree.leaves(hp)
-    assert len(leaves) == 10 and all(x.shape == () for x in leaves)
+    assert len(leaves) == 11 and all(x.shape == () for x in leaves)
     assert float(hp.lr) == pytest.approx(1e-3)
 
 

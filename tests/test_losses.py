@@ -184,7 +184,7 @@ def test_ppo_loss_diagnostics_count_saturated_samples():
 
 def test_reference_policy_kl_penalty():
     static = LossStatic(norm_adv=True, clip_vloss=False, policy_objective="clip")
-    hp = PPOConfig(kl_coef=0.7).hyperparams()
+    hp = PPOConfig(reference_kl=True, reference_kl_coef=0.7).hyperparams()
     batch = _batch(jax.random.PRNGKey(0))
     params = {"w": jax.random.normal(jax.random.PRNGKey(1), (3, 4)), "v": jnp.zeros((3,))}
     base, _ = ppo_loss(params, _linear_apply, batch, hp, static)

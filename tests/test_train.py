@@ -129,6 +129,57 @@ def test_variant_objectives_train(tiny_config, objective):
     assert np.isfinite(res.metrics["policy_loss"]).all()
 
 
+@pytest.fixture(scope="module")
+def pretrained():
+    """A briefly trained CartPole policy and its observation statistics."""
+    config = PPOConfig(total_timesteps=4 * 32 * 6, num_steps=32, update_epochs=2, num_minibatches=2,
+                       hidden_sizes=(16,), normalize_obs=True)
+    state = jax.jit(make_train(config))(jax.random.PRNGKey(7)).train_state
+    return config, state.params, state.obs_norm
+
+
+def test_training_starts_from_given_params(pretrained):
+    config, params, obs_norm = pretrained
+    train = make_train(config)
+    state = jax.jit(train.init)(jax.random.PRNGKey(0), None, params, obs_norm)
+    for got, given in zip(jax.tree.leaves((state.params, state.obs_norm)), jax.tree.leaves((params, obs_norm))):
+        np.testing.assert_array_equal(got, given)
+    assert state.reference_params is None  # kept only with reference_kl
+    fresh = jax.jit(train.init)(jax.random.PRNGKey(0))
+    assert not np.array_equal(fresh.params["params"]["policy_head"]["kernel"],
+                              params["params"]["policy_head"]["kernel"])
+    # Parameters of another network are refused before anything runs.
+    other = make_train(config.replace(hidden_sizes=(32,)))
+    with pytest.raises(ValueError, match="params do not fit this config's network for CartPole-v1"):
+        other.init(jax.random.PRNGKey(0), params=params)
+    with pytest.raises(ValueError, match="obs_norm do not fit"):
+        make_train(config.replace(env_name="Acrobot-v1")).init(jax.random.PRNGKey(0), obs_norm=obs_norm)
+
+
+def test_reference_kl_holds_the_policy_near_the_one_it_started_from(pretrained):
+    """Fine-tuning with reference_kl: the reference stays the given policy, the
+    penalty's KL is reported, and a larger coefficient keeps the policy
+    closer to it (the KL at the end is measured independently, over states
+    the final policy visits)."""
+    config, params, obs_norm = pretrained
+    finals = {}
+    for coef in (1e-4, 3.0):
+        tuned = config.replace(reference_kl=True, reference_kl_coef=coef, total_timesteps=4 * 32 * 8, lr=1e-3)
+        train = make_train(tuned)
+        result = jax.jit(train)(jax.random.PRNGKey(1), None, params, obs_norm)
+        for got, given in zip(jax.tree.leaves(result.train_state.reference_params), jax.tree.leaves(params)):
+            np.testing.assert_array_equal(got, given)
+        kl = np.asarray(result.metrics["reference_kl"])
+        assert kl.shape == (tuned.num_updates,) and (kl >= 0).all() and kl[-1] > 0
+        obs = result.train_state.obs_norm.normalize(result.train_state.env.obs, tuned.obs_clip)
+        ref_dist, _ = train.network.apply(params, obs)
+        dist, _ = train.network.apply(result.train_state.params, obs)
+        finals[coef] = float(jnp.mean(ref_dist.kl(dist)))
+    assert finals[3.0] < 0.5 * finals[1e-4], finals
+    with pytest.raises(ValueError, match=r"reference_kl=True .* train\(rng, params=\.\.\.\)"):
+        make_train(config.replace(reference_kl=True, reference_kl_coef=0.1)).init(jax.random.PRNGKey(0))
+
+
 def test_init_starts_envs_in_independent_gymnax_reset_states():
     """`init` takes its envs' start states from the draw an update makes (the
     reset states of a first step): gymnax's CartPole reset law, U(-0.05, 0.05)
