@@ -4,6 +4,10 @@
 import os
 from pathlib import Path
 
+# The suite runs in two worker processes (pytest-xdist, pyproject.toml): on a
+# GPU, each must not take most of its memory up front, as JAX does by default.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
 import purejaxppo  # noqa: F401  (must come before any jax computation)
 import pytest
 

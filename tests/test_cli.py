@@ -100,8 +100,11 @@ def test_cli_cpu_threads_errors(capsys, monkeypatch):
         main(["--cpu-threads", "0"])
     assert exc.value.code == 2
     assert "cpu_threads='0' is not allowed" in capsys.readouterr().err
-    # This test process's backend runs its default pool: an explicit other
+    # Once this process's backend runs (its default pool), an explicit other
     # count cannot be applied any more, and says why.
+    import jax
+
+    jax.devices()  # start the backend, whichever tests ran before in this process
     with pytest.raises(SystemExit) as exc:
         main(["--cpu-threads", "5", "--total-timesteps", "512"])
     assert exc.value.code == 2
