@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import operator
 import time
 import weakref
 from pathlib import Path
@@ -45,6 +47,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from purejaxppo.config import HYPERPARAM_FIELDS, HyperParams, PPOConfig
+from purejaxppo.normalization import RunningMeanStd
 from purejaxppo.train import TrainResult, TrainState, make_train
 
 FORMAT = 1  # bumped when what a checkpoint holds changes
@@ -66,6 +69,8 @@ class Checkpoint:
         updates_done: updates the state has had.
         rng: the PRNG key (or keys) the run started from.
         config: the run's `PPOConfig`.
+        start: fingerprints (SHA-256) of the ``params`` and ``obs_norm`` the
+            run was started from, None for each it was not given.
     """
 
     state: TrainState
@@ -74,6 +79,7 @@ class Checkpoint:
     updates_done: int
     rng: jax.Array
     config: PPOConfig
+    start: dict[str, str | None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +106,8 @@ class CheckpointedRun:
 def _jsonable(value: Any) -> Any:
     if isinstance(value, (tuple, list)):
         return [_jsonable(v) for v in value]
+    if isinstance(value, (np.generic, np.ndarray, jax.Array)) and np.ndim(value) == 0:
+        value = np.asarray(value).item()  # e.g. np.int32(100) in env_params
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return repr(value)
@@ -116,6 +124,18 @@ def config_from_json(fields: dict[str, Any]) -> PPOConfig:
         return tuple(untuple(x) for x in v) if isinstance(v, list) else v
 
     return PPOConfig(**{name: untuple(value) for name, value in fields.items()})
+
+
+def _fingerprint(tree: Any) -> str | None:
+    """A SHA-256 of ``tree``'s structure, shapes, dtypes and bytes (None for None)."""
+    if tree is None:
+        return None
+    digest = hashlib.sha256(str(jax.tree.structure(tree)).encode())
+    for leaf in jax.tree.leaves(tree):
+        leaf = np.asarray(leaf)
+        digest.update(f"{leaf.shape}{leaf.dtype}".encode())
+        digest.update(np.ascontiguousarray(leaf).tobytes())
+    return digest.hexdigest()
 
 
 def _is_key(x) -> bool:
@@ -155,8 +175,9 @@ def _abstract_state(config: PPOConfig, key_info: dict[str, Any]):
     key like ``key_info``'s, typed keys as their data."""
     train = make_train(config)
     key = _key_from_info(key_info)
-    if config.reference_kl:  # the reference policy: parameters like a random draw's
-        init = lambda k: train.init(k, params=train.random_params(k))
+    if config.reference_kl:  # the reference policy: parameters (and statistics) like fresh ones
+        obs_norm = RunningMeanStd.create(train.env_spec.obs_shape) if config.normalize_obs else None
+        init = lambda k: train.init(k, params=train.random_params(k), obs_norm=obs_norm)
     else:
         init = train.init
     for _ in _batch_shape(key):
@@ -186,6 +207,7 @@ def save_checkpoint(
     hparams: HyperParams,
     rng: jax.Array,
     *,
+    start: dict[str, str | None] | None = None,
     max_to_keep: int | None = 2,
     manager: ocp.CheckpointManager | None = None,
 ) -> int:
@@ -196,12 +218,23 @@ def save_checkpoint(
     (leading batch axes, then updates); ``rng`` the key or keys the run
     started from. With a ``manager`` (an open orbax `CheckpointManager`) the
     write is asynchronous: call ``manager.wait_until_finished()`` before
-    reading it. Without one, this waits for the write.
+    reading it. Without one, this waits for the write. ``start`` records
+    what the run started from (`train_with_checkpoints` passes fingerprints
+    of given ``params`` and ``obs_norm``).
     """
     steps = np.unique(np.asarray(state.update_step))
     if steps.size != 1:
         raise ValueError(f"state.update_step differs across the batch: {steps.tolist()}")
     step = int(steps[0])
+    batch = tuple(np.shape(state.update_step))
+    if batch != _batch_shape(rng):
+        raise ValueError(
+            f"the state's batch axes {batch} are not the key's {_batch_shape(rng)}: pass the key "
+            "each run started from, broadcast to the batch (for a sweep over hyperparameters "
+            "with one key, jnp.broadcast_to(key, batch + key.shape))"
+        )
+    if not metrics:
+        raise ValueError("metrics must hold the metrics of the updates so far (at least one update)")
     metrics = {name: np.asarray(value) for name, value in metrics.items()}
     record = {
         "format": FORMAT,
@@ -210,6 +243,7 @@ def save_checkpoint(
         "updates_done": step,
         "metrics": {name: [list(v.shape), str(v.dtype)] for name, v in metrics.items()},
         "hparams": {name: list(np.shape(getattr(hparams, name))) for name in HYPERPARAM_FIELDS},
+        "start": start or {"params": None, "obs_norm": None},
     }
     for name, value in metrics.items():
         if value.shape[-1:] != (step,):
@@ -236,6 +270,7 @@ def restore_checkpoint(
     *,
     step: int | None = None,
     sharding: jax.sharding.Sharding | None = None,
+    rng: jax.Array | None = None,
 ) -> Checkpoint:
     """Read the checkpoint of update ``step`` (default: the latest) back.
 
@@ -248,10 +283,12 @@ def restore_checkpoint(
         sharding: where to put the state's arrays (e.g.
             `purejaxppo.devices.seed_sharding` for seeds over devices); by
             default on JAX's first device.
+        rng: if given, the key (or keys) the run must have started from;
+            checked, like ``config``, before any array is read.
 
     Raises:
         FileNotFoundError: ``directory`` holds no such checkpoint.
-        ValueError: the checkpoint is of another format or another config.
+        ValueError: the checkpoint is of another format, config or key.
     """
     if not Path(directory).is_dir():
         raise FileNotFoundError(f"no checkpoint directory {directory}")
@@ -268,8 +305,11 @@ def restore_checkpoint(
             raise ValueError(f"checkpoint {directory}/{step} has format {record.get('format')!r}; "
                              f"this version of purejaxppo reads format {FORMAT}")
         saved_config = config_from_json(record["config"])
+        where = f"checkpoint {directory}/{step}"
         if config is not None:
-            check_same_config(saved_config, config, f"checkpoint {directory}/{step}")
+            check_same_config(saved_config, config, where)
+        if rng is not None:
+            _check_same_key(record["rng"], rng, where)
         data_state, state_like = _abstract_state(saved_config, record["rng"])
         sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
         target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), data_state)
@@ -296,6 +336,7 @@ def restore_checkpoint(
         updates_done=int(record["updates_done"]),
         rng=key,
         config=saved_config,
+        start=record["start"],
     )
 
 
@@ -309,17 +350,33 @@ def check_same_config(saved: PPOConfig, given: PPOConfig, where: str) -> None:
                          "saved config, or write to another directory")
 
 
-def _check_same_run(record_rng: jax.Array, rng: jax.Array, saved_hp: HyperParams,
-                    hp: HyperParams, where: str) -> None:
-    if _key_info(record_rng) != _key_info(rng):
-        raise ValueError(f"{where} holds a run started from another key "
-                         f"({_key_info(record_rng)['data']} against {_key_info(rng)['data']}); "
-                         "resume with the run's own key, or write to another directory")
+def _check_same_key(saved: dict[str, Any], rng: jax.Array, where: str) -> None:
+    given = _key_info(rng)
+    if saved != given:
+        describe = lambda info: (f"{'typed ' + info['impl'] if info['typed'] else 'raw'} key(s) of shape "
+                                 f"{tuple(info['shape'])}: {info['data'][:8]}{' ...' if len(info['data']) > 8 else ''}")
+        raise ValueError(f"{where} holds a run started from another key ({describe(saved)}; given "
+                         f"{describe(given)}); resume with the run's own key, or write to another "
+                         "directory")
+
+
+def _check_same_hparams(saved_hp: HyperParams, hp: HyperParams, where: str) -> None:
     for name in HYPERPARAM_FIELDS:
         saved, given = np.asarray(getattr(saved_hp, name)), np.asarray(getattr(hp, name), np.float32)
         if saved.shape != given.shape or not np.array_equal(saved, given):
             raise ValueError(f"{where} holds a run with hparams.{name} = {saved.tolist()}; "
                              f"given {given.tolist()}. Resume with the run's own hyperparameters")
+
+
+def _positive_int(name: str, value: Any, what: str) -> int:
+    """``value`` as an int >= 1 (NumPy ints too), else a `ValueError` naming it."""
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or number < 1:
+        raise ValueError(f"{name} must be an int >= 1 ({what}), got {value!r}")
+    return number
 
 
 def _hparams_axes(hp: HyperParams, batch_ndim: int) -> HyperParams:
@@ -328,7 +385,9 @@ def _hparams_axes(hp: HyperParams, batch_ndim: int) -> HyperParams:
         nd = np.ndim(x)
         if nd not in (0, batch_ndim):
             raise ValueError(f"hparams leaves must be scalars or carry the keys' batch axes "
-                             f"({batch_ndim}); got a leaf of shape {np.shape(x)}")
+                             f"({batch_ndim}); got a leaf of shape {np.shape(x)}. For a sweep from "
+                             "one key, pass the key broadcast to the sweep: "
+                             "jnp.broadcast_to(key, batch + key.shape)")
         return 0 if nd else None
     return jax.tree.map(axis, hp)
 
@@ -383,8 +442,7 @@ def train_with_checkpoints(
         every update, the restored ones included) and timings.
     """
     config: PPOConfig = train.config
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ValueError(f"every must be an int >= 1 (updates between checkpoints), got {every!r}")
+    every = _positive_int("every", every, "updates between checkpoints")
     if max_to_keep is not None and (isinstance(max_to_keep, bool) or not isinstance(max_to_keep, int)
                                     or max_to_keep < 1):
         raise ValueError(f"max_to_keep must be None or an int >= 1, got {max_to_keep!r}")
@@ -392,10 +450,11 @@ def train_with_checkpoints(
     batch_ndim = len(_batch_shape(rng))
     hp = config.hyperparams() if hparams is None else hparams
     hp_axes = _hparams_axes(hp, batch_ndim)
+    started_from = {"params": _fingerprint(params), "obs_norm": _fingerprint(obs_norm)}
     where = f"checkpoint directory {directory}"
     sharding = getattr(rng, "sharding", None)
     if not isinstance(sharding, (jax.sharding.NamedSharding, jax.sharding.SingleDeviceSharding)):
-        sharding = None
+        sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
 
     compile_s = run_s = save_s = 0.0
 
@@ -423,12 +482,25 @@ def train_with_checkpoints(
 
     resumed_from = latest_step(directory)
     if resumed_from is not None:
-        ckpt = restore_checkpoint(directory, config, sharding=sharding)
-        _check_same_run(ckpt.rng, rng, ckpt.hparams, hp, where)
+        ckpt = restore_checkpoint(directory, config, sharding=sharding, rng=rng)
+        _check_same_hparams(ckpt.hparams, hp, where)
+        for name, given in started_from.items():  # what was passed must be what the run started from
+            if given is not None and given != ckpt.start[name]:
+                raise ValueError(
+                    f"{where} holds a run started from "
+                    f"{'other ' + name if ckpt.start[name] else 'no given ' + name + ' (a fresh start)'}"
+                    f"; the {name} given now differ. Resume without passing {name} (the state holds "
+                    "them), or write to another directory"
+                )
         state, done, so_far = ckpt.state, ckpt.updates_done, ckpt.metrics
     else:
-        init = lambda: _vmapped(train.init, batch_ndim, (0, hp_axes, None, None))
+        # Strong types, as a restored state has: the chunk programs then see
+        # the same argument types (and hit the compilation cache) either way.
+        init = lambda: _vmapped(lambda *a: _strong_types(train.init(*a)), batch_ndim, (0, hp_axes, None, None))
         state = timed(compiled("init", init, rng, hp, params, obs_norm), rng, hp, params, obs_norm)
+        # Placed as a restored state is (committed to ``sharding``): the chunk
+        # programs lower the same for a fresh and a resumed run.
+        state = jax.device_put(state, sharding)
         done, so_far = 0, None
 
     with _manager(directory, max_to_keep) as manager:
@@ -436,10 +508,12 @@ def train_with_checkpoints(
             n = min(every, config.num_updates - done)
             chunk = lambda: _vmapped(functools.partial(_run_chunk, train, n), batch_ndim, (0, hp_axes))
             state, metrics = timed(compiled(("updates", n), chunk, state, hp), state, hp)
+            state = jax.device_put(state, sharding)  # as placed as a restored one (see above)
             so_far = _append(so_far, metrics)
             done += n
             start = time.perf_counter()
-            save_checkpoint(directory, config, state, so_far, hp, rng, manager=manager)
+            save_checkpoint(directory, config, state, so_far, hp, rng, start=started_from,
+                            manager=manager)
             save_s += time.perf_counter() - start
             if callback is not None:
                 callback(done, {name: so_far[name][..., -n:] for name in so_far})
@@ -457,6 +531,11 @@ def train_with_checkpoints(
     )
 
 
+def _strong_types(tree):
+    """``tree`` with no weakly typed leaf (e.g. gymnax's ``time = 0``)."""
+    return jax.tree.map(lambda x: x if _is_key(x) else x.astype(x.dtype), tree)
+
+
 def _run_chunk(train, num_updates: int, state: TrainState, hp: HyperParams):
     return train.run_updates(state, num_updates, hp)
 
@@ -466,5 +545,8 @@ def _append(so_far: dict[str, np.ndarray] | None, chunk: dict[str, Any]) -> dict
     chunk = {name: np.asarray(value) for name, value in chunk.items()}
     if so_far is None:
         return chunk
+    if set(so_far) != set(chunk):
+        raise ValueError(f"the checkpoint's metrics {sorted(so_far)} are not the ones this run "
+                         f"computes {sorted(chunk)}")
     return {name: np.concatenate([so_far[name], chunk[name]], axis=-1) for name in so_far}
 

@@ -147,7 +147,9 @@ class PPOConfig:
             KL(pi_ref || pi)`` to the loss, pi_ref being the fixed policy of
             the parameters the run starts from, which ``train(rng,
             params=...)`` must then be given (the KL is exact, a mean over
-            the minibatch's states; metric ``reference_kl``).
+            the minibatch's states; metric ``reference_kl``). With
+            ``normalize_obs`` the given ``obs_norm`` is required too, and the
+            statistics stay as given, so that pi_ref stays the given policy.
         normalize_reward: divide rewards by the running standard deviation
             of the discounted return (per env, over all envs), updated with
             each rollout before its advantages are computed. Episode returns

@@ -233,6 +233,12 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
                 "reference_kl=True fine-tunes a given policy and keeps it as the reference: "
                 "pass its parameters, train(rng, params=...) (or train.init(rng, params=...))"
             )
+        if config.reference_kl and config.normalize_obs and obs_norm is None:
+            raise ValueError(
+                "reference_kl=True with normalize_obs=True: the reference policy acts on "
+                "observations normalised by its own run's statistics; pass them, "
+                "train(rng, params=..., obs_norm=...)"
+            )
         # The same draw as an update's. The envs start in the reset states it
         # holds for the first step (gymnax's reset, as `VecEnv.reset` makes),
         # the network comes from its spare key.
@@ -278,8 +284,11 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
                 state.params, vec_env, state.env, draws.rollout, T,
             )
         obs_norm, reward_scaler = state.obs_norm, state.reward_scaler
+        if config.normalize_obs and not config.reference_kl:
+            # Raw obs; used from the next rollout. With a reference policy the
+            # given statistics stay fixed, so that pi_ref stays the policy given.
+            obs_norm = obs_norm.update(traj.obs)
         if config.normalize_obs:
-            obs_norm = obs_norm.update(traj.obs)  # raw obs; used from the next rollout
             traj = traj.replace(obs=normalize(traj.obs), final_obs=normalize(traj.final_obs))
         rewards = traj.rewards
         if config.normalize_reward:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from purejaxppo import METRIC_NAMES, PPOConfig, make_train
+from purejaxppo.normalization import RunningMeanStd
 from purejaxppo.checkpoint import (
     config_from_json,
     config_to_json,
@@ -180,9 +181,23 @@ def test_bad_arguments_are_named(train, tmp_path):
 
 
 def test_config_json_round_trip():
-    config = PPOConfig(env_name="Pendulum-v1", env_params={"max_steps_in_episode": 100},
+    config = PPOConfig(env_name="Pendulum-v1", env_params={"max_steps_in_episode": np.int32(100)},
                        hidden_sizes=(32, 32), grad_chunk_size=None, normalize_obs=True)
-    assert config_from_json(config_to_json(config)) == config
+    back = config_from_json(config_to_json(config))
+    assert back == config and back.env_params == (("max_steps_in_episode", 100),)
+    assert type(back.env_params[0][1]) is int
+
+
+def test_what_a_checkpoint_cannot_hold_is_refused_when_saved(train, tmp_path):
+    key = jax.random.PRNGKey(0)
+    state = jax.jit(train.init)(key)
+    with pytest.raises(ValueError, match="at least one update"):
+        save_checkpoint(tmp_path, CONFIG, state, {}, CONFIG.hyperparams(), key)
+    # A sweep from one key: its state is batched, the key is not.
+    swept = jax.tree.map(lambda x: jnp.stack([x, x]), state)
+    with pytest.raises(ValueError, match=r"batch axes \(2,\) are not the key's \(\).*broadcast_to"):
+        save_checkpoint(tmp_path, CONFIG, swept, {"loss": np.zeros((2, 0))}, CONFIG.hyperparams(), key)
+    assert latest_step(tmp_path) is None
 
 
 def test_a_fine_tuning_run_keeps_its_reference_policy(tmp_path):
@@ -192,10 +207,15 @@ def test_a_fine_tuning_run_keeps_its_reference_policy(tmp_path):
     train = make_train(config)
     key = jax.random.PRNGKey(3)
     pretrained = train.random_params(jax.random.PRNGKey(9))
-    whole = train_with_checkpoints(train, key, tmp_path / "whole", every=4, params=pretrained)
+    stats = RunningMeanStd.create((4,)).replace(count=jnp.float32(100.0))
+    whole = train_with_checkpoints(train, key, tmp_path / "whole", every=4, params=pretrained, obs_norm=stats)
     with pytest.raises(Interrupted):
-        train_with_checkpoints(train, key, tmp_path / "cut", every=2, params=pretrained, callback=stop_after(2))
-    resumed = train_with_checkpoints(train, key, tmp_path / "cut", every=2)  # no params needed now
+        train_with_checkpoints(train, key, tmp_path / "cut", every=2, params=pretrained, obs_norm=stats,
+                               callback=stop_after(2))
+    other = train.random_params(jax.random.PRNGKey(10))
+    with pytest.raises(ValueError, match="started from other params"):
+        train_with_checkpoints(train, key, tmp_path / "cut", every=2, params=other)
+    resumed = train_with_checkpoints(train, key, tmp_path / "cut", every=np.int64(2))  # no params needed now
     assert resumed.resumed_from == 2
     assert_trees_equal(resumed.result, whole.result)
     assert_trees_equal(restore_checkpoint(tmp_path / "cut").state.reference_params, pretrained)

@@ -167,7 +167,10 @@ def test_reference_kl_holds_the_policy_near_the_one_it_started_from(pretrained):
         tuned = config.replace(reference_kl=True, reference_kl_coef=coef, total_timesteps=4 * 32 * 8, lr=1e-3)
         train = make_train(tuned)
         result = jax.jit(train)(jax.random.PRNGKey(1), None, params, obs_norm)
-        for got, given in zip(jax.tree.leaves(result.train_state.reference_params), jax.tree.leaves(params)):
+        # The reference stays the given policy: its parameters, and the
+        # observation statistics it acts through.
+        for got, given in zip(jax.tree.leaves((result.train_state.reference_params, result.train_state.obs_norm)),
+                              jax.tree.leaves((params, obs_norm))):
             np.testing.assert_array_equal(got, given)
         kl = np.asarray(result.metrics["reference_kl"])
         assert kl.shape == (tuned.num_updates,) and (kl >= 0).all() and kl[-1] > 0
@@ -176,8 +179,11 @@ def test_reference_kl_holds_the_policy_near_the_one_it_started_from(pretrained):
         dist, _ = train.network.apply(result.train_state.params, obs)
         finals[coef] = float(jnp.mean(ref_dist.kl(dist)))
     assert finals[3.0] < 0.5 * finals[1e-4], finals
+    tuned = make_train(config.replace(reference_kl=True, reference_kl_coef=0.1))
     with pytest.raises(ValueError, match=r"reference_kl=True .* train\(rng, params=\.\.\.\)"):
-        make_train(config.replace(reference_kl=True, reference_kl_coef=0.1)).init(jax.random.PRNGKey(0))
+        tuned.init(jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match=r"normalize_obs=True.*obs_norm=\.\.\."):
+        tuned.init(jax.random.PRNGKey(0), params=params)
 
 
 def test_init_starts_envs_in_independent_gymnax_reset_states():
