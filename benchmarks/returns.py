@@ -46,7 +46,6 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import re
 import shlex
 import subprocess
@@ -456,6 +455,13 @@ def write_results(rows: dict, out_dir: Path, stem: str, meta: dict) -> None:
         plot_curves(rows, out_dir, stem, meta["device"])
 
 
+def _machine_name() -> str:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from throughput import machine_name
+
+    return machine_name()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", metavar="NAME",
@@ -516,7 +522,7 @@ def main() -> None:
             "backend": row["backend"],
             "device_kind": row["device_kind"],
             "jax": row["jax"],
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            "machine": _machine_name(),
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "quick": args.quick,
         }

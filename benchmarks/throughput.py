@@ -390,6 +390,30 @@ def _source_revision() -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
+def machine_name() -> str:
+    """The host: its CPU model (Linux's ``/proc/cpuinfo``, else ``platform``),
+    whether it has AVX-512, and its core count.
+
+    This project's machines change CPU between sessions (an Intel part without
+    AVX-512, an AMD EPYC with it), and CPU timings are only comparable on one
+    model, so each results file names it.
+    """
+    model, flags = "", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and not model:
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine()
+    isa = ", AVX-512" if "avx512f" in flags else (", AVX2" if "avx2" in flags else "")
+    return f"{model} ({platform.machine()}{isa}), {os.cpu_count()} cores"
+
+
 def run_meta(script: str) -> dict:
     """What a results file records of its run: device, software, machine,
     XLA flags, the command line, the date and the commit measured."""
@@ -399,7 +423,7 @@ def run_meta(script: str) -> dict:
         "device": device_name(),
         "backend": jax.default_backend(),
         "jax": jax.__version__,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine_name(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "command": "python " + " ".join([script, *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%d"),

@@ -42,6 +42,13 @@ def test_throughput_benchmark_smoke(tmp_path):
     assert "compile s (warm cache)" in md
     assert f"which imports gymnax; median of 2): {startup['startup_s']:.2f} s;" in md
     assert f"at commit {data['meta']['commit'] or 'unknown'}" in md
+    # The results name the CPU they were timed on (the project's machines change between sessions).
+    machine = data["meta"]["machine"]
+    assert machine.endswith(f", {os.cpu_count()} cores") and md.splitlines()[2].startswith(machine)
+    if Path("/proc/cpuinfo").exists():
+        models = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")]
+        assert not models or machine.startswith(models[0] + " (")
 
 
 def _load_benchmark(name):
