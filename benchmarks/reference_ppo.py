@@ -222,7 +222,19 @@ def make_train(config: ReferenceConfig):
 
 
 def final_return(metrics) -> jax.Array:
-    """Mean return of the episodes that ended in the last update (NaN if none)."""
-    done = metrics["returned_episode"][-1]
-    returns = metrics["returned_episode_returns"][-1]
-    return jnp.sum(jnp.where(done, returns, 0.0)) / jnp.sum(done)
+    """What purejaxppo's ``episode_return`` reports at the end of training:
+    the mean over envs of each env's most recently finished episode's return.
+
+    Envs that never finished an episode are left out (NaN if none did). The
+    last update alone is not enough: with 4 envs x 128 steps and episodes of
+    500 steps, often no episode ends in it.
+    """
+    done = metrics["returned_episode"]  # (num_updates, num_steps, num_envs)
+    returns = metrics["returned_episode_returns"]
+    done = done.reshape(-1, done.shape[-1])
+    returns = returns.reshape(-1, returns.shape[-1])
+    steps = jnp.arange(done.shape[0])[:, None]
+    last = jnp.max(jnp.where(done, steps, -1), axis=0)  # per env: the last step an episode ended
+    finished = last >= 0
+    last_return = returns[jnp.maximum(last, 0), jnp.arange(done.shape[-1])]
+    return jnp.sum(jnp.where(finished, last_return, 0.0)) / jnp.sum(finished)

@@ -173,6 +173,29 @@ def test_reference_uses_purejaxppo_defaults():
     assert reference.ReferenceConfig().minibatch_size == ours.minibatch_size
 
 
+def test_reference_final_return_is_each_envs_last_finished_episode():
+    """The reference's final return means what purejaxppo's episode_return
+    means: each env's most recently finished episode, envs that never finished
+    left out, even when no episode ends in the last update."""
+    import numpy as np
+
+    reference = _load_benchmark("reference_ppo")
+    rng = np.random.default_rng(0)
+    done = rng.random((3, 5, 4)) < 0.2  # (updates, steps, envs)
+    done[:, :, 3] = False  # env 3 never finishes
+    done[-1] = False  # nothing ends in the last update
+    done[0, 0, :3] = True  # the others all finish at least once
+    returns = rng.normal(size=done.shape).astype(np.float32)
+    expected = []
+    for env in range(3):
+        flat_done, flat_returns = done[..., env].reshape(-1), returns[..., env].reshape(-1)
+        expected.append(flat_returns[np.flatnonzero(flat_done)[-1]])
+    got = reference.final_return({"returned_episode": done, "returned_episode_returns": returns})
+    np.testing.assert_allclose(float(got), np.mean(expected), rtol=1e-6)
+    never = reference.final_return({"returned_episode": np.zeros_like(done), "returned_episode_returns": returns})
+    assert np.isnan(float(never))
+
+
 def test_versus_reference_smoke(tmp_path):
     import math
 
