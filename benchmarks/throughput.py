@@ -31,6 +31,11 @@ a fresh process, the median of ``--compile-repeats`` processes; and the same
 with gymnax's plotting imports loaded first, as ``import gymnax`` loads them
 (what `purejaxppo.envs.import_gymnax` defers).
 
+Every process of a run compiles with the vector width `purejaxppo.cpu_vectors`
+picks for the CPU, as the CLI applies it (``--cpu-vector-width``), and each
+case on the CPU pool and devices the CLI would pick for it (``--cpu-threads``,
+``--cpu-devices``).
+
 Writes ``benchmarks/results/throughput-<device>.json``, a markdown table
 ``throughput-<device>.md`` and ``throughput-<device>.png`` (steps/s against
 num_envs and against seeds).
@@ -114,6 +119,23 @@ def cpu_threads_arg(value: str) -> str:
     from purejaxppo.cpu_threads import parse_cpu_threads
 
     return _checked_arg(parse_cpu_threads)(value)
+
+
+def cpu_vector_width_arg(value: str) -> str:
+    """argparse type of ``--cpu-vector-width``."""
+    from purejaxppo.cpu_vectors import parse_cpu_vector_width
+
+    return _checked_arg(parse_cpu_vector_width)(value)
+
+
+def apply_cpu_vector_width(choice: str) -> int:
+    """Set XLA CPU's vector width in this process's ``XLA_FLAGS``, which every
+    child process inherits, before JAX starts; return the width in bits."""
+    from purejaxppo.cpu_vectors import XLA_DEFAULT_WIDTH, resolve_cpu_vector_width, set_cpu_vector_width
+
+    width = resolve_cpu_vector_width(choice)
+    set_cpu_vector_width(width)
+    return width or XLA_DEFAULT_WIDTH
 
 
 def cpu_devices_arg(value: str) -> str:
@@ -452,7 +474,9 @@ def _table(rows: dict, device: str, meta: dict) -> str:
         "",
         "CPU threads: the size of XLA's CPU pool the case ran on (`purejaxppo.cpu_threads`; "
         "\"cores\": XLA's default, one per core). Devices: the devices the seeds were split "
-        "over (`purejaxppo.devices`).",
+        "over (`purejaxppo.devices`). "
+        f"XLA CPU's preferred vector width: {meta.get('cpu_vector_width', 256)} bits in every case "
+        f"(`--cpu-vector-width {meta.get('cpu_vector_width_choice', 'auto')}`, `purejaxppo.cpu_vectors`).",
         "",
         "| case | seeds | devices | CPU threads | env steps / call | compile s (cold) | compile s (warm cache) | run s | steps/s | env-only steps/s | rollout-only steps/s | floor steps/s | of floor | peak RSS MB |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -506,6 +530,10 @@ def main() -> None:
     parser.add_argument("--cpu-devices", default="auto", type=cpu_devices_arg,
                         help="CPU devices the seeds of a case are split over: auto (the library's "
                              "rule, as the CLI applies it) or a count")
+    parser.add_argument("--cpu-vector-width", default="auto", type=cpu_vector_width_arg,
+                        help="SIMD bits XLA's CPU compiler prefers, for every process of the run: "
+                             "auto (purejaxppo.cpu_vectors' rule, as the CLI applies it), default "
+                             "(XLA's, 256) or 128, 256 or 512")
     parser.add_argument("--child-config", help=argparse.SUPPRESS)
     parser.add_argument("--child-seeds", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--child-rates", help=argparse.SUPPRESS)
@@ -520,6 +548,7 @@ def main() -> None:
 
     import purejaxppo  # noqa: F401  (XLA guard before jax starts)
 
+    vector_width = apply_cpu_vector_width(args.cpu_vector_width)
     device = device_name()
     rates = device_rates(args.repeats)
     print(f"device {device}: matmul {rates['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s, "
@@ -574,6 +603,8 @@ def main() -> None:
         "compile_repeats": args.compile_repeats,
         "cpu_threads": args.cpu_threads,
         "cpu_devices": args.cpu_devices,
+        "cpu_vector_width": vector_width,
+        "cpu_vector_width_choice": args.cpu_vector_width,
         "quick": args.quick,
     }
     stem = f"throughput-{device}" + ("-quick" if args.quick else "")

@@ -21,7 +21,8 @@ purejaxppo / reference. The table shows the median of each side and the
 median of the pairs' ratios, beside the ratio the issue's target asks for
 (target / PureJaxRL's figure).
 Both sides run with the same ``XLA_FLAGS`` (purejaxppo's deadlock guard,
-see the README), the size of XLA's CPU thread pool that
+see the README, and the vector width `purejaxppo.cpu_vectors` picks for the
+CPU, as its CLI applies it: ``--cpu-vector-width``), the size of XLA's CPU thread pool that
 `purejaxppo.cpu_threads` picks for the case on the side's devices, as
 purejaxppo's CLI applies it (``--cpu-threads``; ``default`` for XLA's own,
 one per core; the same for both sides on one device), and the same
@@ -56,6 +57,7 @@ sys.path.insert(0, str(HERE))
 
 from throughput import (  # noqa: E402
     CASES, QUICK, case_cpu_devices, case_cpu_threads, child_env, cpu_devices_arg, cpu_threads_arg,
+    apply_cpu_vector_width, cpu_vector_width_arg,
     run_meta, write_results,
 )
 
@@ -174,6 +176,8 @@ def _table(rows: dict, meta: dict) -> str:
         f"\"cores\": XLA's default, one per core). Devices: those each side split the seeds "
         f"over: purejaxppo's by `--cpu-devices {meta.get('cpu_devices', '1')}`, the reference on one, "
         f"as PureJaxRL runs (split alike, its init's batched LAPACK QRs hang: benchmarks/NOTES.md, session 12). "
+        f"XLA CPU's preferred vector width: {meta.get('cpu_vector_width', 256)} bits on both sides "
+        f"(`--cpu-vector-width {meta.get('cpu_vector_width_choice', 'auto')}`, `purejaxppo.cpu_vectors`). "
         f"Command: `{meta['command']}` at commit {meta.get('commit') or 'unknown'}, {meta['date']}.",
         "",
         "| case | seeds | devices: ours / ref | CPU threads: ours / ref | env steps / call | compile s: purejaxppo | reference | ratio "
@@ -223,6 +227,10 @@ def main() -> None:
     parser.add_argument("--cpu-devices", default="auto", type=cpu_devices_arg,
                         help="CPU devices purejaxppo splits a vmapped case's seeds over: auto "
                              "(its rule, as its CLI applies it) or a count; the reference runs on one")
+    parser.add_argument("--cpu-vector-width", default="auto", type=cpu_vector_width_arg,
+                        help="SIMD bits XLA's CPU compiler prefers, for both sides alike: auto "
+                             "(purejaxppo.cpu_vectors' rule, as its CLI applies it), default (XLA's, "
+                             "256) or 128, 256 or 512")
     parser.add_argument("--child", choices=IMPLS, help=argparse.SUPPRESS)
     parser.add_argument("--child-config", help=argparse.SUPPRESS)
     parser.add_argument("--child-seeds", type=int, default=0, help=argparse.SUPPRESS)
@@ -237,6 +245,7 @@ def main() -> None:
 
     import purejaxppo  # noqa: F401  (XLA guard before jax starts)
 
+    vector_width = apply_cpu_vector_width(args.cpu_vector_width)  # both sides' processes inherit it
     rows = {}
     for name in args.cases:
         overrides, seeds = CASES[name]
@@ -254,6 +263,8 @@ def main() -> None:
         "repeats": args.repeats,
         "cpu_threads": args.cpu_threads,
         "cpu_devices": args.cpu_devices,
+        "cpu_vector_width": vector_width,
+        "cpu_vector_width_choice": args.cpu_vector_width,
         "quick": args.quick,
     }
     stem = f"versus-reference-{meta['device']}" + ("-quick" if args.quick else "")

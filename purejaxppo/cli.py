@@ -5,7 +5,8 @@ prints a short table: compile time and steady-state time apart, the learning
 curve (median over seeds), and each seed's final and greedy-evaluation return.
 The seeds are split over the devices (on a CPU, over up to one device per
 core: `purejaxppo.devices`), and XLA's CPU pool is sized for the run
-(`purejaxppo.cpu_threads`), both before JAX starts.
+(`purejaxppo.cpu_threads`) and XLA CPU's vector width chosen for the CPU
+(`purejaxppo.cpu_vectors`), all before JAX starts.
 
 The environment's preset (`purejaxppo.presets`) is the starting point, so
 ``--env Pendulum-v1`` alone runs the tuned Pendulum config; every `PPOConfig`
@@ -60,6 +61,10 @@ class Args:
     <= 32 envs over all seeds without a CNN, or for seeds split over CPU
     devices, else one per core; a PJRT_NPROC already set wins), default (one
     per core), or a count (purejaxppo.cpu_threads)."""
+    cpu_vector_width: str = "auto"
+    """SIMD width in bits XLA's CPU compiler prefers: auto (512 on an AMD CPU with
+    AVX-512, else XLA's default 256; a width already in XLA_FLAGS wins), default,
+    or 128, 256 or 512 (purejaxppo.cpu_vectors)."""
     cpu_devices: str = "auto"
     """CPU devices the seeds are split over: auto (the most, up to one per core,
     that divide num_seeds; a JAX_NUM_CPU_DEVICES already set wins) or a count
@@ -170,6 +175,23 @@ def apply_cpu_threads(argv: list[str], devices: int = 1) -> str:
     return f"{threads or 'one per core'} ({'auto' if choice == 'auto' else '--cpu-threads'})"
 
 
+def apply_cpu_vector_width(argv: list[str]) -> str:
+    """Set XLA CPU's preferred vector width as ``argv`` asks, before JAX
+    starts; return a note for the output. Once JAX has started, ``auto``
+    keeps the width it started with and says so; an explicit width that
+    differs is an error."""
+    from purejaxppo.cpu_threads import backend_started
+    from purejaxppo.cpu_vectors import (XLA_DEFAULT_WIDTH, current_cpu_vector_width,
+                                        resolve_cpu_vector_width, set_cpu_vector_width)
+
+    choice = _flag(argv, "cpu_vector_width", "auto")
+    width = resolve_cpu_vector_width(choice)
+    if choice == "auto" and backend_started() and current_cpu_vector_width() != width:
+        return f"{current_cpu_vector_width() or XLA_DEFAULT_WIDTH} bits (auto: JAX had started; kept)"
+    set_cpu_vector_width(width)
+    return f"{width or XLA_DEFAULT_WIDTH} bits ({'auto' if choice == 'auto' else '--cpu-vector-width'})"
+
+
 def default_args(argv: list[str]) -> Args:
     """The defaults for the full parse: the env's preset, when it has one and
     ``--no-preset`` is absent; otherwise the library defaults for that env.
@@ -185,7 +207,7 @@ def default_args(argv: list[str]) -> Args:
         return Args(preset=use_preset)
 
 
-def run(args: Args, cpu_threads_note: str | None = None) -> dict:
+def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str | None = None) -> dict:
     import jax
 
     from purejaxppo.compile_cache import CacheCounter, enable_compilation_cache
@@ -248,7 +270,8 @@ def run(args: Args, cpu_threads_note: str | None = None) -> dict:
           f"| {config.num_envs} envs x {config.num_steps} steps x {config.num_updates} updates "
           f"| backend {jax.default_backend()}"
           + (f" | seeds over {num_devices} devices" if num_devices > 1 else "")
-          + (f" | cpu threads {cpu_threads_note}" if cpu_threads_note and jax.default_backend() == "cpu" else ""))
+          + (f" | cpu threads {cpu_threads_note}" if cpu_threads_note and jax.default_backend() == "cpu" else "")
+          + (f" | cpu vectors {cpu_vectors_note}" if cpu_vectors_note and jax.default_backend() == "cpu" else ""))
     cache_note = {"hit": " (from the compilation cache)", "miss": " (cold)", "off": ""}[cache.status] if compile_s else ""
     rate = f"{steps_run * args.num_seeds / run_s:,.0f} env steps/s (all seeds)" if steps_run else "nothing left to run"
     print(f"compile {compile_s:.2f} s{cache_note} | run {run_s:.2f} s | {rate}{resumed_note}")
@@ -278,6 +301,7 @@ def run(args: Args, cpu_threads_note: str | None = None) -> dict:
         "eval_return": None if evals is None else [float(x) for x in evals],
         "backend": jax.default_backend(),
         "cpu_threads": cpu_threads_note,
+        "cpu_vector_width": cpu_vectors_note,
         "devices": num_devices,
     }
     if args.json_out is not None:
@@ -298,9 +322,10 @@ def main(argv: list[str] | None = None) -> None:
         argv = sys.argv[1:] if argv is None else argv
         devices = apply_cpu_devices(argv)  # before anything starts JAX
         note = apply_cpu_threads(argv, devices)
+        vectors_note = apply_cpu_vector_width(argv)
         args = tyro.cli(Args, args=argv, default=default_args(argv),
                         description=__doc__.splitlines()[0])
-        run(args, note)
+        run(args, note, vectors_note)
     except (ValueError, TypeError, RuntimeError) as error:
         print(f"purejaxppo: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -43,6 +43,11 @@ def test_cli_compile_cache_is_reused_by_a_second_process(tmp_path):
     # thread) and splits the two seeds over two CPU devices where it can.
     if "PJRT_NPROC" not in env:
         assert "cpu threads 1 (auto)" in proc.stdout
+    # and XLA CPU's vector width for this CPU (512 bits on AMD with AVX-512).
+    if "--xla_cpu_prefer_vector_width" not in env.get("XLA_FLAGS", ""):
+        from purejaxppo.cpu_vectors import cpu_vector_width_for
+
+        assert f"cpu vectors {cpu_vector_width_for() or 256} bits (auto)" in proc.stdout
     if "JAX_NUM_CPU_DEVICES" not in env and "device_count" not in env.get("XLA_FLAGS", ""):
         from purejaxppo.devices import cpu_devices_for
 
@@ -92,6 +97,14 @@ def test_cli_resumes_from_its_checkpoints_in_a_new_process(tmp_path):
 def test_cli_cpu_threads_read_before_the_parse(monkeypatch, argv, expected):
     monkeypatch.delenv("PJRT_NPROC", raising=False)
     assert cpu_threads_from_argv(argv) == expected
+
+
+def test_cli_cpu_vector_width_errors(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--cpu-vector-width", "384"])
+    assert exc.value.code == 2
+    assert "cpu_vector_width='384' is not allowed; allowed: 'auto', 'default' or one of 128, 256, 512" in (
+        capsys.readouterr().err)
 
 
 def test_cli_cpu_threads_errors(capsys, monkeypatch):

@@ -1,0 +1,159 @@
+"""The SIMD width XLA's CPU compiler prefers when it vectorises a kernel.
+
+XLA CPU compiles each kernel with LLVM and asks it for vectors of
+``--xla_cpu_prefer_vector_width`` bits, 256 unless ``XLA_FLAGS`` says
+otherwise. That default suits CPUs whose 512-bit units lower the clock
+(the first AVX-512 Xeons). AMD's Zen 4 and Zen 5 run AVX-512 at full clock,
+and there 512-bit vectors make the same kernels faster.
+
+Measured on the project's 2-core AMD EPYC with AVX-512 (Zen 5;
+benchmarks/NOTES.md, session 17), with 512 against XLA's default 256:
+- CartPole defaults trained 8-13% faster (alternating fresh processes);
+- 2048 x 128 and the vmapped cases trained 5-40% faster (two alternating
+  runs of ``python benchmarks/throughput.py --no-sweep``);
+- compile time was unchanged;
+- PureJaxRL's PPO gained about the same, so this is the machine's gain, not
+  this library's.
+
+The numbers match up to float rounding: different vector widths sum in a
+different order, so long runs drift apart within the spread between seeds.
+
+`cpu_vector_width_for` encodes the rule (512 on an AMD CPU with AVX-512,
+else XLA's default). `set_cpu_vector_width` applies a choice by editing
+``XLA_FLAGS``, which XLA reads once, when JAX starts its backend, so it must
+run before the first computation. Like the CPU pool (`purejaxppo.cpu_threads`),
+this applies to the whole process, so ``import purejaxppo`` leaves it alone:
+the CLI (``--cpu-vector-width``) and the benchmarks apply it. In your own
+scripts, call ``set_cpu_vector_width(cpu_vector_width_for())`` first thing,
+or start Python with ``XLA_FLAGS=--xla_cpu_prefer_vector_width=512``.
+"""
+
+from __future__ import annotations
+
+import os
+
+FLAG = "--xla_cpu_prefer_vector_width"
+ALLOWED_WIDTHS = (128, 256, 512)
+XLA_DEFAULT_WIDTH = 256
+CPUINFO = "/proc/cpuinfo"
+
+
+def cpu_info(path: str = CPUINFO) -> tuple[str, frozenset[str]]:
+    """The first CPU's vendor id and feature flags from Linux's
+    ``/proc/cpuinfo``; ``("", frozenset())`` where there is no such file."""
+    vendor, flags = "", frozenset()
+    try:
+        with open(path) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "vendor_id" and not vendor:
+                    vendor = value.strip()
+                elif key == "flags" and not flags:
+                    flags = frozenset(value.split())
+                if vendor and flags:
+                    break
+    except OSError:
+        pass
+    return vendor, flags
+
+
+def cpu_vector_width_for(path: str = CPUINFO) -> int | None:
+    """512 on an AMD CPU with AVX-512 (Zen 4 and later, which run it at full
+    clock), else None (XLA's default, 256 bits). Intel CPUs with AVX-512 keep
+    the default: some of them slow their clock for 512-bit work, and none was
+    measured here."""
+    vendor, flags = cpu_info(path)
+    return 512 if vendor == "AuthenticAMD" and "avx512f" in flags else None
+
+
+def _without_flag(xla_flags: str) -> list[str]:
+    return [f for f in xla_flags.split() if f.split("=", 1)[0] != FLAG]
+
+
+def current_cpu_vector_width() -> int | None:
+    """The width ``XLA_FLAGS`` asks for (the last setting of the flag wins,
+    as in XLA), or None where it does not set one."""
+    width = None
+    for token in os.environ.get("XLA_FLAGS", "").split():
+        name, _, value = token.partition("=")
+        if name == FLAG and value.isdigit():
+            width = int(value)
+    return width
+
+
+def with_cpu_vector_width(xla_flags: str, width: int | None) -> str:
+    """``xla_flags`` with the flag set to ``width`` (None: removed, leaving
+    XLA's default); every other flag is kept as it was."""
+    tokens = _without_flag(xla_flags)
+    if width is not None:
+        tokens.append(f"{FLAG}={width}")
+    return " ".join(tokens)
+
+
+def _check_width(width) -> None:
+    if width is not None and (isinstance(width, bool) or width not in ALLOWED_WIDTHS):
+        raise ValueError(
+            f"cpu_vector_width={width!r} is not allowed; allowed: None (XLA's default, "
+            f"{XLA_DEFAULT_WIDTH}) or one of {ALLOWED_WIDTHS} bits"
+        )
+
+
+def set_cpu_vector_width(width: int | None) -> None:
+    """Ask XLA CPU for ``width``-bit vectors (128, 256 or 512), or None for
+    XLA's default. Call it before the first JAX computation of the process.
+
+    Raises:
+        ValueError: ``width`` is not None, 128, 256 or 512.
+        RuntimeError: JAX's backends have started with another width; XLA
+            read its flags then.
+    """
+    from purejaxppo.cpu_threads import backend_started
+
+    _check_width(width)
+    if current_cpu_vector_width() == width:
+        return
+    if backend_started():
+        raise RuntimeError(
+            f"cpu vector width: cannot change it to {width or 'the default'} (now "
+            f"{current_cpu_vector_width() or 'the default'}): JAX's backend has started, and XLA "
+            "read XLA_FLAGS then. Set it before the first JAX computation, or start the process "
+            f"with XLA_FLAGS={FLAG}={width or XLA_DEFAULT_WIDTH}."
+        )
+    flags = with_cpu_vector_width(os.environ.get("XLA_FLAGS", ""), width)
+    if flags:
+        os.environ["XLA_FLAGS"] = flags
+    else:
+        os.environ.pop("XLA_FLAGS", None)
+
+
+def parse_cpu_vector_width(value: str | int | None) -> str | int | None:
+    """A ``--cpu-vector-width`` value: ``"auto"`` (`cpu_vector_width_for`),
+    ``"default"`` or None (XLA's default), or 128, 256 or 512."""
+    if value is None or value == "default":
+        return None
+    if value == "auto":
+        return "auto"
+    try:
+        width = int(value)
+    except (TypeError, ValueError):
+        width = 0
+    if isinstance(value, bool) or str(width) != str(value).strip() or width not in ALLOWED_WIDTHS:
+        raise ValueError(
+            f"cpu_vector_width={value!r} is not allowed; allowed: 'auto', 'default' or one of "
+            f"{', '.join(map(str, ALLOWED_WIDTHS))}"
+        )
+    return width
+
+
+def resolve_cpu_vector_width(choice: str | int | None) -> int | None:
+    """The width a run asks for. ``"auto"`` keeps a width ``XLA_FLAGS``
+    already sets (the user's choice) and otherwise applies
+    `cpu_vector_width_for`; ``None`` / ``"default"`` and widths are taken as
+    they are."""
+    choice = parse_cpu_vector_width(choice)
+    if choice != "auto":
+        return choice
+    if FLAG in os.environ.get("XLA_FLAGS", ""):
+        return current_cpu_vector_width()
+    return cpu_vector_width_for()

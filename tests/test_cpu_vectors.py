@@ -1,0 +1,141 @@
+"""XLA CPU's preferred vector width: the rule, the flag edits, the errors, and
+that the width reaches LLVM's code."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from purejaxppo import cpu_vectors
+from purejaxppo.cli import apply_cpu_vector_width
+
+FLAG = "--xla_cpu_prefer_vector_width"
+
+
+def _cpuinfo(tmp_path, vendor, flags):
+    path = tmp_path / "cpuinfo"
+    block = f"processor\t: 0\nvendor_id\t: {vendor}\nmodel name\t: X\nflags\t\t: {' '.join(flags)}\n\n"
+    path.write_text(block + block.replace(": 0", ": 1"))
+    return str(path)
+
+
+@pytest.mark.parametrize("vendor, flags, expected", [
+    ("AuthenticAMD", ["sse2", "avx2", "avx512f", "avx512bw"], 512),   # Zen 4, Zen 5
+    ("AuthenticAMD", ["sse2", "avx2"], None),                         # Zen 3: no AVX-512
+    ("GenuineIntel", ["sse2", "avx2", "avx512f"], None),              # may slow its clock: not measured
+    ("GenuineIntel", ["sse2", "avx2"], None),
+])
+def test_rule_picks_512_only_for_amd_with_avx512(tmp_path, vendor, flags, expected):
+    assert cpu_vectors.cpu_vector_width_for(_cpuinfo(tmp_path, vendor, flags)) == expected
+
+
+def test_rule_without_cpuinfo_keeps_xla_default(tmp_path):
+    assert cpu_vectors.cpu_info(str(tmp_path / "absent")) == ("", frozenset())
+    assert cpu_vectors.cpu_vector_width_for(str(tmp_path / "absent")) is None
+
+
+def test_flag_edits_keep_every_other_flag():
+    flags = f"--a=1 {FLAG}=128 --b=2 {FLAG}=256"
+    assert cpu_vectors.with_cpu_vector_width(flags, 512) == f"--a=1 --b=2 {FLAG}=512"
+    assert cpu_vectors.with_cpu_vector_width(flags, None) == "--a=1 --b=2"
+    assert cpu_vectors.with_cpu_vector_width("", 256) == f"{FLAG}=256"
+
+
+def test_current_width_is_the_last_setting(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", f"{FLAG}=128 --x=1 {FLAG}=512")
+    assert cpu_vectors.current_cpu_vector_width() == 512
+    monkeypatch.setenv("XLA_FLAGS", "--x=1")
+    assert cpu_vectors.current_cpu_vector_width() is None
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("auto", "auto"), ("default", None), (None, None), ("512", 512), (256, 256), ("128", 128),
+])
+def test_parse_accepts(value, expected):
+    assert cpu_vectors.parse_cpu_vector_width(value) == expected
+
+
+@pytest.mark.parametrize("value", ["300", "0", "-256", "512.0", "wide", True, 1024, ""])
+def test_parse_refuses_naming_field_value_and_allowed(value):
+    with pytest.raises(ValueError) as error:
+        cpu_vectors.parse_cpu_vector_width(value)
+    assert f"cpu_vector_width={value!r} is not allowed" in str(error.value)
+    assert "'auto', 'default' or one of 128, 256, 512" in str(error.value)
+
+
+def test_auto_keeps_a_width_the_user_set(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", f"--x=1 {FLAG}=128")
+    assert cpu_vectors.resolve_cpu_vector_width("auto") == 128
+    assert cpu_vectors.resolve_cpu_vector_width("512") == 512
+    monkeypatch.setenv("XLA_FLAGS", "--x=1")
+    assert cpu_vectors.resolve_cpu_vector_width("auto") == cpu_vectors.cpu_vector_width_for()
+
+
+def test_set_refuses_bad_widths_and_changes_after_start(monkeypatch):
+    import jax
+
+    jax.devices()  # this process's backend has started, with whatever flags it had
+    now = cpu_vectors.current_cpu_vector_width()
+    with pytest.raises(ValueError, match="cpu_vector_width=384 is not allowed"):
+        cpu_vectors.set_cpu_vector_width(384)
+    cpu_vectors.set_cpu_vector_width(now)  # no change: fine
+    other = 128 if now != 128 else 256
+    with pytest.raises(RuntimeError, match="JAX's backend has started"):
+        cpu_vectors.set_cpu_vector_width(other)
+    assert cpu_vectors.current_cpu_vector_width() == now
+    # The CLI's auto keeps what the process started with, and says so.
+    monkeypatch.setattr(cpu_vectors, "cpu_vector_width_for", lambda path=None: other)
+    if FLAG not in os.environ.get("XLA_FLAGS", ""):
+        assert "JAX had started; kept" in apply_cpu_vector_width([])
+
+
+_PROGRAM = """
+import sys
+from purejaxppo.cpu_vectors import set_cpu_vector_width
+set_cpu_vector_width(int(sys.argv[1]))
+import jax, jax.numpy as jnp
+x = jnp.linspace(-1.0, 1.0, 4096, dtype=jnp.float32)
+y = jax.jit(lambda v: jnp.tanh(v) * 2.0 + 1.0)(x)
+assert abs(float(y[0]) - (float(jnp.tanh(-1.0)) * 2 + 1)) < 1e-6
+import os; print("XLA_FLAGS=" + os.environ["XLA_FLAGS"])
+"""
+
+
+@pytest.mark.parametrize("width", [256, 512])
+def test_width_reaches_llvm_in_a_fresh_process(tmp_path, width):
+    """XLA accepts the flag set through `set_cpu_vector_width` (it aborts on
+    flags it does not know), computes the same values, and on a CPU with
+    AVX-512 its LLVM code uses vectors of that width: 8 floats at 256 bits,
+    16 at 512."""
+    dump = tmp_path / "dump"
+    env = {**os.environ, "XLA_FLAGS": f"--xla_dump_to={dump}"}
+    env.pop("JAX_PLATFORMS", None)
+    proc = subprocess.run([sys.executable, "-c", _PROGRAM, str(width)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"{FLAG}={width}" in proc.stdout and f"--xla_dump_to={dump}" in proc.stdout
+    _, flags = cpu_vectors.cpu_info()
+    if "avx512f" not in flags:
+        pytest.skip("the CPU has no AVX-512: LLVM caps vectors at its registers")
+    checked = 0
+    # The machine code: 512-bit vectors live in zmm registers.
+    objects = list(dump.glob("*jit__lambda*fusion_kernel_module.o"))  # the tanh kernel
+    if objects and shutil.which("objdump"):
+        asm = "".join(subprocess.run(["objdump", "-d", str(p)], capture_output=True, text=True,
+                                     check=True).stdout for p in objects)
+        assert ("zmm" in asm) == (width == 512)
+        assert "ymm" in asm or width == 512
+        checked += 1
+    # LLVM's optimised IR, where this XLA writes it (jaxlib 0.10 does, 0.11 not).
+    kernels = list(dump.glob("*jit__lambda*fusion_kernel_module.ir-with-opt.ll"))
+    if kernels:
+        text = "".join(p.read_text() for p in kernels)
+        lanes = width // 32
+        assert f"<{lanes} x float>" in text
+        assert f"<{2 * lanes} x float>" not in text
+        checked += 1
+    if not checked:
+        pytest.skip("no kernel's code to read: no objdump, and no LLVM IR in this XLA's dump")
