@@ -8,9 +8,10 @@ and there 512-bit vectors make the same kernels faster.
 
 Measured on the project's 2-core AMD EPYC with AVX-512 (Zen 5;
 benchmarks/NOTES.md, session 17), with 512 against XLA's default 256:
-- CartPole defaults trained 8-13% faster (alternating fresh processes);
-- 2048 x 128 and the vmapped cases trained 5-40% faster (two alternating
-  runs of ``python benchmarks/throughput.py --no-sweep``);
+- CartPole defaults trained 7-12% faster (alternating fresh processes);
+- 2048 x 128, the vmapped CartPole cases and Pendulum trained 3-42% faster,
+  the MinAtar CNN within the noise (two alternating runs of
+  ``python benchmarks/throughput.py --no-sweep``);
 - compile time was unchanged;
 - PureJaxRL's PPO gained about the same, so this is the machine's gain, not
   this library's.
