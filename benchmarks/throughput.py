@@ -416,9 +416,9 @@ def machine_name() -> str:
     """The host: its CPU model (Linux's ``/proc/cpuinfo``, else ``platform``),
     whether it has AVX-512, and its core count.
 
-    This project's machines change CPU between sessions (an Intel part without
-    AVX-512, an AMD EPYC with it), and CPU timings are only comparable on one
-    model, so each results file names it.
+    This project's machines change CPU between sessions (an AMD EPYC without
+    AVX-512 in sessions 3-16, one with it in session 17), and CPU timings
+    compare only on one model, so each results file names it.
     """
     model, flags = "", set()
     try:
