@@ -420,19 +420,11 @@ def machine_name() -> str:
     AVX-512 in sessions 3-16, one with it in session 17), and CPU timings
     compare only on one model, so each results file names it.
     """
-    model, flags = "", set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and not model:
-                    model = value.strip()
-                elif key.strip() == "flags" and not flags:
-                    flags = set(value.split())
-    except OSError:
-        pass
-    model = model or platform.processor() or platform.machine()
-    isa = ", AVX-512" if "avx512f" in flags else (", AVX2" if "avx2" in flags else "")
+    from purejaxppo.cpu_vectors import cpu_info
+
+    info = cpu_info()
+    model = info.model or platform.processor() or platform.machine()
+    isa = ", AVX-512" if "avx512f" in info.flags else (", AVX2" if "avx2" in info.flags else "")
     return f"{model} ({platform.machine()}{isa}), {os.cpu_count()} cores"
 
 

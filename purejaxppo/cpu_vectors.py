@@ -32,6 +32,7 @@ or start Python with ``XLA_FLAGS=--xla_cpu_prefer_vector_width=512``.
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 FLAG = "--xla_cpu_prefer_vector_width"
 ALLOWED_WIDTHS = (128, 256, 512)
@@ -39,24 +40,29 @@ XLA_DEFAULT_WIDTH = 256
 CPUINFO = "/proc/cpuinfo"
 
 
-def cpu_info(path: str = CPUINFO) -> tuple[str, frozenset[str]]:
-    """The first CPU's vendor id and feature flags from Linux's
-    ``/proc/cpuinfo``; ``("", frozenset())`` where there is no such file."""
-    vendor, flags = "", frozenset()
+class CpuInfo(NamedTuple):
+    """What Linux's ``/proc/cpuinfo`` says of the first CPU."""
+
+    vendor: str
+    model: str
+    flags: frozenset[str]
+
+
+def cpu_info(path: str = CPUINFO) -> CpuInfo:
+    """The first CPU's vendor id, model name and feature flags from Linux's
+    ``/proc/cpuinfo``; empty fields where there is no such file."""
+    fields: dict[str, str] = {}
     try:
         with open(path) as f:
             for line in f:
                 key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "vendor_id" and not vendor:
-                    vendor = value.strip()
-                elif key == "flags" and not flags:
-                    flags = frozenset(value.split())
-                if vendor and flags:
+                fields.setdefault(key.strip(), value.strip())
+                if line.strip() == "":  # the first CPU's block ends
                     break
     except OSError:
         pass
-    return vendor, flags
+    return CpuInfo(fields.get("vendor_id", ""), fields.get("model name", ""),
+                   frozenset(fields.get("flags", "").split()))
 
 
 def cpu_vector_width_for(path: str = CPUINFO) -> int | None:
@@ -64,8 +70,8 @@ def cpu_vector_width_for(path: str = CPUINFO) -> int | None:
     clock), else None (XLA's default, 256 bits). Intel CPUs with AVX-512 keep
     the default: some of them slow their clock for 512-bit work, and none was
     measured here."""
-    vendor, flags = cpu_info(path)
-    return 512 if vendor == "AuthenticAMD" and "avx512f" in flags else None
+    info = cpu_info(path)
+    return 512 if info.vendor == "AuthenticAMD" and "avx512f" in info.flags else None
 
 
 def _without_flag(xla_flags: str) -> list[str]:

@@ -29,11 +29,13 @@ def _cpuinfo(tmp_path, vendor, flags):
     ("GenuineIntel", ["sse2", "avx2"], None),
 ])
 def test_rule_picks_512_only_for_amd_with_avx512(tmp_path, vendor, flags, expected):
-    assert cpu_vectors.cpu_vector_width_for(_cpuinfo(tmp_path, vendor, flags)) == expected
+    path = _cpuinfo(tmp_path, vendor, flags)
+    assert cpu_vectors.cpu_info(path) == (vendor, "X", frozenset(flags))
+    assert cpu_vectors.cpu_vector_width_for(path) == expected
 
 
 def test_rule_without_cpuinfo_keeps_xla_default(tmp_path):
-    assert cpu_vectors.cpu_info(str(tmp_path / "absent")) == ("", frozenset())
+    assert cpu_vectors.cpu_info(str(tmp_path / "absent")) == ("", "", frozenset())
     assert cpu_vectors.cpu_vector_width_for(str(tmp_path / "absent")) is None
 
 
@@ -117,7 +119,7 @@ def test_width_reaches_llvm_in_a_fresh_process(tmp_path, width):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"{FLAG}={width}" in proc.stdout and f"--xla_dump_to={dump}" in proc.stdout
-    _, flags = cpu_vectors.cpu_info()
+    flags = cpu_vectors.cpu_info().flags
     if "avx512f" not in flags:
         pytest.skip("the CPU has no AVX-512: LLVM caps vectors at its registers")
     checked = 0
