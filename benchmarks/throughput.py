@@ -466,9 +466,10 @@ def _table(rows: dict, device: str, meta: dict) -> str:
         "",
         "CPU threads: the size of XLA's CPU pool the case ran on (`purejaxppo.cpu_threads`; "
         "\"cores\": XLA's default, one per core). Devices: the devices the seeds were split "
-        "over (`purejaxppo.devices`). "
-        f"XLA CPU's preferred vector width: {meta.get('cpu_vector_width', 256)} bits in every case "
-        f"(`--cpu-vector-width {meta.get('cpu_vector_width_choice', 'auto')}`, `purejaxppo.cpu_vectors`).",
+        "over (`purejaxppo.devices`)."
+        + (f" XLA CPU's preferred vector width: {meta.get('cpu_vector_width', 256)} bits in every case "
+           f"(`--cpu-vector-width {meta.get('cpu_vector_width_choice', 'auto')}`, `purejaxppo.cpu_vectors`)."
+           if meta.get("backend") == "cpu" else ""),
         "",
         "| case | seeds | devices | CPU threads | env steps / call | compile s (cold) | compile s (warm cache) | run s | steps/s | env-only steps/s | rollout-only steps/s | floor steps/s | of floor | peak RSS MB |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",

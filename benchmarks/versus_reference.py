@@ -176,9 +176,10 @@ def _table(rows: dict, meta: dict) -> str:
         f"\"cores\": XLA's default, one per core). Devices: those each side split the seeds "
         f"over: purejaxppo's by `--cpu-devices {meta.get('cpu_devices', '1')}`, the reference on one, "
         f"as PureJaxRL runs (split alike, its init's batched LAPACK QRs hang: benchmarks/NOTES.md, session 12). "
-        f"XLA CPU's preferred vector width: {meta.get('cpu_vector_width', 256)} bits on both sides "
-        f"(`--cpu-vector-width {meta.get('cpu_vector_width_choice', 'auto')}`, `purejaxppo.cpu_vectors`). "
-        f"Command: `{meta['command']}` at commit {meta.get('commit') or 'unknown'}, {meta['date']}.",
+        + (f"XLA CPU's preferred vector width: {meta.get('cpu_vector_width', 256)} bits on both sides "
+           f"(`--cpu-vector-width {meta.get('cpu_vector_width_choice', 'auto')}`, `purejaxppo.cpu_vectors`). "
+           if meta.get("backend") == "cpu" else "")
+        + f"Command: `{meta['command']}` at commit {meta.get('commit') or 'unknown'}, {meta['date']}.",
         "",
         "| case | seeds | devices: ours / ref | CPU threads: ours / ref | env steps / call | compile s: purejaxppo | reference | ratio "
         "| steps/s: purejaxppo | reference | ratio | final return: purejaxppo | reference |",

@@ -178,16 +178,21 @@ def apply_cpu_threads(argv: list[str], devices: int = 1) -> str:
 def apply_cpu_vector_width(argv: list[str]) -> str:
     """Set XLA CPU's preferred vector width as ``argv`` asks, before JAX
     starts; return a note for the output. Once JAX has started, ``auto``
-    keeps the width it started with and says so; an explicit width that
-    differs is an error."""
+    keeps the width it started with and says so, and keeps a width set in
+    ``XLA_FLAGS``; an explicit width that can no longer be applied is an
+    error."""
     from purejaxppo.cpu_threads import backend_started
     from purejaxppo.cpu_vectors import (XLA_DEFAULT_WIDTH, current_cpu_vector_width,
-                                        resolve_cpu_vector_width, set_cpu_vector_width)
+                                        resolve_cpu_vector_width, set_cpu_vector_width,
+                                        user_set_width)
 
     choice = _flag(argv, "cpu_vector_width", "auto")
     width = resolve_cpu_vector_width(choice)
-    if choice == "auto" and backend_started() and current_cpu_vector_width() != width:
-        return f"{current_cpu_vector_width() or XLA_DEFAULT_WIDTH} bits (auto: JAX had started; kept)"
+    now = current_cpu_vector_width() or XLA_DEFAULT_WIDTH
+    if choice == "auto" and user_set_width():
+        return f"{now} bits (XLA_FLAGS)"
+    if choice == "auto" and backend_started() and now != (width or XLA_DEFAULT_WIDTH):
+        return f"{now} bits (auto: JAX had started; kept)"
     set_cpu_vector_width(width)
     return f"{width or XLA_DEFAULT_WIDTH} bits ({'auto' if choice == 'auto' else '--cpu-vector-width'})"
 
@@ -301,7 +306,7 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
         "eval_return": None if evals is None else [float(x) for x in evals],
         "backend": jax.default_backend(),
         "cpu_threads": cpu_threads_note,
-        "cpu_vector_width": cpu_vectors_note,
+        "cpu_vector_width": cpu_vectors_note if jax.default_backend() == "cpu" else None,
         "devices": num_devices,
     }
     if args.json_out is not None:
@@ -320,9 +325,9 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m purejaxppo`` and the ``purejaxppo`` script."""
     try:
         argv = sys.argv[1:] if argv is None else argv
-        devices = apply_cpu_devices(argv)  # before anything starts JAX
+        vectors_note = apply_cpu_vector_width(argv)  # before anything starts JAX
+        devices = apply_cpu_devices(argv)
         note = apply_cpu_threads(argv, devices)
-        vectors_note = apply_cpu_vector_width(argv)
         args = tyro.cli(Args, args=argv, default=default_args(argv),
                         description=__doc__.splitlines()[0])
         run(args, note, vectors_note)

@@ -4,11 +4,12 @@ XLA CPU compiles each kernel with LLVM and asks it for vectors of
 ``--xla_cpu_prefer_vector_width`` bits, 256 unless ``XLA_FLAGS`` says
 otherwise. That default suits CPUs whose 512-bit units lower the clock
 (the first AVX-512 Xeons). AMD's Zen 4 and Zen 5 run AVX-512 at full clock,
-and there 512-bit vectors make the same kernels faster.
+and on a Zen 5 512-bit vectors made the same kernels faster.
 
-Measured on the project's 2-core AMD EPYC with AVX-512 (Zen 5;
-benchmarks/NOTES.md, session 17), with 512 against XLA's default 256:
-- CartPole defaults trained 7-12% faster (alternating fresh processes);
+Measured on the project's 2-core AMD EPYC with AVX-512 (a Zen 5; Zen 4 is
+untested; benchmarks/NOTES.md, session 17), with 512 against XLA's default
+256:
+- CartPole defaults trained 6-12% faster (alternating fresh processes);
 - 2048 x 128, the vmapped CartPole cases and Pendulum trained 3-42% faster,
   the MinAtar CNN within the noise (two alternating runs of
   ``python benchmarks/throughput.py --no-sweep``);
@@ -25,12 +26,18 @@ else XLA's default). `set_cpu_vector_width` applies a choice by editing
 run before the first computation. Like the CPU pool (`purejaxppo.cpu_threads`),
 this applies to the whole process, so ``import purejaxppo`` leaves it alone:
 the CLI (``--cpu-vector-width``) and the benchmarks apply it. In your own
-scripts, call ``set_cpu_vector_width(cpu_vector_width_for())`` first thing,
-or start Python with ``XLA_FLAGS=--xla_cpu_prefer_vector_width=512``.
+scripts, call ``set_cpu_vector_width(resolve_cpu_vector_width("auto"))``
+first thing (a width already in ``XLA_FLAGS`` wins), or start Python with
+``XLA_FLAGS=--xla_cpu_prefer_vector_width=512``.
+
+XLA aborts the process on a flag it does not know. This one has been in XLA
+for years and was checked with jaxlib 0.10.2 and 0.11.2; nothing is set
+unless a caller asks (the CLI's ``auto`` does on an AMD CPU with AVX-512).
 """
 
 from __future__ import annotations
 
+import numbers
 import os
 from typing import NamedTuple
 
@@ -67,9 +74,10 @@ def cpu_info(path: str = CPUINFO) -> CpuInfo:
 
 def cpu_vector_width_for(path: str = CPUINFO) -> int | None:
     """512 on an AMD CPU with AVX-512 (Zen 4 and later, which run it at full
-    clock), else None (XLA's default, 256 bits). Intel CPUs with AVX-512 keep
-    the default: some of them slow their clock for 512-bit work, and none was
-    measured here."""
+    clock), else None (XLA's default, 256 bits). Measured on a Zen 5 only;
+    Zen 4 runs 512-bit work as two 256-bit halves and is untested. Intel CPUs
+    with AVX-512 keep the default: some of them slow their clock for 512-bit
+    work, and none was measured here."""
     info = cpu_info(path)
     return 512 if info.vendor == "AuthenticAMD" and "avx512f" in info.flags else None
 
@@ -98,8 +106,15 @@ def with_cpu_vector_width(xla_flags: str, width: int | None) -> str:
     return " ".join(tokens)
 
 
+def user_set_width() -> bool:
+    """Whether ``XLA_FLAGS`` already sets the flag (the caller's choice)."""
+    return any(token.split("=", 1)[0] == FLAG for token in os.environ.get("XLA_FLAGS", "").split())
+
+
 def _check_width(width) -> None:
-    if width is not None and (isinstance(width, bool) or width not in ALLOWED_WIDTHS):
+    if width is not None and (
+        isinstance(width, bool) or not isinstance(width, numbers.Integral) or width not in ALLOWED_WIDTHS
+    ):
         raise ValueError(
             f"cpu_vector_width={width!r} is not allowed; allowed: None (XLA's default, "
             f"{XLA_DEFAULT_WIDTH}) or one of {ALLOWED_WIDTHS} bits"
@@ -110,16 +125,21 @@ def set_cpu_vector_width(width: int | None) -> None:
     """Ask XLA CPU for ``width``-bit vectors (128, 256 or 512), or None for
     XLA's default. Call it before the first JAX computation of the process.
 
+    A width ``XLA_FLAGS`` already asks for is left as it is, whatever it
+    is (None and 256 both mean XLA's default).
+
     Raises:
-        ValueError: ``width`` is not None, 128, 256 or 512.
+        ValueError: ``width`` is not None or the int 128, 256 or 512.
         RuntimeError: JAX's backends have started with another width; XLA
             read its flags then.
     """
     from purejaxppo.cpu_threads import backend_started
 
-    _check_width(width)
-    if current_cpu_vector_width() == width:
+    now = current_cpu_vector_width()
+    if not isinstance(width, bool) and (width or XLA_DEFAULT_WIDTH) == (now or XLA_DEFAULT_WIDTH):
         return
+    _check_width(width)
+    width = None if width is None else int(width)
     if backend_started():
         raise RuntimeError(
             f"cpu vector width: cannot change it to {width or 'the default'} (now "
@@ -161,6 +181,6 @@ def resolve_cpu_vector_width(choice: str | int | None) -> int | None:
     choice = parse_cpu_vector_width(choice)
     if choice != "auto":
         return choice
-    if FLAG in os.environ.get("XLA_FLAGS", ""):
+    if user_set_width():
         return current_cpu_vector_width()
     return cpu_vector_width_for()

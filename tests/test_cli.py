@@ -99,12 +99,17 @@ def test_cli_cpu_threads_read_before_the_parse(monkeypatch, argv, expected):
     assert cpu_threads_from_argv(argv) == expected
 
 
-def test_cli_cpu_vector_width_errors(capsys):
+def test_cli_cpu_vector_width_errors(capsys, monkeypatch):
+    """A bad width is refused before the CLI sets anything else up."""
+    monkeypatch.delenv("PJRT_NPROC", raising=False)
+    monkeypatch.delenv("JAX_NUM_CPU_DEVICES", raising=False)
+    before = dict(os.environ)
     with pytest.raises(SystemExit) as exc:
         main(["--cpu-vector-width", "384"])
     assert exc.value.code == 2
     assert "cpu_vector_width='384' is not allowed; allowed: 'auto', 'default' or one of 128, 256, 512" in (
         capsys.readouterr().err)
+    assert dict(os.environ) == before
 
 
 def test_cli_cpu_threads_errors(capsys, monkeypatch):

@@ -16,9 +16,12 @@ FLAG = "--xla_cpu_prefer_vector_width"
 
 
 def _cpuinfo(tmp_path, vendor, flags):
+    """A cpuinfo file whose first CPU is as given and whose second is not:
+    only the first is read."""
     path = tmp_path / "cpuinfo"
-    block = f"processor\t: 0\nvendor_id\t: {vendor}\nmodel name\t: X\nflags\t\t: {' '.join(flags)}\n\n"
-    path.write_text(block + block.replace(": 0", ": 1"))
+    first = f"processor\t: 0\nvendor_id\t: {vendor}\nmodel name\t: X\nflags\t\t: {' '.join(flags)}\n\n"
+    second = "processor\t: 1\nvendor_id\t: Other\nmodel name\t: Y\nflags\t\t: fpu avx512f\n\n"
+    path.write_text(first + second)
     return str(path)
 
 
@@ -76,6 +79,40 @@ def test_auto_keeps_a_width_the_user_set(monkeypatch):
     assert cpu_vectors.resolve_cpu_vector_width("auto") == cpu_vectors.cpu_vector_width_for()
 
 
+@pytest.mark.parametrize("width", [512.0, "512", True, 384])
+def test_set_refuses_what_is_not_an_allowed_int(monkeypatch, width):
+    """512.0 would reach XLA as "512.0", which aborts the process."""
+    monkeypatch.setenv("XLA_FLAGS", "--x=1")
+    with pytest.raises(ValueError, match=f"cpu_vector_width={width!r} is not allowed"):
+        cpu_vectors.set_cpu_vector_width(width)
+    assert os.environ["XLA_FLAGS"] == "--x=1"
+
+
+def test_default_and_256_are_the_same_width(monkeypatch):
+    """Both mean XLA's default: asking for one where the other holds is no
+    change, so it is not refused after the backend started."""
+    import jax
+
+    jax.devices()
+    monkeypatch.setenv("XLA_FLAGS", "--x=1")
+    cpu_vectors.set_cpu_vector_width(256)
+    assert os.environ["XLA_FLAGS"] == "--x=1"
+    monkeypatch.setenv("XLA_FLAGS", f"{FLAG}=256")
+    cpu_vectors.set_cpu_vector_width(None)
+    assert os.environ["XLA_FLAGS"] == f"{FLAG}=256"
+
+
+@pytest.mark.parametrize("user_width", [64, 1024, 256])
+def test_auto_leaves_a_users_width_alone_even_one_it_would_refuse(monkeypatch, user_width):
+    """XLA takes widths this module does not offer; a user who set one keeps
+    it, and the CLI's auto neither refuses nor rewrites it."""
+    monkeypatch.setenv("XLA_FLAGS", f"--x=1 {FLAG}={user_width}")
+    assert cpu_vectors.resolve_cpu_vector_width("auto") == user_width
+    cpu_vectors.set_cpu_vector_width(cpu_vectors.resolve_cpu_vector_width("auto"))
+    assert apply_cpu_vector_width([]) == f"{user_width} bits (XLA_FLAGS)"
+    assert os.environ["XLA_FLAGS"] == f"--x=1 {FLAG}={user_width}"
+
+
 def test_set_refuses_bad_widths_and_changes_after_start(monkeypatch):
     import jax
 
@@ -113,12 +150,13 @@ def test_width_reaches_llvm_in_a_fresh_process(tmp_path, width):
     AVX-512 its LLVM code uses vectors of that width: 8 floats at 256 bits,
     16 at 512."""
     dump = tmp_path / "dump"
-    env = {**os.environ, "XLA_FLAGS": f"--xla_dump_to={dump}"}
-    env.pop("JAX_PLATFORMS", None)
+    env = {**os.environ, "XLA_FLAGS": f"--xla_dump_to={dump}", "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, "-c", _PROGRAM, str(width)], env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"{FLAG}={width}" in proc.stdout and f"--xla_dump_to={dump}" in proc.stdout
+    assert f"--xla_dump_to={dump}" in proc.stdout
+    # 256 is XLA's default: asking for it where no width is set changes no flag.
+    assert (f"{FLAG}={width}" in proc.stdout) == (width != cpu_vectors.XLA_DEFAULT_WIDTH)
     flags = cpu_vectors.cpu_info().flags
     if "avx512f" not in flags:
         pytest.skip("the CPU has no AVX-512: LLVM caps vectors at its registers")
