@@ -108,7 +108,8 @@ def with_cpu_vector_width(xla_flags: str, width: int | None) -> str:
 
 def user_set_width() -> bool:
     """Whether ``XLA_FLAGS`` already sets the flag (the caller's choice)."""
-    return any(token.split("=", 1)[0] == FLAG for token in os.environ.get("XLA_FLAGS", "").split())
+    flags = os.environ.get("XLA_FLAGS", "")
+    return len(_without_flag(flags)) != len(flags.split())
 
 
 def _check_width(width) -> None:
@@ -135,8 +136,11 @@ def set_cpu_vector_width(width: int | None) -> None:
     """
     from purejaxppo.cpu_threads import backend_started
 
+    def effective(w):
+        return XLA_DEFAULT_WIDTH if w is None else w
+
     now = current_cpu_vector_width()
-    if not isinstance(width, bool) and (width or XLA_DEFAULT_WIDTH) == (now or XLA_DEFAULT_WIDTH):
+    if not isinstance(width, bool) and effective(width) == effective(now):
         return
     _check_width(width)
     width = None if width is None else int(width)

@@ -79,7 +79,7 @@ def test_auto_keeps_a_width_the_user_set(monkeypatch):
     assert cpu_vectors.resolve_cpu_vector_width("auto") == cpu_vectors.cpu_vector_width_for()
 
 
-@pytest.mark.parametrize("width", [512.0, "512", True, 384])
+@pytest.mark.parametrize("width", [512.0, "512", True, 384, 0])
 def test_set_refuses_what_is_not_an_allowed_int(monkeypatch, width):
     """512.0 would reach XLA as "512.0", which aborts the process."""
     monkeypatch.setenv("XLA_FLAGS", "--x=1")
