@@ -216,8 +216,8 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
         if not same:
             raise ValueError(
                 f"{name} do not fit this config's network for {config.env_name}: given "
-                f"{jax.tree_util.tree_map(lambda x: getattr(x, 'shape', x), given)}, expected "
-                f"{jax.tree_util.tree_map(lambda x: x.shape, like)}"
+                f"{jax.tree.map(lambda x: getattr(x, 'shape', x), given)}, expected "
+                f"{jax.tree.map(lambda x: x.shape, like)}"
             )
 
     @jax.named_scope("init")
