@@ -9,6 +9,7 @@ initialisation from one random call.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 from typing import Any, Callable, Sequence
@@ -35,11 +36,103 @@ _POLICY_GAIN = 0.01
 _VALUE_GAIN = 1.0
 
 
-def _dense(features: int, gain: float, name: str | None = None) -> nn.Dense:
-    return nn.Dense(
+TRANSPOSED_GRAD_MAX_WIDTH = 256
+"""The widest input (n of `matmul`) whose kernel gradient `matmul` takes
+from an explicit transpose: measured faster at n = 4 to 256 and slower at
+400 and 1024 (benchmarks/NOTES.md, session 18)."""
+
+
+def matmul(x: jax.Array, kernel: jax.Array, transposed_grad: bool = False) -> jax.Array:
+    """``x @ kernel``: x (..., n), kernel (n, m) -> (..., m).
+
+    The value and both gradients are those of ``x @ kernel``; only how the
+    kernel's gradient is computed can differ. With X = x reshaped to (B, n)
+    and G the cotangent reshaped to (B, m), reverse mode gives
+
+        d/dx = G kernel^T,    d/dkernel = X^T G  (n, m).
+
+    With ``transposed_grad`` and n <= `TRANSPOSED_GRAD_MAX_WIDTH`, X^T is
+    materialised first (a transpose copy that
+    `jax.lax.optimization_barrier` keeps XLA from folding back into the
+    dot), so the kernel's gradient is a dot contracting the minor axis of
+    both its (n, B) and (B, m) operands. XLA CPU hands that canonical form
+    to its YNNPACK matmul, where a dot contracting X's major axis takes a
+    slower path: CartPole's defaults train about 5% faster, 2048 envs x 128
+    steps about 8% (benchmarks/NOTES.md, session 18). For wider inputs the
+    transpose costs more than it saves. GPUs multiply transposed operands
+    natively, so `make_train` asks for it on CPU only, and only where it was
+    measured to pay (`transposed_grad_pays`). The summation order,
+    hence the last bits of the gradient, may differ from the plain dot's.
+
+    Where the transpose is used this is a `jax.custom_vjp`: reverse mode
+    only (`jax.grad`, `jax.vjp`); forward mode (`jax.jvp`, `jax.jacfwd`)
+    raises a TypeError. Otherwise it is the plain dot.
+    """
+    if transposed_grad and x.shape[-1] <= TRANSPOSED_GRAD_MAX_WIDTH:
+        return _matmul_transposed_grad(x, kernel)
+    return x @ kernel
+
+
+@jax.custom_vjp
+def _matmul_transposed_grad(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return x @ kernel
+
+
+def _matmul_fwd(x, kernel):
+    return x @ kernel, (x, kernel)
+
+
+def _matmul_bwd(residuals, g):
+    x, kernel = residuals
+    x_t = jax.lax.optimization_barrier(x.reshape(-1, x.shape[-1]).T)
+    return g @ kernel.T, x_t @ g.reshape(-1, g.shape[-1])
+
+
+_matmul_transposed_grad.defvjp(_matmul_fwd, _matmul_bwd)
+
+
+def transposed_grad_pays(backend: str | None = None) -> bool:
+    """Whether `make_train` asks `matmul` for the explicit transpose
+    (``transposed_grad``) on ``backend`` (default: JAX's default backend).
+
+    An empirical rule, from timings on a 2-core AMD EPYC (Zen 5) CPU
+    (benchmarks/NOTES.md, session 18): with jaxlib 0.10 (XLA CPU there),
+    training ran faster with it (CartPole's defaults about 5%, 2048 envs x
+    128 steps about 8%); with jaxlib 0.11.2 it brought nothing (within the
+    noise, or 1-2% slower), so it is off there and on later versions until
+    measured. Off on GPU and TPU, whose matmuls take transposed operands
+    natively.
+    """
+    import jaxlib
+
+    backend = jax.default_backend() if backend is None else backend
+    version = tuple(int(part) for part in jaxlib.__version__.split(".")[:2])
+    return backend == "cpu" and version < (0, 11)
+
+
+class Dense(nn.Module):
+    """``x @ kernel + bias`` (the parameters and maths of `flax.linen.Dense`),
+    the product through `matmul` (``transposed_grad`` chooses how the
+    kernel's gradient is computed)."""
+
+    features: int
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    bias_init: Callable = nn.initializers.zeros
+    transposed_grad: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
+        bias = self.param("bias", self.bias_init, (self.features,))
+        return matmul(x, kernel, self.transposed_grad) + bias
+
+
+def _dense(features: int, gain: float, transposed_grad: bool, name: str | None = None) -> Dense:
+    return Dense(
         features,
         kernel_init=nn.initializers.orthogonal(gain),
         bias_init=nn.initializers.zeros,
+        transposed_grad=transposed_grad,
         name=name,
     )
 
@@ -50,37 +143,39 @@ class MLP(nn.Module):
     hidden_sizes: Sequence[int]
     activation: str = "tanh"
     obs_ndim: int = 1
+    transposed_grad: bool = False  # see `matmul`
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
         x = obs.reshape(obs.shape[: obs.ndim - self.obs_ndim] + (-1,))
         act = ACTIVATION_FNS[self.activation]
         for width in self.hidden_sizes:
-            x = act(_dense(width, _HIDDEN_GAIN)(x))
+            x = act(_dense(width, _HIDDEN_GAIN, self.transposed_grad)(x))
         return x
 
 
-def conv_valid(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def conv_valid(x: jax.Array, kernel: jax.Array, transposed_grad: bool = False) -> jax.Array:
     """Stride-1 VALID convolution of x (B, H, W, C) with kernel (kh, kw, C, O).
 
     Computed as im2col: the kh*kw shifted views are concatenated on the
     channel axis and multiplied by the reshaped kernel in one matmul. The
     maths is that of `lax.conv_general_dilated` (NHWC, HWIO); on CPU, for the
     small images of MinAtar, forward plus backward runs about 15x faster than
-    XLA's convolution (benchmarks/NOTES.md).
+    XLA's convolution (benchmarks/NOTES.md). ``transposed_grad``: see `matmul`.
     """
     kh, kw, c, o = kernel.shape
     h, w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
     patches = jnp.concatenate(
         [x[:, i : i + h, j : j + w, :] for i in range(kh) for j in range(kw)], axis=-1
     )
-    return patches @ kernel.reshape(kh * kw * c, o)
+    return matmul(patches, kernel.reshape(kh * kw * c, o), transposed_grad)
 
 
 class Conv3x3(nn.Module):
     """A 3x3 stride-1 VALID convolution layer (`conv_valid`), orthogonal init."""
 
     features: int
+    transposed_grad: bool = False  # see `matmul`
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -88,7 +183,7 @@ class Conv3x3(nn.Module):
             "kernel", nn.initializers.orthogonal(_HIDDEN_GAIN), (3, 3, x.shape[-1], self.features)
         )
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        return conv_valid(x, kernel) + bias
+        return conv_valid(x, kernel, self.transposed_grad) + bias
 
 
 class CNN(nn.Module):
@@ -97,6 +192,7 @@ class CNN(nn.Module):
     channels: Sequence[int]
     hidden_sizes: Sequence[int]
     activation: str = "relu"
+    transposed_grad: bool = False  # see `matmul`
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
@@ -104,9 +200,9 @@ class CNN(nn.Module):
         x = obs.reshape((-1,) + obs.shape[-3:])
         act = ACTIVATION_FNS[self.activation]
         for ch in self.channels:
-            x = act(Conv3x3(ch)(x))
+            x = act(Conv3x3(ch, self.transposed_grad)(x))
         x = x.reshape(batch_shape + (-1,))
-        return MLP(self.hidden_sizes, self.activation, obs_ndim=1)(x)
+        return MLP(self.hidden_sizes, self.activation, 1, self.transposed_grad)(x)
 
 
 def resolve_torso(torso: str, obs_shape: Sequence[int]) -> str:
@@ -127,6 +223,9 @@ class ActorCritic(nn.Module):
     Input: observations (..., *obs_shape). Output: a `Categorical` with logits
     (..., num_actions) or a `DiagGaussian` with mean (..., action_dim), and
     values (...,).
+
+    ``transposed_grad`` changes how the gradients of the layers' kernels are
+    computed, never the values (`matmul`).
     """
 
     spec: EnvSpec
@@ -134,17 +233,18 @@ class ActorCritic(nn.Module):
     activation: str = "tanh"
     torso: str = "mlp"
     cnn_channels: Sequence[int] = (16,)
+    transposed_grad: bool = False
 
     def setup(self):
         if self.torso == "cnn":
-            make = lambda: CNN(self.cnn_channels, self.hidden_sizes, self.activation)
+            make = lambda: CNN(self.cnn_channels, self.hidden_sizes, self.activation, self.transposed_grad)
         else:
             obs_ndim = len(self.spec.obs_shape)
-            make = lambda: MLP(self.hidden_sizes, self.activation, obs_ndim)
+            make = lambda: MLP(self.hidden_sizes, self.activation, obs_ndim, self.transposed_grad)
         self.actor_torso = make()
         self.critic_torso = make()
-        self.policy_head = _dense(self.spec.action_dim, _POLICY_GAIN)
-        self.value_head = _dense(1, _VALUE_GAIN)
+        self.policy_head = _dense(self.spec.action_dim, _POLICY_GAIN, self.transposed_grad)
+        self.value_head = _dense(1, _VALUE_GAIN, self.transposed_grad)
         if not self.spec.discrete:
             self.log_std = self.param(
                 "log_std", nn.initializers.zeros, (self.spec.action_dim,)
@@ -171,9 +271,13 @@ def make_network(
     activation: str,
     torso: str = "auto",
     cnn_channels: Sequence[int] = (16,),
+    transposed_grad: bool = False,
 ) -> ActorCritic:
     """The actor-critic for an environment; the head follows its action space
-    and the torso (``"auto"``) its observation shape.
+    and the torso (``"auto"``) its observation shape. ``transposed_grad``
+    (`matmul`) changes how the kernels' gradients are computed, never the
+    network's values or parameters; `make_train` sets it where
+    `transposed_grad_pays`.
 
     Each 3x3 VALID convolution of the CNN torso takes 2 pixels off each
     spatial side, so ``len(cnn_channels)`` must leave at least one pixel: a
@@ -193,6 +297,7 @@ def make_network(
         activation=activation,
         torso=torso,
         cnn_channels=tuple(cnn_channels),
+        transposed_grad=transposed_grad,
     )
 
 

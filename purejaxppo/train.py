@@ -32,7 +32,7 @@ from purejaxppo.config import HyperParams, PPOConfig
 from purejaxppo.distributions import random_words
 from purejaxppo.envs import VecEnv, make_env
 from purejaxppo.losses import LossStatic, Minibatch
-from purejaxppo.networks import init_params, make_network
+from purejaxppo.networks import init_params, make_network, transposed_grad_pays
 from purejaxppo.normalization import RewardScaler, RunningMeanStd
 from purejaxppo.rollout import (
     EnvCarry,
@@ -159,7 +159,12 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
         raise TypeError(f"config must be a PPOConfig, got {type(config).__name__}")
     env, env_params, spec = make_env(config.env_name, config.env_kwargs, config.env_params)
     vec_env = VecEnv(env, env_params, spec, config.num_envs)
-    network = make_network(spec, config.hidden_sizes, config.activation, config.torso, config.cnn_channels)
+    # On XLA CPU the kernels' gradients can multiply an explicit transpose,
+    # a faster matmul there (`purejaxppo.networks.matmul`).
+    network = make_network(
+        spec, config.hidden_sizes, config.activation, config.torso, config.cnn_channels,
+        transposed_grad=transposed_grad_pays(),
+    )
     loss_static = LossStatic(
         norm_adv=config.norm_adv,
         clip_vloss=config.clip_vloss,

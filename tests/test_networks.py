@@ -135,14 +135,15 @@ def test_cnn_deeper_than_the_image_is_rejected():
         make_train(PPOConfig(env_name="Breakout-MinAtar", cnn_channels=(4,) * 5))
 
 
-def test_im2col_convolution_equals_lax_conv():
+@pytest.mark.parametrize("transposed_grad", [False, True])
+def test_im2col_convolution_equals_lax_conv(transposed_grad):
     from purejaxppo.networks import conv_valid
 
     x = jax.random.normal(jax.random.PRNGKey(0), (3, 10, 9, 4))
     k = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 4, 5))
     ref = jax.lax.conv_general_dilated(x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    np.testing.assert_allclose(conv_valid(x, k), ref, rtol=1e-5, atol=1e-5)
-    g = jax.grad(lambda k: jnp.sum(jnp.sin(conv_valid(x, k))))(k)
+    np.testing.assert_allclose(conv_valid(x, k, transposed_grad), ref, rtol=1e-5, atol=1e-5)
+    g = jax.grad(lambda k: jnp.sum(jnp.sin(conv_valid(x, k, transposed_grad))))(k)
     g_ref = jax.grad(lambda k: jnp.sum(jnp.sin(jax.lax.conv_general_dilated(
         x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")))))(k)
     np.testing.assert_allclose(g, g_ref, rtol=1e-4, atol=1e-4)
@@ -266,3 +267,116 @@ def test_odd_draw_length():
     assert [odd_draw_length(n) for n in (1, 2, 511, 512)] == [1, 3, 511, 513]
     assert odd_draw_length(ODD_DRAW_MAX) == ODD_DRAW_MAX + 1
     assert odd_draw_length(ODD_DRAW_MAX + 2) == ODD_DRAW_MAX + 2  # large: the vectorised loop
+
+
+# --- matmul with the kernel's gradient from an explicit transpose ---------------------------------
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (2, 3, 64), (4, 256), (3, 300)])
+def test_transposed_grad_matmul_has_the_dot_value_and_gradients(shape):
+    """Value and both reverse-mode gradients of `matmul(..., transposed_grad=True)`
+    against NumPy: y = x K, dL/dx = G K^T, dL/dK = X^T G (X, G flattened to rows).
+    n = 300 is above TRANSPOSED_GRAD_MAX_WIDTH, where the plain dot is used."""
+    from purejaxppo.networks import matmul
+
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(0), shape), np.float64)
+    k = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (shape[-1], 6)), np.float64)
+    g = np.asarray(jax.random.normal(jax.random.PRNGKey(2), shape[:-1] + (6,)), np.float64)
+    y, vjp = jax.vjp(lambda x, k: matmul(x, k, True), jnp.asarray(x, jnp.float32), jnp.asarray(k, jnp.float32))
+    dx, dk = vjp(jnp.asarray(g, jnp.float32))
+    np.testing.assert_allclose(y, x @ k, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dx, g @ k.T, rtol=1e-4, atol=1e-4)
+    rows = lambda a: a.reshape(-1, a.shape[-1])
+    np.testing.assert_allclose(dk, rows(x).T @ rows(g), rtol=1e-4, atol=1e-4)
+    assert dk.shape == k.shape and dx.shape == x.shape
+
+
+def test_transposed_grad_matmul_under_vmap_and_jit_matches_the_plain_dot():
+    from purejaxppo.networks import matmul
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (5, 16, 8))  # 5 seeds of (16, 8)
+    k = jax.random.normal(jax.random.PRNGKey(1), (5, 8, 3))
+    loss = lambda t: lambda x, k: jnp.sum(jnp.tanh(matmul(x, k, t)) ** 2)
+    grads = jax.jit(jax.vmap(jax.grad(loss(True), argnums=(0, 1))))(x, k)
+    plain = jax.vmap(jax.grad(loss(False), argnums=(0, 1)))(x, k)
+    for a, b in zip(grads, plain):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_transposed_grad_matmul_is_reverse_mode_only():
+    from purejaxppo.networks import matmul
+
+    x, k = jnp.ones((4, 3)), jnp.ones((3, 2))
+    jax.jvp(lambda x: matmul(x, k, False), (x,), (x,))  # the plain dot: both modes
+    with pytest.raises(TypeError):
+        jax.jvp(lambda x: matmul(x, k, True), (x,), (x,))
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA CPU's dot forms")
+def test_transposed_grad_leaves_no_dot_contracting_the_batch_axis_of_its_input():
+    """The point of `transposed_grad`: in the compiled gradient, the kernel's
+    gradient is a dot contracting the minor axis of both operands. Without it
+    XLA keeps X^T G as a dot contracting X's axis 0, the slower form."""
+    import re
+
+    from purejaxppo.networks import matmul
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (128, 64))
+    k = jax.random.normal(jax.random.PRNGKey(1), (64, 32))
+
+    def contracted_lhs_axes(transposed_grad):
+        # x is an argument: a closed-over constant would be transposed at compile time.
+        grad = jax.grad(lambda k, x: jnp.sum(jnp.tanh(matmul(jnp.tanh(x), k, transposed_grad))))
+        hlo = jax.jit(grad).lower(k, x).compile().as_text()
+        return re.findall(r"lhs_contracting_dims=\{(\d)\}", hlo)
+
+    assert "0" in contracted_lhs_axes(False)
+    axes = contracted_lhs_axes(True)
+    assert axes and "0" not in axes
+
+
+def test_transposed_grad_changes_no_value_and_no_parameter_of_the_network():
+    spec = make_env("Breakout-MinAtar")[2]
+    obs = jax.random.uniform(jax.random.PRNGKey(0), (6,) + spec.obs_shape)
+    nets = [make_network(spec, (64,), "relu", transposed_grad=t) for t in (False, True)]
+    params = nets[0].init(jax.random.PRNGKey(1), obs)
+    assert jax.tree.structure(nets[1].init(jax.random.PRNGKey(1), obs)) == jax.tree.structure(params)
+
+    def loss(net):
+        def f(p):
+            dist, value = net.apply(p, obs)
+            return jnp.sum(jax.nn.log_softmax(dist.logits)[:, 0]) + jnp.sum(value**2)
+        return f
+
+    for a, b in zip(nets[0].apply(params, obs), nets[1].apply(params, obs)):
+        np.testing.assert_array_equal(getattr(a, "logits", a), getattr(b, "logits", b))
+    grads = [jax.grad(loss(net))(params) for net in nets]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), *grads)
+
+
+def test_transposed_grad_pays_on_cpu_with_jaxlib_0_10_only(monkeypatch):
+    import jaxlib
+
+    from purejaxppo.networks import transposed_grad_pays
+
+    for version, cpu in [("0.10.2", True), ("0.10.0", True), ("0.11.2", False), ("1.0.0", False)]:
+        monkeypatch.setattr(jaxlib, "__version__", version)
+        assert transposed_grad_pays("cpu") is cpu
+        assert transposed_grad_pays("gpu") is False
+        assert transposed_grad_pays("tpu") is False
+
+
+def test_make_train_asks_for_the_transposed_grad_where_it_pays(monkeypatch):
+    from purejaxppo import PPOConfig, make_train
+    from purejaxppo import networks
+
+    seen = []
+    real = networks.make_network
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("transposed_grad"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("purejaxppo.train.make_network", spy)
+    make_train(PPOConfig(num_envs=2, num_steps=8, total_timesteps=16, num_minibatches=1))
+    assert seen == [networks.transposed_grad_pays()]
