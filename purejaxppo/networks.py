@@ -85,7 +85,10 @@ def _matmul_fwd(x, kernel):
 def _matmul_bwd(residuals, g):
     x, kernel = residuals
     x_t = jax.lax.optimization_barrier(x.reshape(-1, x.shape[-1]).T)
-    return g @ kernel.T, x_t @ g.reshape(-1, g.shape[-1])
+    d_kernel = (x_t @ g.reshape(-1, g.shape[-1])).astype(kernel.dtype)
+    if not jnp.issubdtype(x.dtype, jnp.inexact):  # integer or bool inputs: no gradient
+        return None, d_kernel
+    return (g @ kernel.T).astype(x.dtype), d_kernel
 
 
 _matmul_transposed_grad.defvjp(_matmul_fwd, _matmul_bwd)

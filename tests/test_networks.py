@@ -303,6 +303,21 @@ def test_transposed_grad_matmul_under_vmap_and_jit_matches_the_plain_dot():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("x_dtype", [jnp.bool_, jnp.int32, jnp.bfloat16, jnp.float32])
+@pytest.mark.parametrize("kernel_dtype", [jnp.float32, jnp.bfloat16])
+def test_transposed_grad_matmul_gives_the_plain_dots_cotangent_dtypes(x_dtype, kernel_dtype):
+    from purejaxppo.networks import matmul
+
+    x = jnp.ones((4, 3), x_dtype)
+    k = jnp.ones((3, 2), kernel_dtype)
+    g = jnp.ones((4, 2), jnp.result_type(x_dtype, kernel_dtype))
+    plain = jax.vjp(lambda x, k: matmul(x, k, False), x, k)[1](g)
+    transposed = jax.vjp(lambda x, k: matmul(x, k, True), x, k)[1](g)
+    for a, b in zip(transposed, plain):
+        assert a.dtype == b.dtype and a.shape == b.shape
+    np.testing.assert_array_equal(np.asarray(transposed[1], np.float32), np.asarray(plain[1], np.float32))
+
+
 def test_transposed_grad_matmul_is_reverse_mode_only():
     from purejaxppo.networks import matmul
 
