@@ -38,8 +38,9 @@ _VALUE_GAIN = 1.0
 
 TRANSPOSED_GRAD_MAX_WIDTH = 256
 """The widest input (n of `matmul`) whose kernel gradient `matmul` takes
-from an explicit transpose: measured faster at n = 4 to 256 and slower at
-400 and 1024 (benchmarks/NOTES.md, session 18)."""
+from an explicit transpose: training was faster with it for layers of 4 to
+256 inputs, slower with the CNN's 1,024-wide layer and no faster with
+MinAtar's 400 inputs (benchmarks/NOTES.md, session 18)."""
 
 
 def matmul(x: jax.Array, kernel: jax.Array, transposed_grad: bool = False) -> jax.Array:
@@ -57,16 +58,16 @@ def matmul(x: jax.Array, kernel: jax.Array, transposed_grad: bool = False) -> ja
     dot), so the kernel's gradient is a dot contracting the minor axis of
     both its (n, B) and (B, m) operands. XLA CPU hands that canonical form
     to its YNNPACK matmul, where a dot contracting X's major axis takes a
-    slower path: CartPole's defaults train about 5% faster, 2048 envs x 128
-    steps about 8% (benchmarks/NOTES.md, session 18). For wider inputs the
-    transpose costs more than it saves. GPUs multiply transposed operands
+    slower path: CartPole's defaults train 4-6% faster, 2048 envs x 128
+    steps about 8% on one thread (benchmarks/NOTES.md, session 18). For
+    wider inputs the transpose costs more than it saves. GPUs multiply transposed operands
     natively, so `make_train` asks for it on CPU only, and only where it was
     measured to pay (`transposed_grad_pays`). The summation order,
     hence the last bits of the gradient, may differ from the plain dot's.
 
-    Where the transpose is used this is a `jax.custom_vjp`: reverse mode
-    only (`jax.grad`, `jax.vjp`); forward mode (`jax.jvp`, `jax.jacfwd`)
-    raises a TypeError. Otherwise it is the plain dot.
+    Where the transpose is used this is a `jax.custom_vjp`: `jax.grad` and
+    `jax.vjp` go through it, forward mode (`jax.jvp`, `jax.jacfwd`,
+    `jax.linearize`) raises a TypeError. Otherwise it is the plain dot.
     """
     if transposed_grad and x.shape[-1] <= TRANSPOSED_GRAD_MAX_WIDTH:
         return _matmul_transposed_grad(x, kernel)
@@ -99,18 +100,18 @@ def transposed_grad_pays(backend: str | None = None) -> bool:
     (``transposed_grad``) on ``backend`` (default: JAX's default backend).
 
     An empirical rule, from timings on a 2-core AMD EPYC (Zen 5) CPU
-    (benchmarks/NOTES.md, session 18): with jaxlib 0.10 (XLA CPU there),
-    training ran faster with it (CartPole's defaults about 5%, 2048 envs x
-    128 steps about 8%); with jaxlib 0.11.2 it brought nothing (within the
-    noise, or 1-2% slower), so it is off there and on later versions until
-    measured. Off on GPU and TPU, whose matmuls take transposed operands
-    natively.
+    (benchmarks/NOTES.md, session 18): with jaxlib 0.10.2 (XLA CPU there),
+    training ran faster with it (CartPole's defaults 4-6%, 2048 envs x 128
+    steps about 8% on one thread); with jaxlib 0.11.2 it brought nothing
+    (within the noise, or 1-2% slower). So it is on for jaxlib 0.10 only,
+    until other versions are measured. Off on GPU and TPU, whose matmuls
+    take transposed operands natively.
     """
     import jaxlib
 
     backend = jax.default_backend() if backend is None else backend
     version = tuple(int(part) for part in jaxlib.__version__.split(".")[:2])
-    return backend == "cpu" and version < (0, 11)
+    return backend == "cpu" and (0, 10) <= version < (0, 11)
 
 
 class Dense(nn.Module):

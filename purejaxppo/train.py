@@ -153,18 +153,22 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
         the two halves, for callers that step the loop themselves;
         ``train.run_updates(state, n, hparams)`` scans ``n`` updates (what
         `purejaxppo.checkpoint.train_with_checkpoints` runs between saves);
-        ``train.random_params(key)`` draws the network's initialisation.
+        ``train.random_params(key)`` draws the network's initialisation;
+        ``train.network`` is the `ActorCritic` (``network.apply(params,
+        obs)``), ``train.config`` and ``train.env_spec`` what it was built for.
     """
     if not isinstance(config, PPOConfig):
         raise TypeError(f"config must be a PPOConfig, got {type(config).__name__}")
     env, env_params, spec = make_env(config.env_name, config.env_kwargs, config.env_params)
     vec_env = VecEnv(env, env_params, spec, config.num_envs)
     # On XLA CPU the kernels' gradients can multiply an explicit transpose,
-    # a faster matmul there (`purejaxppo.networks.matmul`).
-    network = make_network(
-        spec, config.hidden_sizes, config.activation, config.torso, config.cnn_channels,
-        transposed_grad=transposed_grad_pays(),
+    # a faster matmul there (`purejaxppo.networks.matmul`). The same values
+    # and parameters either way; `train.network` is the plain one, which
+    # forward-mode differentiation also goes through.
+    plain_network = make_network(
+        spec, config.hidden_sizes, config.activation, config.torso, config.cnn_channels
     )
+    network = plain_network.clone(transposed_grad=transposed_grad_pays())
     loss_static = LossStatic(
         norm_adv=config.norm_adv,
         clip_vloss=config.clip_vloss,
@@ -371,6 +375,6 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
     train.run_updates = run_updates
     train.random_params = random_params
     train.config = config
-    train.network = network
+    train.network = plain_network
     train.env_spec = spec
     return train
