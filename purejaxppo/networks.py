@@ -9,7 +9,6 @@ initialisation from one random call.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections import defaultdict
 from typing import Any, Callable, Sequence
@@ -60,10 +59,11 @@ def matmul(x: jax.Array, kernel: jax.Array, transposed_grad: bool = False) -> ja
     to its YNNPACK matmul, where a dot contracting X's major axis takes a
     slower path: CartPole's defaults train 4-6% faster, 2048 envs x 128
     steps about 8% on one thread (benchmarks/NOTES.md, session 18). For
-    wider inputs the transpose costs more than it saves. GPUs multiply transposed operands
-    natively, so `make_train` asks for it on CPU only, and only where it was
-    measured to pay (`transposed_grad_pays`). The summation order,
-    hence the last bits of the gradient, may differ from the plain dot's.
+    wider inputs the transpose costs more than it saves. GPUs multiply
+    transposed operands natively, so `make_train` asks for it on CPU only,
+    and only where it was measured to pay (`transposed_grad_pays`). The
+    summation order, hence the last bits of the gradient, may differ from
+    the plain dot's.
 
     Where the transpose is used this is a `jax.custom_vjp`: `jax.grad` and
     `jax.vjp` go through it, forward mode (`jax.jvp`, `jax.jacfwd`,
