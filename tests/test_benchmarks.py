@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -225,6 +227,41 @@ def test_versus_reference_smoke(tmp_path):
     threads = row['cpu_threads'] or 'cores'
     assert f"| cartpole_default | 1 | 1 / 1 | {threads} / {threads} | 256 |" in md
     assert "| cartpole_default | compile_s | 2.7 s | 5.5 s | <= 0.49 |" in md
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs the project's git checkout")
+def test_compare_revisions_smoke(tmp_path):
+    compare = _load_benchmark("compare_revisions")
+    with pytest.raises(ValueError, match="'no-such-revision' is not a commit"):
+        compare.resolve_revision("no-such-revision")
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert compare.resolve_revision("HEAD") == head and compare.resolve_revision(".") == "."
+    worktrees = lambda: subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True,
+                                       text=True, check=True).stdout
+    before = worktrees()
+
+    # HEAD in a temporary worktree against the working tree.
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "compare_revisions.py"), "HEAD", "--quick",
+           "--pairs", "1", "--repeats", "1", "--out-dir", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert worktrees() == before  # the temporary worktree is gone
+    (json_path,) = tmp_path.glob(f"compare-{head}-{head}*-quick.json")
+    data = json.loads(json_path.read_text())
+    assert data["meta"]["base"] == head and data["meta"]["head"].startswith(head)
+    row = data["cases"]["cartpole_default"]
+    base, new = row["samples"]["base"][0], row["samples"]["head"][0]
+    assert base["env_steps_per_call"] == new["env_steps_per_call"] == 256
+    assert base["compile_s"] > 0 and new["steps_per_s"] > 0
+    assert row["ratio_steps_per_s"] == new["steps_per_s"] / base["steps_per_s"]
+    assert row["ratio_compile_s"] == new["compile_s"] / base["compile_s"]
+    md = json_path.with_suffix(".md").read_text()
+    assert f"| cartpole_default | 1 | {row['cpu_threads'] or 'cores'} | 256 |" in md
+
+    # A bad revision is refused before anything runs.
+    proc = subprocess.run([*cmd[:2], "no-such-revision"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "'no-such-revision' is not a commit" in proc.stderr
 
 
 def test_cases_cpu_pool(monkeypatch):

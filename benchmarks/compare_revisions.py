@@ -1,0 +1,252 @@
+"""Two revisions of purejaxppo timed side by side: the A/B of a change.
+
+    python benchmarks/compare_revisions.py eaa47e8 f807448 --cases cartpole_default
+    python benchmarks/compare_revisions.py HEAD~1                 # against the working tree
+    python benchmarks/compare_revisions.py HEAD --quick --pairs 1  # a smoke run
+
+This shared machine drifts by more between two runs of a script than many
+changes are worth (benchmarks/NOTES.md), so a change is measured by
+alternating fresh processes of the code before and after it, within the
+same minutes. ``BASE`` and ``HEAD`` are git revisions; ``HEAD`` defaults to
+``.``, the working tree as it is (uncommitted changes included). Each other
+revision is checked out in a temporary ``git worktree``, removed afterwards.
+
+Per case it runs ``--pairs`` pairs of fresh processes, one per revision,
+alternating which goes first. Each process imports purejaxppo from its
+revision (it checks that it did), times the compile of the case's training
+function (``jit(...).lower(...).compile()``), then takes the median of
+``--repeats`` calls of the compiled function. Each pair gives one ratio,
+head / base; the table shows each side's median and the median of the
+pairs' ratios, for the compile time and for env steps/s.
+
+Both sides run with the same ``XLA_FLAGS`` (the vector width
+`purejaxppo.cpu_vectors` picks, as the CLI applies it), on the CPU pool
+this checkout's `purejaxppo.cpu_threads` rule picks for the case, and on
+one device (a vmapped case's seeds are not split over devices, since older
+revisions cannot). The cases are `throughput.py`'s. The processes use only
+``PPOConfig`` and ``make_train``, so any revision that has them can be
+measured.
+
+Writes ``compare-<base>-<head>-<device>.json`` and ``.md`` under
+``--out-dir`` (default ``benchmarks/results/compare/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from throughput import (  # noqa: E402
+    CASES, QUICK, apply_cpu_vector_width, case_cpu_threads, child_env, cpu_threads_arg,
+    cpu_vector_width_arg, run_meta, write_results,
+)
+
+WORKING_TREE = "."
+SIDES = ("base", "head")
+
+# Run in a fresh process whose current directory is the revision's checkout:
+# ``python -c`` puts that directory first on sys.path, ahead of any installed copy.
+CHILD = r"""
+import json, statistics, sys, time
+from pathlib import Path
+overrides, seeds, repeats, root = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+import purejaxppo
+if Path(purejaxppo.__file__).resolve().parent != Path(root).resolve() / "purejaxppo":
+    sys.exit(f"imported {purejaxppo.__file__}, not the revision's copy in {root}")
+import jax
+from purejaxppo import PPOConfig, make_train
+config = PPOConfig(**overrides)
+train = make_train(config)
+key = jax.random.PRNGKey(0)
+fn, arg = (jax.vmap(train), jax.random.split(key, seeds)) if seeds else (train, key)
+start = time.perf_counter()
+compiled = jax.jit(fn).lower(arg).compile()
+compile_s = time.perf_counter() - start
+times = []
+for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(compiled(arg))
+    times.append(time.perf_counter() - start)
+run_s = statistics.median(times)
+steps = config.num_updates * config.num_envs * config.num_steps * max(seeds, 1)
+print("RESULT " + json.dumps({"compile_s": compile_s, "run_s": run_s, "run_times_s": times,
+                              "env_steps_per_call": steps, "steps_per_s": steps / run_s}))
+"""
+
+
+def _git(*args: str, cwd: Path = ROOT) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def resolve_revision(rev: str) -> str:
+    """The short commit of ``rev``, or ``.`` for the working tree (with
+    ``-dirty`` when its tracked files differ from HEAD). ValueError naming
+    the revision if git does not know it."""
+    if rev == WORKING_TREE:
+        return WORKING_TREE
+    try:
+        return _git("rev-parse", "--short", "--verify", f"{rev}^{{commit}}")
+    except (OSError, subprocess.CalledProcessError):
+        raise ValueError(f"revision {rev!r} is not a commit of the checkout at {ROOT}; "
+                         "allowed: a commit, branch, tag or HEAD~N, or '.' for the working tree") from None
+
+
+def label(rev: str) -> str:
+    """How a resolved revision is named in the results."""
+    if rev != WORKING_TREE:
+        return rev
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
+    return _git("rev-parse", "--short", "HEAD") + ("-dirty" if dirty else "") + " (working tree)"
+
+
+@contextlib.contextmanager
+def checkouts(revs: dict[str, str]):
+    """``{side: directory}``: the working tree for ``.``, else a temporary
+    detached worktree of the commit, removed on exit."""
+    with tempfile.TemporaryDirectory(prefix="purejaxppo-ab-") as tmp:
+        dirs, added = {}, []
+        try:
+            for side, rev in revs.items():
+                if rev == WORKING_TREE:
+                    dirs[side] = ROOT
+                    continue
+                path = Path(tmp) / side
+                _git("worktree", "add", "--detach", "--quiet", str(path), rev)
+                added.append(path)
+                dirs[side] = path
+            yield dirs
+        finally:
+            for path in added:
+                subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT,
+                               capture_output=True, text=True)
+
+
+def _spawn(root: Path, overrides: dict, seeds: int, repeats: int, timeout: int, threads: int | None) -> dict:
+    cmd = [sys.executable, "-c", CHILD, json.dumps(overrides), str(seeds), str(repeats), str(root)]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=timeout,
+                          env=child_env(threads, 1))
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise RuntimeError(f"the run in {root} failed ({overrides}, seeds={seeds}):\n{proc.stderr[-4000:]}")
+
+
+def compare_case(dirs: dict[str, Path], overrides: dict, seeds: int, pairs: int, repeats: int,
+                 timeout: int, cpu_threads: str = "auto") -> dict:
+    """``pairs`` alternating pairs of fresh processes, base and head on the
+    same CPU pool and one device; per side the samples and medians, and the
+    median over pairs of head / base."""
+    threads = case_cpu_threads(overrides, seeds, cpu_threads, 1)
+    samples = {side: [] for side in SIDES}
+    for p in range(pairs):
+        for side in (SIDES if p % 2 == 0 else SIDES[::-1]):
+            samples[side].append(_spawn(dirs[side], overrides, seeds, repeats, timeout, threads))
+    row = {"config": overrides, "seeds": max(seeds, 1), "cpu_threads": threads,
+           "env_steps_per_call": samples["base"][0]["env_steps_per_call"], "samples": samples}
+    for metric in ("compile_s", "steps_per_s"):
+        for side in SIDES:
+            row[f"{side}_{metric}"] = statistics.median(s[metric] for s in samples[side])
+        row[f"ratio_{metric}"] = statistics.median(
+            h[metric] / b[metric] for b, h in zip(samples["base"], samples["head"]))
+    return row
+
+
+def _table(rows: dict, meta: dict) -> str:
+    lines = [
+        f"# {meta['head']} against {meta['base']} on {meta['device']}",
+        "",
+        f"{meta['machine']}; jax {meta['jax']}, backend {meta['backend']}. "
+        f"{meta['pairs']} alternating pairs of fresh processes per case, one per revision; each "
+        f"process: compile (lowering included), then the median of {meta['repeats']} compiled calls. "
+        f"Ratio = median over the pairs of head / base. Both sides on the CPU pool of "
+        f"`--cpu-threads {meta['cpu_threads']}` (\"cores\": XLA's default) and one device"
+        + (f", XLA CPU's vector width {meta['cpu_vector_width']} bits" if meta["backend"] == "cpu" else "")
+        + f". Command: `{meta['command']}`, {meta['date']}.",
+        "",
+        "| case | seeds | CPU threads | env steps / call | compile s: base | head | ratio "
+        "| steps/s: base | head | ratio | ratios of the pairs (steps/s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, r in rows.items():
+        pair_ratios = ", ".join(f"{h['steps_per_s'] / b['steps_per_s']:.3f}"
+                                for b, h in zip(r["samples"]["base"], r["samples"]["head"]))
+        lines.append(
+            f"| {name} | {r['seeds']} | {r['cpu_threads'] or 'cores'} | {r['env_steps_per_call']:,} "
+            f"| {r['base_compile_s']:.2f} | {r['head_compile_s']:.2f} | {r['ratio_compile_s']:.3f} "
+            f"| {r['base_steps_per_s']:,.0f} | {r['head_steps_per_s']:,.0f} | {r['ratio_steps_per_s']:.3f} "
+            f"| {pair_ratios} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("base", help="the revision before the change (a commit, branch, tag, HEAD~N)")
+    parser.add_argument("head", nargs="?", default=WORKING_TREE,
+                        help="the revision after it; '.' (the default): the working tree")
+    parser.add_argument("--cases", nargs="*", default=["cartpole_default"], choices=list(CASES))
+    parser.add_argument("--pairs", type=int, default=3, help="alternating pairs of fresh processes per case")
+    parser.add_argument("--repeats", type=int, default=3, help="compiled calls per process (median)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    parser.add_argument("--out-dir", type=Path, default=HERE / "results" / "compare")
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds per process")
+    parser.add_argument("--cpu-threads", default="auto", type=cpu_threads_arg,
+                        help="XLA CPU pool size of both sides: auto (this checkout's rule for the "
+                             "case), default (one thread per core) or a count")
+    parser.add_argument("--cpu-vector-width", default="auto", type=cpu_vector_width_arg,
+                        help="SIMD bits XLA's CPU compiler prefers, for both sides alike: auto "
+                             "(purejaxppo.cpu_vectors' rule), default (XLA's, 256) or 128, 256 or 512")
+    args = parser.parse_args()
+    for flag in ("pairs", "repeats"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    try:
+        revs = {"base": resolve_revision(args.base), "head": resolve_revision(args.head)}
+    except ValueError as error:
+        parser.error(str(error))
+
+    import purejaxppo  # noqa: F401  (XLA guard before jax starts)
+
+    vector_width = apply_cpu_vector_width(args.cpu_vector_width)  # both sides' processes inherit it
+    names = {side: label(rev) for side, rev in revs.items()}
+    rows = {}
+    with checkouts(revs) as dirs:
+        for name in args.cases:
+            overrides, seeds = CASES[name]
+            if args.quick:
+                overrides, seeds = {**overrides, **QUICK}, min(seeds, 2)
+            rows[name] = r = compare_case(dirs, overrides, seeds, args.pairs, args.repeats,
+                                          args.timeout, args.cpu_threads)
+            print(f"{name:22s} compile {r['base_compile_s']:5.2f} s -> {r['head_compile_s']:5.2f} s "
+                  f"(x{r['ratio_compile_s']:.3f})  steps/s {r['base_steps_per_s']:>10,.0f} -> "
+                  f"{r['head_steps_per_s']:>10,.0f} (x{r['ratio_steps_per_s']:.3f})", flush=True)
+
+    meta = {
+        **run_meta("benchmarks/compare_revisions.py"),
+        "base": names["base"],
+        "head": names["head"],
+        "pairs": args.pairs,
+        "repeats": args.repeats,
+        "cpu_threads": args.cpu_threads,
+        "cpu_vector_width": vector_width,
+        "quick": args.quick,
+    }
+    slug = lambda name: re.sub(r"[^A-Za-z0-9_.-]+", "-", name.split(" ")[0])
+    stem = f"compare-{slug(names['base'])}-{slug(names['head'])}-{meta['device']}" + ("-quick" if args.quick else "")
+    write_results(args.out_dir, stem, {"meta": meta, "cases": rows}, _table(rows, meta))
+    print(f"wrote {args.out_dir / stem}.{{json,md}}")
+
+
+if __name__ == "__main__":
+    main()
