@@ -48,8 +48,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from throughput import (  # noqa: E402
-    CASES, QUICK, apply_cpu_vector_width, case_cpu_threads, child_env, cpu_threads_arg,
-    cpu_vector_width_arg, run_meta, write_results,
+    CASES, QUICK, add_paired_run_args, apply_cpu_vector_width, case_cpu_threads, child_env,
+    cpu_threads_arg, cpu_vector_width_arg, require_positive, run_meta, write_results,
 )
 
 WORKING_TREE = "."
@@ -196,11 +196,7 @@ def main() -> None:
     parser.add_argument("head", nargs="?", default=WORKING_TREE,
                         help="the revision after it; '.' (the default): the working tree")
     parser.add_argument("--cases", nargs="*", default=["cartpole_default"], choices=list(CASES))
-    parser.add_argument("--pairs", type=int, default=3, help="alternating pairs of fresh processes per case")
-    parser.add_argument("--repeats", type=int, default=3, help="compiled calls per process (median)")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
-    parser.add_argument("--out-dir", type=Path, default=HERE / "results" / "compare")
-    parser.add_argument("--timeout", type=int, default=1800, help="seconds per process")
+    add_paired_run_args(parser, HERE / "results" / "compare")
     parser.add_argument("--cpu-threads", default="auto", type=cpu_threads_arg,
                         help="XLA CPU pool size of both sides: auto (this checkout's rule for the "
                              "case), default (one thread per core) or a count")
@@ -208,9 +204,7 @@ def main() -> None:
                         help="SIMD bits XLA's CPU compiler prefers, for both sides alike: auto "
                              "(purejaxppo.cpu_vectors' rule), default (XLA's, 256) or 128, 256 or 512")
     args = parser.parse_args()
-    for flag in ("pairs", "repeats"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    require_positive(parser, args, "pairs", "repeats")
     try:
         revs = {"base": resolve_revision(args.base), "head": resolve_revision(args.head)}
     except ValueError as error:

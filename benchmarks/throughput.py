@@ -145,6 +145,23 @@ def cpu_devices_arg(value: str) -> str:
     return _checked_arg(parse_cpu_devices)(value)
 
 
+def add_paired_run_args(parser: argparse.ArgumentParser, out_dir: Path) -> None:
+    """The options of the benchmarks that time two sides in alternating pairs
+    of fresh processes (``versus_reference.py``, ``compare_revisions.py``)."""
+    parser.add_argument("--pairs", type=int, default=3, help="alternating pairs of fresh processes per case")
+    parser.add_argument("--repeats", type=int, default=3, help="compiled calls per process (median)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    parser.add_argument("--out-dir", type=Path, default=out_dir)
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds per process")
+
+
+def require_positive(parser: argparse.ArgumentParser, args: argparse.Namespace, *names: str) -> None:
+    """``parser.error`` naming the first of ``names`` (attributes of ``args``) below 1."""
+    for name in names:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+
+
 def write_results(out_dir: Path, stem: str, payload: dict, markdown: str) -> None:
     """``<stem>.json`` (``payload``) and ``<stem>.md`` under ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -533,9 +550,7 @@ def main() -> None:
     parser.add_argument("--child-compile-cache", help=argparse.SUPPRESS)
     parser.add_argument("--child-compile-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    for flag in ("repeats", "compile_repeats"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    require_positive(parser, args, "repeats", "compile_repeats")
     if args.child_config:
         return _child(args)
 

@@ -56,9 +56,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from throughput import (  # noqa: E402
-    CASES, QUICK, case_cpu_devices, case_cpu_threads, child_env, cpu_devices_arg, cpu_threads_arg,
-    apply_cpu_vector_width, cpu_vector_width_arg,
-    run_meta, write_results,
+    CASES, QUICK, add_paired_run_args, apply_cpu_vector_width, case_cpu_devices, case_cpu_threads,
+    child_env, cpu_devices_arg, cpu_threads_arg, cpu_vector_width_arg, require_positive, run_meta,
+    write_results,
 )
 
 RESULTS = HERE / "results"
@@ -217,11 +217,7 @@ def _table(rows: dict, meta: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="*", default=list(TARGETS), choices=list(TARGETS))
-    parser.add_argument("--pairs", type=int, default=3, help="alternating pairs of fresh processes per case")
-    parser.add_argument("--repeats", type=int, default=3, help="compiled calls per process (median)")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
-    parser.add_argument("--out-dir", type=Path, default=RESULTS)
-    parser.add_argument("--timeout", type=int, default=1800, help="seconds per process")
+    add_paired_run_args(parser, RESULTS)
     parser.add_argument("--cpu-threads", default="auto", type=cpu_threads_arg,
                         help="XLA CPU pool size of both sides' processes: auto (purejaxppo's rule "
                              "for the case), default (one thread per core) or a count")
@@ -236,9 +232,7 @@ def main() -> None:
     parser.add_argument("--child-config", help=argparse.SUPPRESS)
     parser.add_argument("--child-seeds", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    for flag in ("pairs", "repeats"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    require_positive(parser, args, "pairs", "repeats")
     if args.child:
         row = measure(args.child, json.loads(args.child_config), args.child_seeds, args.repeats)
         print("RESULT " + json.dumps(row))
