@@ -13,22 +13,26 @@ revision is checked out in a temporary ``git worktree``, removed afterwards.
 
 Per case it runs ``--pairs`` pairs of fresh processes, one per revision,
 alternating which goes first. Each process imports purejaxppo from its
-revision (it checks that it did), times the compile of the case's training
-function (``jit(...).lower(...).compile()``), then takes the median of
-``--repeats`` calls of the compiled function. Each pair gives one ratio,
-head / base; the table shows each side's median and the median of the
-pairs' ratios, for the compile time and for env steps/s.
+revision (it checks that it did, and the results record the path), times
+the compile of the case's training function (``jit(...).lower(...).compile()``),
+then takes the median of ``--repeats`` calls of the compiled function. Each
+pair gives one ratio, head / base; the table shows each side's median and
+the median of the pairs' ratios, for the compile time (below 1: head
+compiles faster) and for env steps/s (above 1: head trains faster).
 
 Both sides run with the same ``XLA_FLAGS`` (the vector width
 `purejaxppo.cpu_vectors` picks, as the CLI applies it), on the CPU pool
 this checkout's `purejaxppo.cpu_threads` rule picks for the case, and on
 one device (a vmapped case's seeds are not split over devices, since older
 revisions cannot). The cases are `throughput.py`'s. The processes use only
-``PPOConfig`` and ``make_train``, so any revision that has them can be
-measured.
+``purejaxppo.PPOConfig`` (its ``num_updates`` and the case's fields) and
+``make_train``, so any revision whose package has them can be measured.
+The temporary worktrees are removed when the script ends, also on an error,
+Ctrl-C or SIGTERM.
 
-Writes ``compare-<base>-<head>-<device>.json`` and ``.md`` under
-``--out-dir`` (default ``benchmarks/results/compare/``).
+Writes ``compare-<base>-<head>-<device>-<cases>[-quick].json`` and ``.md``
+under ``--out-dir`` (default ``benchmarks/results/compare/``), ``<cases>``
+the case names joined by ``+``.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import argparse
 import contextlib
 import json
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -81,7 +86,8 @@ for _ in range(repeats):
 run_s = statistics.median(times)
 steps = config.num_updates * config.num_envs * config.num_steps * max(seeds, 1)
 print("RESULT " + json.dumps({"compile_s": compile_s, "run_s": run_s, "run_times_s": times,
-                              "env_steps_per_call": steps, "steps_per_s": steps / run_s}))
+                              "env_steps_per_call": steps, "steps_per_s": steps / run_s,
+                              "module": purejaxppo.__file__}))
 """
 
 
@@ -106,44 +112,66 @@ def label(rev: str) -> str:
     """How a resolved revision is named in the results."""
     if rev != WORKING_TREE:
         return rev
-    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
+    dirty = _git("status", "--porcelain", "--", ".", ":(exclude)benchmarks/results")
     return _git("rev-parse", "--short", "HEAD") + ("-dirty" if dirty else "") + " (working tree)"
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(f"stopped by signal {signum}")
 
 
 @contextlib.contextmanager
 def checkouts(revs: dict[str, str]):
     """``{side: directory}``: the working tree for ``.``, else a temporary
-    detached worktree of the commit, removed on exit."""
-    with tempfile.TemporaryDirectory(prefix="purejaxppo-ab-") as tmp:
-        dirs, added = {}, []
-        try:
-            for side, rev in revs.items():
-                if rev == WORKING_TREE:
-                    dirs[side] = ROOT
-                    continue
-                path = Path(tmp) / side
-                _git("worktree", "add", "--detach", "--quiet", str(path), rev)
-                added.append(path)
-                dirs[side] = path
-            yield dirs
-        finally:
-            for path in added:
-                subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT,
-                               capture_output=True, text=True)
+    detached worktree of the commit, removed on exit (SIGTERM included)."""
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    added: list[Path] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="purejaxppo-ab-") as tmp:
+            try:
+                dirs = {}
+                for side, rev in revs.items():
+                    if rev == WORKING_TREE:
+                        dirs[side] = ROOT
+                        continue
+                    path = Path(tmp) / side
+                    added.append(path)  # before the add: an interrupted add is cleaned up too
+                    proc = subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(path), rev],
+                                          cwd=ROOT, capture_output=True, text=True)
+                    if proc.returncode:
+                        raise SystemExit(f"git worktree add of {rev} failed: {proc.stderr.strip()}")
+                    dirs[side] = path
+                yield dirs
+            finally:
+                for path in added:
+                    if path.exists():
+                        subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT,
+                                       capture_output=True, text=True)
+    finally:
+        # With the temporary directory gone, prune drops any registration left behind.
+        subprocess.run(["git", "worktree", "prune"], cwd=ROOT, capture_output=True, text=True)
+        signal.signal(signal.SIGTERM, previous)
 
 
-def _spawn(root: Path, overrides: dict, seeds: int, repeats: int, timeout: int, threads: int | None) -> dict:
+def _spawn(root: Path, overrides: dict, seeds: int, repeats: int, timeout: int, threads: int | None,
+           name: str = "") -> dict:
+    """One process of one revision (checked out at ``root``, named ``name``
+    in errors); SystemExit naming it, the case and the cause if it fails."""
     cmd = [sys.executable, "-c", CHILD, json.dumps(overrides), str(seeds), str(repeats), str(root)]
-    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=timeout,
-                          env=child_env(threads, 1))
+    what = f"{name or root} on {overrides} (seeds={seeds})"
+    try:
+        proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=timeout,
+                              env=child_env(threads, 1))
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"{what}: no result within --timeout {timeout} s") from None
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
-    raise RuntimeError(f"the run in {root} failed ({overrides}, seeds={seeds}):\n{proc.stderr[-4000:]}")
+    raise SystemExit(f"{what} failed (exit code {proc.returncode}):\n{proc.stderr[-4000:] or proc.stdout[-2000:]}")
 
 
 def compare_case(dirs: dict[str, Path], overrides: dict, seeds: int, pairs: int, repeats: int,
-                 timeout: int, cpu_threads: str = "auto") -> dict:
+                 timeout: int, cpu_threads: str = "auto", names: dict[str, str] | None = None) -> dict:
     """``pairs`` alternating pairs of fresh processes, base and head on the
     same CPU pool and one device; per side the samples and medians, and the
     median over pairs of head / base."""
@@ -151,7 +179,12 @@ def compare_case(dirs: dict[str, Path], overrides: dict, seeds: int, pairs: int,
     samples = {side: [] for side in SIDES}
     for p in range(pairs):
         for side in (SIDES if p % 2 == 0 else SIDES[::-1]):
-            samples[side].append(_spawn(dirs[side], overrides, seeds, repeats, timeout, threads))
+            samples[side].append(_spawn(dirs[side], overrides, seeds, repeats, timeout, threads,
+                                        (names or {}).get(side, side)))
+    steps = {s["env_steps_per_call"] for side in SIDES for s in samples[side]}
+    if len(steps) != 1:
+        raise SystemExit(f"base and head ran different numbers of env steps per call on {overrides}: "
+                         f"{sorted(steps)}; the comparison needs the same work on both sides")
     row = {"config": overrides, "seeds": max(seeds, 1), "cpu_threads": threads,
            "env_steps_per_call": samples["base"][0]["env_steps_per_call"], "samples": samples}
     for metric in ("compile_s", "steps_per_s"):
@@ -167,15 +200,15 @@ def _table(rows: dict, meta: dict) -> str:
         f"# {meta['head']} against {meta['base']} on {meta['device']}",
         "",
         f"{meta['machine']}; jax {meta['jax']}, backend {meta['backend']}. "
-        f"{meta['pairs']} alternating pairs of fresh processes per case, one per revision; each "
+        f"{meta['pairs']} alternating pair{'s' if meta['pairs'] != 1 else ''} of fresh processes per case, one per revision; each "
         f"process: compile (lowering included), then the median of {meta['repeats']} compiled calls. "
         f"Ratio = median over the pairs of head / base. Both sides on the CPU pool of "
         f"`--cpu-threads {meta['cpu_threads']}` (\"cores\": XLA's default) and one device"
         + (f", XLA CPU's vector width {meta['cpu_vector_width']} bits" if meta["backend"] == "cpu" else "")
         + f". Command: `{meta['command']}`, {meta['date']}.",
         "",
-        "| case | seeds | CPU threads | env steps / call | compile s: base | head | ratio "
-        "| steps/s: base | head | ratio | ratios of the pairs (steps/s) |",
+        "| case | seeds | CPU threads | env steps / call | compile s: base | head | ratio (< 1: head faster) "
+        "| steps/s: base | head | ratio (> 1: head faster) | ratios of the pairs (steps/s) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, r in rows.items():
@@ -204,7 +237,7 @@ def main() -> None:
                         help="SIMD bits XLA's CPU compiler prefers, for both sides alike: auto "
                              "(purejaxppo.cpu_vectors' rule), default (XLA's, 256) or 128, 256 or 512")
     args = parser.parse_args()
-    require_positive(parser, args, "pairs", "repeats")
+    require_positive(parser, args, "pairs", "repeats", "timeout")
     try:
         revs = {"base": resolve_revision(args.base), "head": resolve_revision(args.head)}
     except ValueError as error:
@@ -221,7 +254,7 @@ def main() -> None:
             if args.quick:
                 overrides, seeds = {**overrides, **QUICK}, min(seeds, 2)
             rows[name] = r = compare_case(dirs, overrides, seeds, args.pairs, args.repeats,
-                                          args.timeout, args.cpu_threads)
+                                          args.timeout, args.cpu_threads, names)
             print(f"{name:22s} compile {r['base_compile_s']:5.2f} s -> {r['head_compile_s']:5.2f} s "
                   f"(x{r['ratio_compile_s']:.3f})  steps/s {r['base_steps_per_s']:>10,.0f} -> "
                   f"{r['head_steps_per_s']:>10,.0f} (x{r['ratio_steps_per_s']:.3f})", flush=True)
@@ -237,7 +270,8 @@ def main() -> None:
         "quick": args.quick,
     }
     slug = lambda name: re.sub(r"[^A-Za-z0-9_.-]+", "-", name.split(" ")[0])
-    stem = f"compare-{slug(names['base'])}-{slug(names['head'])}-{meta['device']}" + ("-quick" if args.quick else "")
+    stem = (f"compare-{slug(names['base'])}-{slug(names['head'])}-{meta['device']}-{'+'.join(args.cases)}"
+            + ("-quick" if args.quick else ""))
     write_results(args.out_dir, stem, {"meta": meta, "cases": rows}, _table(rows, meta))
     print(f"wrote {args.out_dir / stem}.{{json,md}}")
 

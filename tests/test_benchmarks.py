@@ -247,12 +247,16 @@ def test_compare_revisions_smoke(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert worktrees() == before  # the temporary worktree is gone
-    (json_path,) = tmp_path.glob(f"compare-{head}-{head}*-quick.json")
+    (json_path,) = tmp_path.glob(f"compare-{head}-{head}*-cartpole_default-quick.json")
     data = json.loads(json_path.read_text())
     assert data["meta"]["base"] == head and data["meta"]["head"].startswith(head)
     row = data["cases"]["cartpole_default"]
     base, new = row["samples"]["base"][0], row["samples"]["head"][0]
     assert base["env_steps_per_call"] == new["env_steps_per_call"] == 256
+    # Each side imported its own checkout: head the working tree, base a temporary worktree.
+    assert Path(new["module"]).resolve() == ROOT / "purejaxppo" / "__init__.py"
+    assert Path(base["module"]).parts[-3:] == ("base", "purejaxppo", "__init__.py")
+    assert not Path(base["module"]).resolve().is_relative_to(ROOT)
     assert base["compile_s"] > 0 and new["steps_per_s"] > 0
     assert row["ratio_steps_per_s"] == new["steps_per_s"] / base["steps_per_s"]
     assert row["ratio_compile_s"] == new["compile_s"] / base["compile_s"]
