@@ -96,9 +96,8 @@ def _git(*args: str, cwd: Path = ROOT) -> str:
 
 
 def resolve_revision(rev: str) -> str:
-    """The short commit of ``rev``, or ``.`` for the working tree (with
-    ``-dirty`` when its tracked files differ from HEAD). ValueError naming
-    the revision if git does not know it."""
+    """The short commit of ``rev``, or ``.`` for the working tree.
+    ValueError naming the revision if git does not know it."""
     if rev == WORKING_TREE:
         return WORKING_TREE
     try:
@@ -109,7 +108,9 @@ def resolve_revision(rev: str) -> str:
 
 
 def label(rev: str) -> str:
-    """How a resolved revision is named in the results."""
+    """How a resolved revision is named in the results: the working tree as
+    HEAD's commit, with ``-dirty`` when it has changes (untracked files
+    included; the results folder aside)."""
     if rev != WORKING_TREE:
         return rev
     dirty = _git("status", "--porcelain", "--", ".", ":(exclude)benchmarks/results")
