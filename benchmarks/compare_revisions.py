@@ -53,8 +53,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from throughput import (  # noqa: E402
-    CASES, QUICK, add_paired_run_args, apply_cpu_vector_width, case_cpu_threads, child_env,
-    cpu_threads_arg, cpu_vector_width_arg, require_positive, run_meta, write_results,
+    CASES, QUICK, _source_revision, add_paired_run_args, apply_cpu_vector_width, case_cpu_threads,
+    child_env, cpu_threads_arg, cpu_vector_width_arg, require_positive, run_meta, write_results,
 )
 
 WORKING_TREE = "."
@@ -111,10 +111,7 @@ def label(rev: str) -> str:
     """How a resolved revision is named in the results: the working tree as
     HEAD's commit, with ``-dirty`` when it has changes (untracked files
     included; the results folder aside)."""
-    if rev != WORKING_TREE:
-        return rev
-    dirty = _git("status", "--porcelain", "--", ".", ":(exclude)benchmarks/results")
-    return _git("rev-parse", "--short", "HEAD") + ("-dirty" if dirty else "") + " (working tree)"
+    return rev if rev != WORKING_TREE else f"{_source_revision(untracked=True)} (working tree)"
 
 
 def _exit_on_sigterm(signum, frame):

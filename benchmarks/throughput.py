@@ -413,15 +413,17 @@ def _spawn(overrides: dict, seeds: int, repeats: int, rates: dict | None, timeou
     raise RuntimeError(f"benchmark case failed ({overrides}, seeds={seeds}):\n{proc.stderr[-4000:]}")
 
 
-def _source_revision() -> str | None:
+def _source_revision(untracked: bool = False) -> str | None:
     """The checkout's commit, with ``-dirty`` if tracked files other than
     results (``benchmarks/results/``, which a benchmark run rewrites) differ
-    from it; None outside a git checkout (an installed copy)."""
+    from it, or with ``untracked`` if files git does not track (and does not
+    ignore) are there; None outside a git checkout (an installed copy)."""
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
                                 capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+        dirty = subprocess.run(["git", "status", "--porcelain",
+                                f"--untracked-files={'normal' if untracked else 'no'}", "--", ".",
                                 ":(exclude)benchmarks/results"], cwd=root,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):

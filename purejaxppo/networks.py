@@ -57,8 +57,9 @@ def matmul(x: jax.Array, kernel: jax.Array, transposed_grad: bool = False) -> ja
     dot), so the kernel's gradient is a dot contracting the minor axis of
     both its (n, B) and (B, m) operands. XLA CPU hands that canonical form
     to its YNNPACK matmul, where a dot contracting X's major axis takes a
-    slower path: CartPole's defaults train 4-6% faster, 2048 envs x 128
-    steps about 8% on one thread (benchmarks/NOTES.md, session 18). For
+    slower path: CartPole's defaults trained x1.05 as fast, 2048 envs x 128
+    steps x1.09 (``python benchmarks/compare_revisions.py eaa47e8 f807448``;
+    benchmarks/NOTES.md, session 18). For
     wider inputs the transpose costs more than it saves. GPUs multiply
     transposed operands natively, so `make_train` asks for it on CPU only,
     and only where it was measured to pay (`transposed_grad_pays`). The
@@ -101,9 +102,9 @@ def transposed_grad_pays(backend: str | None = None) -> bool:
 
     An empirical rule, from timings on a 2-core AMD EPYC (Zen 5) CPU
     (benchmarks/NOTES.md, session 18): with jaxlib 0.10.2 (XLA CPU there),
-    training ran faster with it (CartPole's defaults 4-6%, 2048 envs x 128
-    steps about 8% on one thread); with jaxlib 0.11.2 it brought nothing
-    (within the noise, or 1-2% slower). So it is on for jaxlib 0.10 only,
+    training ran faster with it (CartPole's defaults x1.05, 2048 envs x 128
+    steps x1.09, in ``benchmarks/compare_revisions.py``); with jaxlib 0.11.2
+    it brought nothing (within the noise, or 1-2% slower; scratch timings). So it is on for jaxlib 0.10 only,
     until other versions are measured. Off on GPU and TPU, whose matmuls
     take transposed operands natively.
     """
