@@ -81,11 +81,25 @@ def kernel_times(log: str, stage: str = "LLVM") -> dict[str, float]:
     return times
 
 
+def _leading_shape(text: str) -> str:
+    """The shape an HLO instruction's right-hand side starts with: an array
+    shape (``f32[4,64]{1,0}``) or a tuple, parentheses balanced (a loop XLA
+    compiles as one kernel returns its whole carry)."""
+    if not text.startswith("("):
+        return text.split(" ", 1)[0]
+    depth = 0
+    for i, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0:
+            return text[: i + 1]
+    return text
+
+
 def kernel_origins(hlo_text: str) -> dict[str, tuple[str, str]]:
     """``instruction name -> (shape, op_name)`` from an optimized HLO dump."""
     origins = {}
-    for match in re.finditer(r"^\s*%?([\w.\-]+) = (\S+) [^\n]*", hlo_text, re.M):
-        name, shape = match.group(1), match.group(2)
+    for match in re.finditer(r"^\s*%?([\w.\-]+) = ([^\n]*)", hlo_text, re.M):
+        name, shape = match.group(1), _leading_shape(match.group(2))
         op = re.search(r'op_name="([^"]*)"', match.group(0))
         origins[name] = (shape, op.group(1) if op else "")
     return origins
@@ -94,11 +108,15 @@ def kernel_origins(hlo_text: str) -> dict[str, tuple[str, str]]:
 def _instruction(module_name: str) -> str:
     """The HLO instruction a kernel module compiles. The LLVM log prefixes
     the MLIR stage's module name with ``__compute_module_`` (so a module
-    that already had the prefix shows it twice)."""
+    that already had the prefix shows it twice). Kernels that XLA's older
+    emitters build carry a suffix after the instruction's name: ``dot.60_elemental``;
+    ``call.10_computation``, a small ``while`` loop XLA compiles as one kernel
+    (jaxlib 0.12 does this for the threefry and Gram-Schmidt loops)."""
     name = module_name
     while name.startswith("__compute_module_"):
         name = name.removeprefix("__compute_module_")
-    return name.removesuffix("_kernel_module")
+    name = name.removesuffix("_kernel_module")
+    return re.sub(r"(\.\d+)_(?:elemental|computation)$", r"\1", name)
 
 
 def _by_instruction(times: dict[str, float]) -> dict[str, float]:

@@ -127,8 +127,18 @@ def test_compile_profile_parses_xla_logs_and_smoke_runs(tmp_path):
     assert module._instruction("add_fusion.2_kernel_module") == "add_fusion.2"
     assert module._instruction("__compute_module___compute_module_wrapped_negate") == "wrapped_negate"
     assert module._instruction("__compute_module_wrapped_negate") == "wrapped_negate"
-    hlo = '  %add_fusion.2 = u32[64,4]{1,0} fusion(%a), kind=kLoop, metadata={op_name="jit(train)/jit(_uniform)/add"}\n'
-    assert module.kernel_origins(hlo)["add_fusion.2"] == ("u32[64,4]{1,0}", "jit(train)/jit(_uniform)/add")
+    # Older emitters' kernels, and a while loop compiled as one kernel (jaxlib 0.12).
+    assert module._instruction("__compute_module_dot.60_elemental_kernel_module") == "dot.60"
+    assert module._instruction("__compute_module_call.10_computation_kernel_module") == "call.10"
+    assert module._instruction("wrapped_computation") == "wrapped_computation"
+    hlo = (
+        '  %add_fusion.2 = u32[64,4]{1,0} fusion(%a), kind=kLoop, metadata={op_name="jit(train)/jit(_uniform)/add"}\n'
+        '  %call.10 = (s32[], u32[4]{0}, /*index=2*/(f32[2], u32[])) call(%tuple.1), to_apply=%while.3_computation, '
+        'metadata={op_name="jit(train)/init/while"}\n'
+    )
+    origins = module.kernel_origins(hlo)
+    assert origins["add_fusion.2"] == ("u32[64,4]{1,0}", "jit(train)/jit(_uniform)/add")
+    assert origins["call.10"] == ("(s32[], u32[4]{0}, /*index=2*/(f32[2], u32[]))", "jit(train)/init/while")
     assert module.kernel_region("") == "no op_name"
     assert module.kernel_region("while/body/closed_call/sub") == "other"
     assert module.kernel_region("init/jit(_uniform)/add") == "init"
