@@ -25,6 +25,12 @@ Usage::
     python benchmarks/compile_profile.py --set num_envs=2048 --top 20
     python benchmarks/compile_profile.py --json out.json
     python benchmarks/compile_profile.py --seeds 8             # jax.vmap over 8 seeds
+    python benchmarks/compile_profile.py --reference           # PureJaxRL's PPO (reference_ppo.py)
+
+``--reference`` profiles the baseline of issue #4's targets instead, for
+the kernel counts and codegen times behind the compile ratio that
+``versus_reference.py`` measures. It has no named scopes, so its kernels
+all fall under ``other`` (or ``no op_name``).
 
 CPU backend only (the LLVM log lines are the CPU compiler's). One run is one
 sample: compile times on a shared machine vary by +-20% between processes,
@@ -34,7 +40,6 @@ so compare variants by alternating runs.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import re
@@ -43,12 +48,23 @@ import sys
 import tempfile
 from pathlib import Path
 
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from throughput import parse_overrides  # noqa: E402
+
 _CHILD = r"""
 import json, sys, time
 import jax
-from purejaxppo import PPOConfig, make_train
-overrides, seeds = json.loads(sys.argv[1]), int(sys.argv[2])
-train = make_train(PPOConfig(**overrides))
+import purejaxppo  # the XLA guard, for either side
+overrides, seeds, which = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+if which == "reference":
+    sys.path.insert(0, sys.argv[4])
+    from reference_ppo import ReferenceConfig, make_train
+    train = make_train(ReferenceConfig(**overrides))
+else:
+    from purejaxppo import PPOConfig, make_train
+    train = make_train(PPOConfig(**overrides))
 # Lowered for the key's shape alone: no eager op compiles beside train's.
 key = jax.eval_shape(jax.random.PRNGKey, 0)
 if seeds > 1:
@@ -63,13 +79,6 @@ print(json.dumps({"lower_s": mid - start, "compile_s": end - mid, "key_shape": l
 
 _STAGE_LINE = r"Compiled {stage} module: (\S+) time: ([0-9.]+) (us|ms|s) "
 _UNIT = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
-
-
-def _parse_value(text: str):
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
 
 
 def kernel_times(log: str, stage: str = "LLVM") -> dict[str, float]:
@@ -149,7 +158,7 @@ def kernel_region(op_name: str) -> str:
     return "other"
 
 
-def profile(overrides: dict, top: int, seeds: int = 1) -> dict:
+def profile(overrides: dict, top: int, seeds: int = 1, reference: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as dump:
         env = dict(
             os.environ,
@@ -159,7 +168,8 @@ def profile(overrides: dict, top: int, seeds: int = 1) -> dict:
                        "--xla_dump_hlo_as_text --xla_dump_hlo_pass_re=NONE").strip(),
         )
         proc = subprocess.run(
-            [sys.executable, "-c", _CHILD, json.dumps(overrides), str(seeds)],
+            [sys.executable, "-c", _CHILD, json.dumps(overrides), str(seeds),
+             "reference" if reference else "purejaxppo", str(HERE)],
             env=env, capture_output=True, text=True, check=False,
         )
         if proc.returncode != 0:
@@ -183,6 +193,7 @@ def profile(overrides: dict, top: int, seeds: int = 1) -> dict:
         region["llvm_s"] += row["llvm_s"]
         region["mlir_s"] += row["mlir_s"]
     return {
+        "implementation": "reference" if reference else "purejaxppo",
         "config": overrides,
         "seeds": seeds,
         **timing,
@@ -206,21 +217,32 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", type=int, default=1,
                         help="compile jax.vmap(train) over this many seeds (default 1: train itself)")
     parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument("--reference", action="store_true",
+                        help="profile PureJaxRL's PPO (reference_ppo.py) instead; --set takes its fields")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
-    overrides = {}
-    for item in args.set:
-        field, _, value = item.partition("=")
-        overrides[field] = _parse_value(value)
-    report = profile(overrides, args.top, args.seeds)
+    import dataclasses
+
+    if args.reference:
+        from reference_ppo import ReferenceConfig as Config
+    else:
+        from purejaxppo import PPOConfig as Config
+    overrides = parse_overrides(parser, args.set, [f.name for f in dataclasses.fields(Config)])
+    try:  # a bad value fails here, naming the field, before the child compiles
+        Config(**overrides)
+    except (TypeError, ValueError) as error:
+        parser.error(f"--set: {error}")
+    report = profile(overrides, args.top, args.seeds, args.reference)
     seeds = f" x {args.seeds} seeds" if args.seeds > 1 else ""
-    print(f"config {overrides or 'defaults'}{seeds}: lower {report['lower_s']:.2f} s, "
+    print(f"{report['implementation']}, config {overrides or 'defaults'}{seeds}: lower {report['lower_s']:.2f} s, "
           f"compile {report['compile_s']:.2f} s; MLIR {report['mlir_total_s']:.2f} s and "
           f"LLVM {report['llvm_total_s']:.2f} s over {report['kernels']} kernels; "
           f"LLVM of named random samplers "
           f"(uniform/normal/gumbel; bare bits draws are not named) {report['threefry_llvm_s']:.2f} s")
     for name, region in report["regions"].items():
+        if not region["kernels"]:  # the reference has no named scopes
+            continue
         print(f"  {name:<26} {region['kernels']:4d} kernels  {region['mlir_s']:6.2f} s MLIR"
               f"  {region['llvm_s']:6.2f} s LLVM")
     print(f"{'MLIR ms':>8} {'LLVM ms':>8}  {'kernel':<34} {'shape':<22} op")

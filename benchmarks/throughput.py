@@ -44,6 +44,7 @@ num_envs and against seeds).
 from __future__ import annotations
 
 import argparse
+import ast
 import functools
 import json
 import os
@@ -153,6 +154,26 @@ def add_paired_run_args(parser: argparse.ArgumentParser, out_dir: Path) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.add_argument("--out-dir", type=Path, default=out_dir)
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per process")
+
+
+def parse_overrides(parser: argparse.ArgumentParser, items: list[str], fields: list[str]) -> dict:
+    """``--set FIELD=VALUE`` items as config overrides. A value is read as a
+    Python literal where it is one (``anneal_lr=False``, ``hidden_sizes=(32, 32)``),
+    else kept as a string (``env_name=Acrobot-v1``). An item without ``=``,
+    or a field not in ``fields``, is a ``parser.error`` naming it and the
+    fields allowed, before anything runs."""
+    overrides = {}
+    for item in items:
+        field, sep, text = item.partition("=")
+        if not sep or not field:
+            parser.error(f"--set takes FIELD=VALUE, got {item!r}")
+        if field not in fields:
+            parser.error(f"--set {item}: no field {field!r}; the fields are {sorted(fields)}")
+        try:
+            overrides[field] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            overrides[field] = text
+    return overrides
 
 
 def require_positive(parser: argparse.ArgumentParser, args: argparse.Namespace, *names: str) -> None:

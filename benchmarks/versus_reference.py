@@ -3,6 +3,13 @@
     python benchmarks/versus_reference.py                 # the three cases of issue #4's targets
     python benchmarks/versus_reference.py --pairs 5 --cases cartpole_default
     python benchmarks/versus_reference.py --quick         # tiny sizes (a smoke run)
+    python benchmarks/versus_reference.py --cases cartpole_default --set update_epochs=1 --set num_minibatches=1
+
+``--set FIELD=VALUE`` changes both sides' hyperparameters alike (the
+fields of `reference_ppo.ReferenceConfig`), to see where a ratio comes
+from: with one epoch of one minibatch, a run is mostly its rollout. Such a
+run is not one of the issue's cases: its files get the settings in their
+name and no target table.
 
 Issue #4 states its speed targets as absolute figures beside PureJaxRL's on
 the same machine class: compile <= 2.7 s (PureJaxRL 5.5 s), >= 175k steps/s
@@ -57,8 +64,8 @@ sys.path.insert(0, str(HERE))
 
 from throughput import (  # noqa: E402
     CASES, QUICK, add_paired_run_args, apply_cpu_vector_width, case_cpu_devices, case_cpu_threads,
-    child_env, cpu_devices_arg, cpu_threads_arg, cpu_vector_width_arg, require_positive, run_meta,
-    write_results,
+    child_env, cpu_devices_arg, cpu_threads_arg, cpu_vector_width_arg, parse_overrides,
+    require_positive, run_meta, write_results,
 )
 
 RESULTS = HERE / "results"
@@ -159,6 +166,16 @@ def compare_case(overrides: dict, seeds: int, pairs: int, repeats: int, timeout:
     return row
 
 
+def results_stem(device: str, quick: bool = False, settings: dict | None = None) -> str:
+    """The results files' name: ``versus-reference-<device>[-quick]``, with
+    ``-set-<field>=<value>+...`` after it for a run with ``--set``, so that
+    such a run leaves the issue's cases' results as they were."""
+    stem = f"versus-reference-{device}" + ("-quick" if quick else "")
+    if settings:
+        stem += "-set-" + "+".join(f"{k}={v}" for k, v in settings.items()).replace(" ", "")
+    return stem
+
+
 def _verdict(ratio: float, wanted: float, metric: str) -> str:
     met = ratio <= wanted if metric == "compile_s" else ratio >= wanted
     return "met" if met else "not met"
@@ -179,6 +196,8 @@ def _table(rows: dict, meta: dict) -> str:
         + (f"XLA CPU's preferred vector width: {meta.get('cpu_vector_width', 256)} bits on both sides "
            f"(`--cpu-vector-width {meta.get('cpu_vector_width_choice', 'auto')}`, `purejaxppo.cpu_vectors`). "
            if meta.get("backend") == "cpu" else "")
+        + (f"Both sides' hyperparameters changed from the cases' by `--set`: {meta['set']}. "
+           if meta.get("set") else "")
         + f"Command: `{meta['command']}` at commit {meta.get('commit') or 'unknown'}, {meta['date']}.",
         "",
         "| case | seeds | devices: ours / ref | CPU threads: ours / ref | env steps / call | compile s: purejaxppo | reference | ratio "
@@ -194,7 +213,8 @@ def _table(rows: dict, meta: dict) -> str:
             f"| {r['ratio_steps_per_s']:.2f} "
             f"| {r['purejaxppo_final_return']:.1f} | {r['reference_final_return']:.1f} |"
         )
-    targets = [(name, t) for name in rows for t in TARGETS.get(name, [])]
+    # The issue's targets are for its cases as they are; not for a run with --set.
+    targets = [] if meta.get("set") else [(name, t) for name in rows for t in TARGETS.get(name, [])]
     if targets:
         lines += [
             "",
@@ -228,6 +248,9 @@ def main() -> None:
                         help="SIMD bits XLA's CPU compiler prefers, for both sides alike: auto "
                              "(purejaxppo.cpu_vectors' rule, as its CLI applies it), default (XLA's, "
                              "256) or 128, 256 or 512")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a hyperparameter of both sides, over each case's (repeatable; "
+                             "the fields of reference_ppo.ReferenceConfig)")
     parser.add_argument("--child", choices=IMPLS, help=argparse.SUPPRESS)
     parser.add_argument("--child-config", help=argparse.SUPPRESS)
     parser.add_argument("--child-seeds", type=int, default=0, help=argparse.SUPPRESS)
@@ -238,14 +261,29 @@ def main() -> None:
         print("RESULT " + json.dumps(row))
         return
 
+    import dataclasses
+
     import purejaxppo  # noqa: F401  (XLA guard before jax starts)
 
+    # Before the first JAX computation: importing gymnax for the reference's
+    # config, or validating a config, starts JAX's backend.
     vector_width = apply_cpu_vector_width(args.cpu_vector_width)  # both sides' processes inherit it
-    rows = {}
+    from reference_ppo import ReferenceConfig
+
+    settings = parse_overrides(parser, args.set, [f.name for f in dataclasses.fields(ReferenceConfig)])
+    cases = {}
     for name in args.cases:
         overrides, seeds = CASES[name]
         if args.quick:
             overrides, seeds = {**overrides, **QUICK}, min(seeds, 2)
+        cases[name] = {**overrides, **settings}, seeds
+        try:  # a bad value fails here, naming the field, before anything compiles
+            purejaxppo.PPOConfig(**cases[name][0])
+        except (TypeError, ValueError) as error:
+            parser.error(f"--set with case {name}: {error}")
+
+    rows = {}
+    for name, (overrides, seeds) in cases.items():
         rows[name] = r = compare_case(overrides, seeds, args.pairs, args.repeats, args.timeout,
                                           args.cpu_threads, args.cpu_devices)
         print(f"{name:22s} compile {r['purejaxppo_compile_s']:5.2f} s vs {r['reference_compile_s']:5.2f} s "
@@ -261,8 +299,9 @@ def main() -> None:
         "cpu_vector_width": vector_width,
         "cpu_vector_width_choice": args.cpu_vector_width,
         "quick": args.quick,
+        "set": settings,
     }
-    stem = f"versus-reference-{meta['device']}" + ("-quick" if args.quick else "")
+    stem = results_stem(meta["device"], args.quick, settings)
     write_results(args.out_dir, stem, {"meta": meta, "cases": rows}, _table(rows, meta))
     print(f"wrote {args.out_dir / stem}.{{json,md}}")
 

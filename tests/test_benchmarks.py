@@ -1,5 +1,6 @@
 """Smoke run of the throughput benchmark at tiny sizes (no timing assertions)."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -169,6 +170,19 @@ def test_compile_profile_parses_xla_logs_and_smoke_runs(tmp_path):
     # Every stage's named scope reaches the kernels' op_name, under jax.vmap too.
     for name in (*module.SCOPES[:-1], "ppo_update: gradient", "ppo_update: other"):
         assert regions[name]["kernels"] > 0, name
+    assert report["implementation"] == "purejaxppo"
+
+    # The baseline's compile, profiled alike; its --set takes the reference's fields.
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "compile_profile.py"), "--reference", "--set",
+           "total_timesteps=512", "--top", "3", "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["implementation"] == "reference" and report["config"] == {"total_timesteps": 512}
+    assert report["kernels"] > 10 and report["llvm_total_s"] > 0
+    assert sum(r["kernels"] for r in report["regions"].values()) == report["kernels"]
+    proc = subprocess.run(cmd[:2] + ["--reference", "--set", "torso=mlp"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "no field 'torso'" in proc.stderr, proc.stderr[-2000:]
 
 
 def test_reference_uses_purejaxppo_defaults():
@@ -237,6 +251,37 @@ def test_versus_reference_smoke(tmp_path):
     threads = row['cpu_threads'] or 'cores'
     assert f"| cartpole_default | 1 | 1 / 1 | {threads} / {threads} | 256 |" in md
     assert "| cartpole_default | compile_s | 2.7 s | 5.5 s | <= 0.49 |" in md
+
+
+def test_versus_reference_set_changes_both_sides_and_leaves_the_cases_results():
+    versus = _load_benchmark("versus_reference")
+    assert versus.results_stem("cpu") == "versus-reference-cpu"
+    assert versus.results_stem("cpu", True, {}) == "versus-reference-cpu-quick"
+    assert (versus.results_stem("gpu", False, {"update_epochs": 1, "num_minibatches": 1})
+            == "versus-reference-gpu-set-update_epochs=1+num_minibatches=1")
+    row = {"seeds": 1, "env_steps_per_call": 512, "purejaxppo_compile_s": 1.0, "reference_compile_s": 2.0,
+           "ratio_compile_s": 0.5, "purejaxppo_steps_per_s": 3.0, "reference_steps_per_s": 2.0,
+           "ratio_steps_per_s": 1.5, "purejaxppo_final_return": 9.0, "reference_final_return": 9.0}
+    meta = {"device": "cpu", "machine": "m", "jax": "0", "backend": "cpu", "pairs": 1, "repeats": 1,
+            "command": "c", "date": "d"}
+    assert "ratio asked" in versus._table({"cartpole_default": row}, meta)
+    # The issue's targets are for its cases as they are: no target table for a changed run.
+    table = versus._table({"cartpole_default": row}, {**meta, "set": {"update_epochs": 1}})
+    assert "ratio asked" not in table and "by `--set`: {'update_epochs': 1}" in table
+
+    throughput = _load_benchmark("throughput")
+    parser = argparse.ArgumentParser()
+    assert throughput.parse_overrides(parser, ["update_epochs=1", "env_name=Acrobot-v1", "hidden_sizes=(8, 8)"],
+                                      ["update_epochs", "env_name", "hidden_sizes"]) == {
+        "update_epochs": 1, "env_name": "Acrobot-v1", "hidden_sizes": (8, 8)}
+    # Bad input stops the run before anything compiles, naming the field and what is allowed.
+    script = str(ROOT / "benchmarks" / "versus_reference.py")
+    for args, message in ((["--set", "epochs=1"], "no field 'epochs'; the fields are ['anneal_lr'"),
+                          (["--set", "update_epochs"], "--set takes FIELD=VALUE, got 'update_epochs'"),
+                          (["--set", "num_minibatches=3", "--cases", "cartpole_default"],
+                           "--set with case cartpole_default: num_minibatches=3 must divide batch_size")):
+        proc = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
 
 
 @pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs the project's git checkout")
