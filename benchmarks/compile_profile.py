@@ -51,7 +51,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from throughput import parse_overrides  # noqa: E402
+from throughput import parse_overrides, run_meta  # noqa: E402
 
 _CHILD = r"""
 import json, sys, time
@@ -250,7 +250,10 @@ def main(argv=None) -> None:
         print(f"{row['mlir_s'] * 1e3:8.0f} {row['llvm_s'] * 1e3:8.0f}  {row['kernel'][:34]:<34} {row['shape'][:22]:<22} "
               f"{row['op_name'][:90]}")
     if args.json:
-        args.json.write_text(json.dumps(report, indent=1))
+        meta = run_meta("benchmarks/compile_profile.py")
+        if os.environ.get("PJRT_NPROC"):
+            meta["command"] = f"PJRT_NPROC={os.environ['PJRT_NPROC']} {meta['command']}"
+        args.json.write_text(json.dumps({"meta": meta, **report}, indent=1))
 
 
 if __name__ == "__main__":
