@@ -3,9 +3,10 @@
 Only the actor runs inside the sequential scan (it must, to pick actions).
 The critic is evaluated afterwards on the whole (T, N) batch at once, on both
 the observations the actions were taken in and the observations each step
-ended in (gymnax's ``final_observation``, before any auto-reset): one large
-batched pass instead of T small ones, and the bootstrap value of a time-limit
-truncation comes out of it for free.
+ended in (gymnax's ``final_observation``, before any auto-reset) where those
+are not already among the former: one large batched pass instead of T small
+ones, and the bootstrap value of a time-limit truncation comes out of it for
+free (`critic_values`).
 """
 
 from __future__ import annotations
@@ -217,7 +218,10 @@ def collect_rollout(
 
 
 def critic_values(
-    value_fn: Callable[[Any, jax.Array], jax.Array], params: Any, traj: Trajectory
+    value_fn: Callable[[Any, jax.Array], jax.Array],
+    params: Any,
+    traj: Trajectory,
+    max_truncations: int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """``(values, next_values)``, both (T, N), from one batched critic pass.
 
@@ -226,9 +230,37 @@ def critic_values(
     episode that is V(s_{t+1}); at a time-limit truncation it is the bootstrap
     value of the cut-off episode (never the value of the reset observation);
     at a termination GAE masks it out.
+
+    ``max_truncations``: a bound, known before tracing, on the truncated
+    steps of the rollout before its last (`VecEnv.max_truncations` of T - 1
+    steps). With it the pass skips
+    the final observations whose value it already has: where step t did not
+    end an episode, ``final_obs[t]`` is ``obs[t + 1]`` (the rollout stores the
+    same observation twice), so ``next_values[t] = values[t + 1]``, and where
+    it terminated GAE masks the value out. The critic then reads ``obs``
+    (T*N), the last step's final observations (N) and those of the truncated
+    steps before it, gathered into ``max_truncations`` slots: 520
+    observations in place of 1,024 for CartPole defaults. None (or a bound
+    that saves nothing): every final observation is evaluated.
     """
-    num_steps = traj.obs.shape[0]
-    both = jnp.concatenate([traj.obs, traj.final_obs], axis=0)
-    values, next_values = jnp.split(value_fn(params, both), [num_steps], axis=0)
+    num_steps, n = traj.rewards.shape
+    obs_shape = traj.obs.shape[2:]
+    if max_truncations is None or max_truncations >= (num_steps - 1) * n:
+        both = jnp.concatenate([traj.obs, traj.final_obs], axis=0)
+        values, next_values = jnp.split(value_fn(params, both), [num_steps], axis=0)
+    else:
+        # Flat indices t * n + i of the truncated steps t < T - 1, padded
+        # with an index past the end: gathered clipped, dropped on scatter.
+        end = (num_steps - 1) * n
+        (cut,) = jnp.nonzero(traj.truncated[:-1].reshape(-1), size=max_truncations, fill_value=end)
+        cut_obs = jnp.take(traj.final_obs[:-1].reshape((end, *obs_shape)), cut, axis=0, mode="clip")
+        batch = jnp.concatenate(
+            [traj.obs.reshape((num_steps * n, *obs_shape)), traj.final_obs[-1], cut_obs], axis=0
+        )
+        out = value_fn(params, batch)
+        values = out[: num_steps * n].reshape(num_steps, n)
+        last = out[num_steps * n : (num_steps + 1) * n]
+        inside = values[1:].reshape(-1).at[cut].set(out[(num_steps + 1) * n :], mode="drop")
+        next_values = jnp.concatenate([inside.reshape(num_steps - 1, n), last[None]], axis=0)
     chex.assert_equal_shape([values, next_values, traj.rewards])
     return values, next_values

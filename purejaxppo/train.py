@@ -4,7 +4,7 @@ Read top to bottom, one update is::
 
     rollout   T steps of N envs, actions from the current policy   (lax.scan)
     normalise observation and reward statistics (optional)       (running stats)
-    critic    V on every observation and every final observation  (one batched pass)
+    critic    V on every observation and the final ones it needs   (one batched pass)
     GAE       advantages and value targets, cut at episode ends    (reverse lax.scan)
     update    K epochs x M shuffled minibatches of PPO gradient steps
     metrics   a fixed set of scalars for this update
@@ -306,7 +306,9 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
 
         # 2. Critic on s_t and on each step's final observation, in one pass.
         with jax.named_scope("critic"):
-            values, next_values = critic_values(value_fn, state.params, traj)
+            values, next_values = critic_values(
+                value_fn, state.params, traj, vec_env.max_truncations(T - 1)
+            )
 
         # 3. GAE, cut at terminations and truncations; truncations bootstrap.
         with jax.named_scope("gae"):

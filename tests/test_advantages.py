@@ -102,3 +102,54 @@ def test_truncation_bootstraps_from_final_observation():
     # Inside an episode final_obs is exactly the next observation.
     inside = ~np.asarray(traj.done)[:-1]
     np.testing.assert_array_equal(np.asarray(traj.final_obs)[:-1][inside], np.asarray(traj.obs)[1:][inside])
+
+
+def _truncating_rollout(num_envs=3, num_steps=12, limit=5, seed=1):
+    env, params, spec = make_env("CartPole-v1", env_params=(("max_steps_in_episode", limit),))
+    vec = VecEnv(env, params, spec, num_envs=num_envs)
+    obs, state = vec.reset(jax.random.PRNGKey(0))
+    carry = EnvCarry(state, obs, EpisodeStats.zeros(num_envs))
+    policy = lambda p, o: Categorical(logits=jnp.zeros(o.shape[:-1] + (2,)))
+    _, traj = collect_rollout(policy, None, vec, carry, jax.random.PRNGKey(seed), num_steps)
+    return vec, traj
+
+
+@pytest.mark.parametrize("limit", [5, 3, 500])
+def test_reduced_critic_pass_equals_the_full_one(limit):
+    """With a bound on the truncations, the critic skips the final
+    observations it already has the value of (obs[t + 1]) and reads only the
+    last step's and the truncated steps' ones: the same values."""
+    num_steps = 12
+    vec, traj = _truncating_rollout(limit=limit, num_steps=num_steps)
+    bound = vec.max_truncations(num_steps - 1)
+    assert bound == 3 * -(-(num_steps - 1) // limit)
+    cut = int(np.asarray(traj.truncated)[:-1].sum())
+    assert cut <= bound and (cut > 0) == (limit < num_steps)
+    w = jax.random.normal(jax.random.PRNGKey(7), (4,))
+    rows = []
+
+    def value_fn(p, o):  # reads every input; records how many observations it got
+        rows.append(int(np.prod(o.shape[:-1])))
+        return jnp.tanh(o @ w)
+
+    full = critic_values(value_fn, None, traj)
+    reduced = critic_values(value_fn, None, traj, bound)
+    assert rows == [2 * num_steps * 3, (num_steps + 1) * 3 + bound]
+    for a, b in zip(reduced, full):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    if cut:
+        # A bound below the truncations drops one: its bootstrap value would
+        # be the reset observation's. The comparison above would catch it.
+        short = critic_values(value_fn, None, traj, cut - 1)[1]
+        assert not np.allclose(short, full[1], rtol=1e-6, atol=1e-7)
+
+
+def test_reduced_critic_pass_under_jit_and_vmap():
+    vec, traj = _truncating_rollout(limit=3, num_steps=10)
+    bound = vec.max_truncations(9)
+    trajs = jax.tree.map(lambda x: jnp.stack([x, x[:, ::-1]]), traj)  # two "seeds"
+    value_fn = lambda p, o: o.sum(-1) * p
+    full = jax.vmap(lambda t: critic_values(value_fn, 2.0, t))(trajs)
+    reduced = jax.jit(jax.vmap(lambda t: critic_values(value_fn, 2.0, t, bound)))(trajs)
+    for a, b in zip(reduced, full):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)

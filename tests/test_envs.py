@@ -1,5 +1,7 @@
 """VecEnv: the pre-drawn-reset fast path is gymnax's own step, exactly."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -179,3 +181,48 @@ def test_gymnax_plotting_imports_are_deferred_until_used(order):
     proc = subprocess.run([sys.executable, "-c", _DEFERRED_IMPORTS_SCRIPT, order],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
+
+
+_ALL_BUT_MNIST = [name for name in __import__("gymnax").registered_envs if name != "MNISTBandit-bsuite"]
+
+
+@pytest.mark.parametrize("env_name", _ALL_BUT_MNIST)  # MNIST's bandit downloads its data
+def test_max_truncations_bounds_every_rollout(env_name):
+    """`VecEnv.max_truncations` (what lets the critic skip final
+    observations) holds for every built-in env it claims: with a time limit
+    of 3, no env truncates more than ceil(T / 3) times in T steps, whatever
+    the episode's phase at the rollout's start."""
+    from purejaxppo.distributions import Categorical, DiagGaussian
+    from purejaxppo.rollout import EnvCarry, EpisodeStats, collect_rollout
+
+    env, params, spec = make_env(env_name)
+    if not hasattr(params, "max_steps_in_episode"):
+        assert VecEnv(env, params, spec, 2).max_truncations(10) is None
+        return
+    limit = params.max_steps_in_episode
+    if isinstance(limit, int):  # BernoulliBandit's is a float (100.0), which config refuses to set
+        limit = 3
+        env, params, spec = make_env(env_name, env_params=(("max_steps_in_episode", limit),))
+    n, num_steps = 4, 13
+    vec = VecEnv(env, params, spec, n)
+    bound = vec.max_truncations(num_steps)
+    if not vec.presampled_resets:  # DeepSea: its own step and auto-reset
+        assert bound is None
+        return
+    per_env_bound = -(-num_steps // math.ceil(limit))
+    assert bound == n * per_env_bound
+    if spec.discrete:
+        policy = lambda p, o: Categorical(logits=jnp.zeros(o.shape[:-len(spec.obs_shape)] + (spec.action_dim,)))
+    else:
+        zeros = lambda o: jnp.zeros(o.shape[:-len(spec.obs_shape)] + (spec.action_dim,))
+        policy = lambda p, o: DiagGaussian(mean=zeros(o), log_std=zeros(o))
+    obs, state = vec.reset(jax.random.PRNGKey(0))
+    carry = EnvCarry(state, obs, EpisodeStats.zeros(n))
+    rollout = jax.jit(lambda c, k: collect_rollout(policy, None, vec, c, k, num_steps))
+    carry, _ = rollout(carry, jax.random.PRNGKey(1))  # start mid-episode
+    _, traj = rollout(carry, jax.random.PRNGKey(2))
+    per_env = np.asarray(traj.truncated).sum(axis=0)
+    assert per_env.max() <= per_env_bound and per_env.sum() <= bound, per_env
+    if limit == 3 and not np.asarray(traj.terminated).any():
+        # With no episode ended early, the bound is tight: 4 or 5 truncations per env.
+        assert per_env.min() >= 4, per_env
