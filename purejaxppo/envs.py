@@ -219,21 +219,20 @@ class VecEnv:
         self.num_envs = num_envs
         self.presampled_resets = isinstance(env, Environment) and type(env).step is Environment.step
 
-    def max_truncations(self, num_steps: int) -> int | None:
-        """The most time-limit truncations the ``num_envs`` envs can have
-        together in ``num_steps`` consecutive steps, known before tracing, or
-        None where it is not.
+    def truncation_period(self) -> int | None:
+        """The fewest steps between two time-limit truncations of one env,
+        known before tracing, or None where it is not.
 
         gymnax truncates where ``state.time >= params.max_steps_in_episode``
         (`Environment.is_truncated`), and ``time`` counts the steps since the
-        episode's reset: an env truncates at most once in any
-        ``max_steps_in_episode`` consecutive steps, so at most
-        ``ceil(num_steps / max_steps_in_episode)`` times (tests/test_envs.py
-        checks every built-in env with this auto-reset). Known only for that
-        auto-reset (`step_with_keys` with ``resets``), gymnax's own
-        ``is_truncated`` and a finite Python or NumPy number as
-        ``max_steps_in_episode`` (BernoulliBandit's is a float; a limit L
-        truncates at ``time >= ceil(L)``, every step if that is <= 1).
+        episode's reset: a limit L truncates one env at most once in any
+        ``ceil(L)`` consecutive steps (every step if that is <= 1;
+        tests/test_envs.py checks every built-in env with this auto-reset).
+        Known only for that auto-reset (`step_with_keys` with ``resets``),
+        gymnax's own ``is_truncated`` and a finite Python or NumPy number as
+        ``max_steps_in_episode`` (BernoulliBandit's is a float).
+        `purejaxppo.rollout.critic_values` uses it to skip the final
+        observations whose value it already has.
         """
         from gymnax.environments.environment import Environment
 
@@ -246,8 +245,7 @@ class VecEnv:
             or not math.isfinite(limit)
         ):
             return None
-        period = max(1, math.ceil(limit))
-        return self.num_envs * -(-num_steps // period)
+        return max(1, math.ceil(limit))
 
     def reset(self, key: jax.Array):
         """Reset all envs; return ``(obs (N, *obs_shape) float32, env_state)``."""

@@ -221,7 +221,7 @@ def critic_values(
     value_fn: Callable[[Any, jax.Array], jax.Array],
     params: Any,
     traj: Trajectory,
-    max_truncations: int | None = None,
+    truncation_period: int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """``(values, next_values)``, both (T, N), from one batched critic pass.
 
@@ -231,36 +231,43 @@ def critic_values(
     value of the cut-off episode (never the value of the reset observation);
     at a termination GAE masks it out.
 
-    ``max_truncations``: a bound, known before tracing, on the truncated
-    steps of the rollout before its last (`VecEnv.max_truncations` of T - 1
-    steps). With it the pass skips
-    the final observations whose value it already has: where step t did not
-    end an episode, ``final_obs[t]`` is ``obs[t + 1]`` (the rollout stores the
-    same observation twice), so ``next_values[t] = values[t + 1]``, and where
-    it terminated GAE masks the value out. The critic then reads ``obs``
-    (T*N), the last step's final observations (N) and those of the truncated
-    steps before it, gathered into ``max_truncations`` slots: 520
-    observations in place of 1,024 for CartPole defaults. None (or a bound
-    that saves nothing): every final observation is evaluated.
+    ``truncation_period``: P such that no env truncates twice in P
+    consecutive steps, known before tracing (`VecEnv.truncation_period`).
+    With it the pass skips the final observations whose value it already
+    has: where step t did not end an episode, ``final_obs[t]`` is
+    ``obs[t + 1]`` (the rollout stores the same observation twice), so
+    ``next_values[t] = values[t + 1]``, and where it terminated GAE masks the
+    value out. The steps before the last are cut into windows of at most P
+    steps, each holding at most one truncation per env; the critic reads
+    ``obs`` (T*N), the last step's final observations (N) and one final
+    observation per window and env (that window's truncated step, if any):
+    520 observations in place of 1,024 for CartPole defaults (T = 128,
+    N = 4, P = 500). None, or a period too short to save anything: every
+    final observation is evaluated.
     """
     num_steps, n = traj.rewards.shape
     obs_shape = traj.obs.shape[2:]
-    if max_truncations is None or max_truncations >= (num_steps - 1) * n:
+    inside = num_steps - 1  # the steps whose next observation is in the rollout
+    width = min(truncation_period or 1, max(inside, 1))
+    windows = -(-inside // width)
+    if truncation_period is None or windows >= inside:
         both = jnp.concatenate([traj.obs, traj.final_obs], axis=0)
         values, next_values = jnp.split(value_fn(params, both), [num_steps], axis=0)
-    else:
-        # Flat indices t * n + i of the truncated steps t < T - 1, padded
-        # with an index past the end: gathered clipped, dropped on scatter.
-        end = (num_steps - 1) * n
-        (cut,) = jnp.nonzero(traj.truncated[:-1].reshape(-1), size=max_truncations, fill_value=end)
-        cut_obs = jnp.take(traj.final_obs[:-1].reshape((end, *obs_shape)), cut, axis=0, mode="clip")
-        batch = jnp.concatenate(
-            [traj.obs.reshape((num_steps * n, *obs_shape)), traj.final_obs[-1], cut_obs], axis=0
-        )
-        out = value_fn(params, batch)
-        values = out[: num_steps * n].reshape(num_steps, n)
-        last = out[num_steps * n : (num_steps + 1) * n]
-        inside = values[1:].reshape(-1).at[cut].set(out[(num_steps + 1) * n :], mode="drop")
-        next_values = jnp.concatenate([inside.reshape(num_steps - 1, n), last[None]], axis=0)
+        chex.assert_equal_shape([values, next_values, traj.rewards])
+        return values, next_values
+    # Each window's truncated step per env (step 0 of the window where none).
+    cut = jnp.pad(traj.truncated[:-1], ((0, windows * width - inside), (0, 0)))
+    cut = cut.reshape(windows, width, n)
+    step = jnp.argmax(cut, axis=1) + width * jnp.arange(windows)[:, None]  # (windows, N)
+    cut_obs = jnp.take_along_axis(
+        traj.final_obs[:-1], step.reshape(step.shape + (1,) * len(obs_shape)), axis=0
+    )
+    batch = jnp.concatenate([traj.obs, traj.final_obs[-1:], cut_obs], axis=0)
+    out = value_fn(params, batch)  # (T + 1 + windows, N)
+    values, last, cut_values = out[:num_steps], out[num_steps], out[num_steps + 1 :]
+    cut_values = jnp.repeat(cut_values, width, axis=0, total_repeat_length=windows * width)[:inside]
+    next_values = jnp.concatenate(
+        [jnp.where(traj.truncated[:-1], cut_values, values[1:]), last[None]], axis=0
+    )
     chex.assert_equal_shape([values, next_values, traj.rewards])
     return values, next_values

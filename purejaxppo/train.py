@@ -307,7 +307,7 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
         # 2. Critic on s_t and on each step's final observation, in one pass.
         with jax.named_scope("critic"):
             values, next_values = critic_values(
-                value_fn, state.params, traj, vec_env.max_truncations(T - 1)
+                value_fn, state.params, traj, vec_env.truncation_period()
             )
 
         # 3. GAE, cut at terminations and truncations; truncations bootstrap.

@@ -114,17 +114,16 @@ def _truncating_rollout(num_envs=3, num_steps=12, limit=5, seed=1):
     return vec, traj
 
 
-@pytest.mark.parametrize("limit", [5, 3, 500])
-def test_reduced_critic_pass_equals_the_full_one(limit):
-    """With a bound on the truncations, the critic skips the final
+@pytest.mark.parametrize("limit,num_steps", [(5, 12), (3, 12), (11, 12), (500, 12), (2, 9)])
+def test_reduced_critic_pass_equals_the_full_one(limit, num_steps):
+    """With the envs' truncation period, the critic skips the final
     observations it already has the value of (obs[t + 1]) and reads only the
-    last step's and the truncated steps' ones: the same values."""
-    num_steps = 12
+    last step's and one per window of the period and env: the same values."""
     vec, traj = _truncating_rollout(limit=limit, num_steps=num_steps)
-    bound = vec.max_truncations(num_steps - 1)
-    assert bound == 3 * -(-(num_steps - 1) // limit)
+    period = vec.truncation_period()
+    assert period == limit
     cut = int(np.asarray(traj.truncated)[:-1].sum())
-    assert cut <= bound and (cut > 0) == (limit < num_steps)
+    assert (cut > 0) == (limit < num_steps)
     w = jax.random.normal(jax.random.PRNGKey(7), (4,))
     rows = []
 
@@ -133,23 +132,24 @@ def test_reduced_critic_pass_equals_the_full_one(limit):
         return jnp.tanh(o @ w)
 
     full = critic_values(value_fn, None, traj)
-    reduced = critic_values(value_fn, None, traj, bound)
-    assert rows == [2 * num_steps * 3, (num_steps + 1) * 3 + bound]
+    reduced = critic_values(value_fn, None, traj, period)
+    windows = -(-(num_steps - 1) // min(limit, num_steps - 1))
+    assert rows == [2 * num_steps * 3, (num_steps + 1 + windows) * 3]
     for a, b in zip(reduced, full):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
-    if cut:
-        # A bound below the truncations drops one: its bootstrap value would
-        # be the reset observation's. The comparison above would catch it.
-        short = critic_values(value_fn, None, traj, cut - 1)[1]
-        assert not np.allclose(short, full[1], rtol=1e-6, atol=1e-7)
+    if (np.asarray(traj.truncated)[:-1].sum(axis=0) > 1).any():
+        # A period longer than the envs' puts two truncations of an env in
+        # one window: one loses its bootstrap, and the comparison catches it.
+        long = critic_values(value_fn, None, traj, 2 * limit)[1]
+        assert not np.allclose(long, full[1], rtol=1e-6, atol=1e-7)
 
 
 def test_reduced_critic_pass_under_jit_and_vmap():
     vec, traj = _truncating_rollout(limit=3, num_steps=10)
-    bound = vec.max_truncations(9)
+    period = vec.truncation_period()
     trajs = jax.tree.map(lambda x: jnp.stack([x, x[:, ::-1]]), traj)  # two "seeds"
     value_fn = lambda p, o: o.sum(-1) * p
     full = jax.vmap(lambda t: critic_values(value_fn, 2.0, t))(trajs)
-    reduced = jax.jit(jax.vmap(lambda t: critic_values(value_fn, 2.0, t, bound)))(trajs)
+    reduced = jax.jit(jax.vmap(lambda t: critic_values(value_fn, 2.0, t, period)))(trajs)
     for a, b in zip(reduced, full):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
