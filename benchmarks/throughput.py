@@ -333,7 +333,7 @@ def run_case(overrides: dict, seeds: int, repeats: int, rates: dict | None) -> d
 
         def body(c, k):
             c, traj = collect_rollout(policy, state.params, vec, c, k, T)
-            values, next_values = critic_values(value, state.params, traj)
+            values, next_values = critic_values(value, state.params, traj, vec.truncation_period())
             adv, _ = gae(traj.rewards, values, next_values, traj.terminated, traj.done,
                          config.gamma, config.gae_lambda)
             return c, jnp.mean(adv)
@@ -346,7 +346,7 @@ def run_case(overrides: dict, seeds: int, repeats: int, rates: dict | None) -> d
         row[f"{name}_steps_per_s"] = steps / r_s
         row[f"{name}_compile_s"] = c_s
 
-    cost = cost_per_env_step(config, spec)
+    cost = cost_per_env_step(config, spec, vec.truncation_period())
     row["cost_per_env_step"] = cost
     if rates:
         floor_s = cost["flops"] / rates["matmul_flops_per_s"] + cost["transcendentals"] / rates["tanh_per_s"]

@@ -6,7 +6,9 @@ and transcendental evaluations (tanh and the like in hidden layers, exp/log in
 the heads). Per env step, a run does:
 
 * rollout: one actor forward (to sample the action);
-* critic: two critic forwards (on s_t and on the final observation);
+* critic: one critic forward on s_t, and one on each final observation the
+  pass does not already have (`purejaxppo.rollout.critic_rows`): 1 + (1 +
+  windows) / T in all with the envs' truncation period, 2 without;
 * update: ``update_epochs`` x (actor + critic) x (forward + backward), with a
   backward pass counted as twice the forward FLOPs (gradients with respect to
   weights and inputs) and no transcendentals (the derivative of tanh reuses
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from purejaxppo.config import PPOConfig
 from purejaxppo.envs import EnvSpec
 from purejaxppo.networks import resolve_torso
+from purejaxppo.rollout import critic_rows
 
 _TRANSCENDENTAL_ACTIVATIONS = {"tanh", "gelu", "silu", "elu"}
 
@@ -77,13 +80,20 @@ def critic_forward_cost(config: PPOConfig, spec: EnvSpec) -> NetworkCost:
     return torso + NetworkCost(2 * width, 0)
 
 
-def cost_per_env_step(config: PPOConfig, spec: EnvSpec) -> dict[str, int]:
-    """FLOPs and transcendentals per env step: rollout + critic + update."""
+def cost_per_env_step(
+    config: PPOConfig, spec: EnvSpec, truncation_period: int | None = None
+) -> dict[str, int]:
+    """FLOPs and transcendentals per env step: rollout + critic + update.
+
+    ``truncation_period``: the envs' (`purejaxppo.envs.VecEnv.truncation_period`),
+    with which the critic pass skips the final observations it already has;
+    None counts the full pass, two critic forwards per step.
+    """
     actor = actor_forward_cost(config, spec)
     critic = critic_forward_cost(config, spec)
     both = actor + critic
     rollout = actor
-    critic_pass = critic.scale(2)
+    critic_pass = critic.scale(critic_rows(config.num_steps, truncation_period) / config.num_steps)
     update = NetworkCost(3 * both.flops, both.transcendentals).scale(config.update_epochs)
     total = rollout + critic_pass + update
     return {

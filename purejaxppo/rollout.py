@@ -217,6 +217,25 @@ def collect_rollout(
     return carry, traj
 
 
+def _truncation_windows(num_steps: int, truncation_period: int | None) -> tuple[int, int]:
+    """(width, count) of the windows `critic_values` cuts the first T - 1
+    steps into, or (0, 0) where the full pass is evaluated."""
+    inside = num_steps - 1
+    if truncation_period is None or inside < 1:
+        return 0, 0
+    width = min(truncation_period, inside)
+    windows = -(-inside // width)
+    return (width, windows) if windows < inside else (0, 0)
+
+
+def critic_rows(num_steps: int, truncation_period: int | None = None) -> int:
+    """Observations per env that `critic_values` evaluates for a rollout of
+    ``num_steps``: 2 T for the full pass, T + 1 + the windows' count for the
+    reduced one (129 + 1 = 130 for CartPole defaults, against 256)."""
+    _, windows = _truncation_windows(num_steps, truncation_period)
+    return num_steps + 1 + windows if windows else 2 * num_steps
+
+
 def critic_values(
     value_fn: Callable[[Any, jax.Array], jax.Array],
     params: Any,
@@ -248,9 +267,8 @@ def critic_values(
     num_steps, n = traj.rewards.shape
     obs_shape = traj.obs.shape[2:]
     inside = num_steps - 1  # the steps whose next observation is in the rollout
-    width = min(truncation_period or 1, max(inside, 1))
-    windows = -(-inside // width)
-    if truncation_period is None or windows >= inside:
+    width, windows = _truncation_windows(num_steps, truncation_period)
+    if not windows:
         both = jnp.concatenate([traj.obs, traj.final_obs], axis=0)
         values, next_values = jnp.split(value_fn(params, both), [num_steps], axis=0)
         chex.assert_equal_shape([values, next_values, traj.rewards])

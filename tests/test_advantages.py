@@ -8,7 +8,7 @@ import pytest
 from purejaxppo.advantages import gae
 from purejaxppo.distributions import Categorical
 from purejaxppo.envs import VecEnv, make_env
-from purejaxppo.rollout import EnvCarry, EpisodeStats, collect_rollout, critic_values
+from purejaxppo.rollout import EnvCarry, EpisodeStats, collect_rollout, critic_rows, critic_values
 
 
 def numpy_gae(rewards, values, obs_next_values, bootstrap_values, terminated, truncated, gamma, lam):
@@ -135,6 +135,7 @@ def test_reduced_critic_pass_equals_the_full_one(limit, num_steps):
     reduced = critic_values(value_fn, None, traj, period)
     windows = -(-(num_steps - 1) // min(limit, num_steps - 1))
     assert rows == [2 * num_steps * 3, (num_steps + 1 + windows) * 3]
+    assert [critic_rows(num_steps), critic_rows(num_steps, period)] == [r // 3 for r in rows]
     for a, b in zip(reduced, full):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     if (np.asarray(traj.truncated)[:-1].sum(axis=0) > 1).any():

@@ -66,3 +66,7 @@ def test_cost_per_env_step_composition():
     assert cost["rollout_flops"] == a.flops and cost["critic_flops"] == 2 * c.flops
     assert cost["update_flops"] == 4 * 3 * (a.flops + c.flops)
     assert cost["flops"] == a.flops + 2 * c.flops + 12 * (a.flops + c.flops)
+    # With CartPole's time limit the critic reads 128 + 1 + 1 observations per env, not 256.
+    reduced = cost_per_env_step(config, spec, truncation_period=500)
+    assert reduced["critic_flops"] == round(c.flops * 130 / 128)
+    assert reduced["update_flops"] == cost["update_flops"] and reduced["rollout_flops"] == a.flops
