@@ -231,6 +231,10 @@ def main(argv=None) -> None:
     overrides = parse_overrides(parser, args.set, [f.name for f in dataclasses.fields(Config)])
     try:  # a bad value fails here, naming the field, before the child compiles
         Config(**overrides)
+        if args.reference:  # its config checks nothing; its fields are PPOConfig's too
+            from purejaxppo import PPOConfig
+
+            PPOConfig(**overrides)
     except (TypeError, ValueError) as error:
         parser.error(f"--set: {error}")
     report = profile(overrides, args.top, args.seeds, args.reference)

@@ -228,9 +228,12 @@ class VecEnv:
         episode's reset: a limit L truncates one env at most once in any
         ``ceil(L)`` consecutive steps (every step if that is <= 1;
         tests/test_envs.py checks every built-in env with this auto-reset).
-        Known only for that auto-reset (`step_with_keys` with ``resets``),
-        gymnax's own ``is_truncated`` and a finite Python or NumPy number as
-        ``max_steps_in_episode`` (BernoulliBandit's is a float).
+        Known only for gymnax's built-in envs (whose ``time`` is checked to
+        count so; an env registered from elsewhere may count otherwise),
+        with that auto-reset (`step_with_keys` with ``resets``), gymnax's own
+        ``is_truncated``, and a finite Python or NumPy number as
+        ``max_steps_in_episode`` (BernoulliBandit's is a float: it is
+        compared as float32, so the period is taken from the float32 value).
         `purejaxppo.rollout.critic_values` uses it to skip the final
         observations whose value it already has.
         """
@@ -239,12 +242,15 @@ class VecEnv:
         limit = getattr(self.env_params, "max_steps_in_episode", None)
         if (
             not self.presampled_resets
+            or not type(self.env).__module__.startswith("gymnax.environments.")
             or type(self.env).is_truncated is not Environment.is_truncated
             or not isinstance(limit, (int, float, np.integer, np.floating))
             or isinstance(limit, bool)
             or not math.isfinite(limit)
         ):
             return None
+        if isinstance(limit, (float, np.floating)):
+            limit = float(np.float32(limit))  # what `time >= limit` compares against
         return max(1, math.ceil(limit))
 
     def reset(self, key: jax.Array):

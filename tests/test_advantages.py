@@ -114,16 +114,19 @@ def _truncating_rollout(num_envs=3, num_steps=12, limit=5, seed=1):
     return vec, traj
 
 
-@pytest.mark.parametrize("limit,num_steps", [(5, 12), (3, 12), (11, 12), (500, 12), (2, 9)])
+@pytest.mark.parametrize("limit,num_steps", [(5, 12), (3, 12), (11, 12), (500, 12), (2, 9), (15, 40)])
 def test_reduced_critic_pass_equals_the_full_one(limit, num_steps):
     """With the envs' truncation period, the critic skips the final
     observations it already has the value of (obs[t + 1]) and reads only the
-    last step's and one per window of the period and env: the same values."""
+    last step's and one per window of the period and env: the same next
+    values wherever GAE reads them, so the same advantages and returns."""
     vec, traj = _truncating_rollout(limit=limit, num_steps=num_steps)
     period = vec.truncation_period()
     assert period == limit
-    cut = int(np.asarray(traj.truncated)[:-1].sum())
-    assert (cut > 0) == (limit < num_steps)
+    truncated, terminated = np.asarray(traj.truncated), np.asarray(traj.terminated)
+    assert (truncated[:-1].sum() > 0) == (limit < num_steps)
+    if num_steps == 40:  # random CartPole episodes end in ~20 steps
+        assert terminated[:-1].any()
     w = jax.random.normal(jax.random.PRNGKey(7), (4,))
     rows = []
 
@@ -136,13 +139,20 @@ def test_reduced_critic_pass_equals_the_full_one(limit, num_steps):
     windows = -(-(num_steps - 1) // min(limit, num_steps - 1))
     assert rows == [2 * num_steps * 3, (num_steps + 1 + windows) * 3]
     assert [critic_rows(num_steps), critic_rows(num_steps, period)] == [r // 3 for r in rows]
-    for a, b in zip(reduced, full):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
-    if (np.asarray(traj.truncated)[:-1].sum(axis=0) > 1).any():
+    np.testing.assert_allclose(reduced[0], full[0], rtol=1e-6, atol=1e-7)
+    # At a terminated step the reduced pass holds the reset observation's
+    # value, which GAE masks; everywhere else the final observation's.
+    read = ~terminated
+    np.testing.assert_allclose(np.asarray(reduced[1])[read], np.asarray(full[1])[read], rtol=1e-6, atol=1e-7)
+    args = (traj.rewards, traj.terminated, traj.done, 0.99, 0.95)
+    for a, b in zip(gae(args[0], *reduced, *args[1:]), gae(args[0], *full, *args[1:])):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    if (truncated[:-1].sum(axis=0) > 1).any():
         # A period longer than the envs' puts two truncations of an env in
         # one window: one loses its bootstrap, and the comparison catches it.
-        long = critic_values(value_fn, None, traj, 2 * limit)[1]
-        assert not np.allclose(long, full[1], rtol=1e-6, atol=1e-7)
+        long = critic_values(value_fn, None, traj, 2 * limit)
+        assert not np.allclose(gae(args[0], *long, *args[1:])[0], gae(args[0], *full, *args[1:])[0],
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_reduced_critic_pass_under_jit_and_vmap():
@@ -154,3 +164,21 @@ def test_reduced_critic_pass_under_jit_and_vmap():
     reduced = jax.jit(jax.vmap(lambda t: critic_values(value_fn, 2.0, t, period)))(trajs)
     for a, b in zip(reduced, full):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_make_train_runs_the_reduced_critic_pass(monkeypatch):
+    """`make_train` hands the critic the envs' truncation period (the pass
+    falls back to the full one without it)."""
+    import purejaxppo.train as train_module
+    from purejaxppo import PPOConfig, make_train
+
+    seen = []
+
+    def recording(value_fn, params, traj, truncation_period=None):
+        seen.append(truncation_period)
+        return critic_values(value_fn, params, traj, truncation_period)
+
+    monkeypatch.setattr(train_module, "critic_values", recording)
+    train = make_train(PPOConfig(env_name="CartPole-v1", total_timesteps=512))
+    jax.eval_shape(train, jax.random.PRNGKey(0))
+    assert seen == [500]

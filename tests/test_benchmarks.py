@@ -183,6 +183,8 @@ def test_compile_profile_parses_xla_logs_and_smoke_runs(tmp_path):
     assert sum(r["kernels"] for r in report["regions"].values()) == report["kernels"]
     proc = subprocess.run(cmd[:2] + ["--reference", "--set", "torso=mlp"], capture_output=True, text=True)
     assert proc.returncode == 2 and "no field 'torso'" in proc.stderr, proc.stderr[-2000:]
+    proc = subprocess.run(cmd[:2] + ["--reference", "--set", "num_envs=0"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "num_envs must be a positive int, got 0" in proc.stderr, proc.stderr[-2000:]
 
 
 def test_reference_uses_purejaxppo_defaults():

@@ -226,3 +226,44 @@ def test_truncation_period_holds_in_every_rollout(env_name):
     if limit == 3 and not np.asarray(traj.terminated).any():
         # With no episode ended early, the period is tight: every third step.
         assert all((g == 3).all() and len(g) >= 3 for g in gaps), gaps
+
+
+def test_truncation_period_only_where_it_is_known():
+    from gymnax.environments.classic_control.cartpole import CartPole
+
+    env, params, spec = make_env("CartPole-v1")
+    assert VecEnv(env, params, spec, 2).truncation_period() == 500
+    # gymnax compares time >= limit in float32: a float limit counts as its float32 value.
+    assert VecEnv(env, params.replace(max_steps_in_episode=3.0000001), spec, 2).truncation_period() == 3
+    assert VecEnv(env, params.replace(max_steps_in_episode=2.5), spec, 2).truncation_period() == 3
+    assert VecEnv(env, params.replace(max_steps_in_episode=0), spec, 2).truncation_period() == 1
+    for limit in (float("inf"), float("nan"), True, jnp.asarray(500)):
+        assert VecEnv(env, params.replace(max_steps_in_episode=limit), spec, 2).truncation_period() is None
+
+    class OwnTruncation(CartPole):  # another time limit than gymnax's
+        def is_truncated(self, state, params):
+            return state.time >= 2 * params.max_steps_in_episode
+
+    class ElsewhereCartPole(CartPole):  # an env from outside gymnax may count time otherwise
+        pass
+
+    for cls in (OwnTruncation, ElsewhereCartPole):
+        assert VecEnv(cls(), params, spec, 2).truncation_period() is None
+
+
+def test_float_time_limit_truncates_every_period():
+    """A float limit, as BernoulliBandit's: the period holds in a rollout."""
+    from purejaxppo.distributions import Categorical
+    from purejaxppo.rollout import EnvCarry, EpisodeStats, collect_rollout
+
+    env, params, spec = make_env("CartPole-v1")
+    vec = VecEnv(env, params.replace(max_steps_in_episode=3.0), spec, 3)
+    assert vec.truncation_period() == 3
+    obs, state = vec.reset(jax.random.PRNGKey(0))
+    policy = lambda p, o: Categorical(logits=jnp.zeros(o.shape[:-1] + (2,)))
+    _, traj = collect_rollout(policy, None, vec, EnvCarry(state, obs, EpisodeStats.zeros(3)),
+                              jax.random.PRNGKey(1), 10)
+    truncated = np.asarray(traj.truncated)
+    assert truncated.any()
+    for i in range(3):
+        assert (np.diff(np.flatnonzero(truncated[:, i])) >= 3).all()
