@@ -53,8 +53,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from throughput import (  # noqa: E402
-    CASES, QUICK, _source_revision, add_paired_run_args, apply_cpu_vector_width, case_cpu_threads,
-    child_env, cpu_threads_arg, cpu_vector_width_arg, require_positive, run_meta, write_results,
+    CASES, QUICK, _source_revision, add_cpu_args, add_paired_run_args, apply_cpu_vector_width,
+    case_cpu_threads, child_env, require_positive, run_meta, write_results,
 )
 
 WORKING_TREE = "."
@@ -228,12 +228,7 @@ def main() -> None:
                         help="the revision after it; '.' (the default): the working tree")
     parser.add_argument("--cases", nargs="*", default=["cartpole_default"], choices=list(CASES))
     add_paired_run_args(parser, HERE / "results" / "compare")
-    parser.add_argument("--cpu-threads", default="auto", type=cpu_threads_arg,
-                        help="XLA CPU pool size of both sides: auto (this checkout's rule for the "
-                             "case), default (one thread per core) or a count")
-    parser.add_argument("--cpu-vector-width", default="auto", type=cpu_vector_width_arg,
-                        help="SIMD bits XLA's CPU compiler prefers, for both sides alike: auto "
-                             "(purejaxppo.cpu_vectors' rule), default (XLA's, 256) or 128, 256 or 512")
+    add_cpu_args(parser, "both sides alike")
     args = parser.parse_args()
     require_positive(parser, args, "pairs", "repeats", "timeout")
     try:

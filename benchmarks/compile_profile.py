@@ -230,11 +230,10 @@ def main(argv=None) -> None:
         from purejaxppo import PPOConfig as Config
     overrides = parse_overrides(parser, args.set, [f.name for f in dataclasses.fields(Config)])
     try:  # a bad value fails here, naming the field, before the child compiles
-        Config(**overrides)
-        if args.reference:  # its config checks nothing; its fields are PPOConfig's too
-            from purejaxppo import PPOConfig
+        # (the reference's config checks nothing; its fields are PPOConfig's too)
+        from purejaxppo import PPOConfig
 
-            PPOConfig(**overrides)
+        PPOConfig(**overrides)
     except (TypeError, ValueError) as error:
         parser.error(f"--set: {error}")
     report = profile(overrides, args.top, args.seeds, args.reference)

@@ -156,6 +156,21 @@ def add_paired_run_args(parser: argparse.ArgumentParser, out_dir: Path) -> None:
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per process")
 
 
+def add_cpu_args(parser: argparse.ArgumentParser, scope: str, devices_help: str | None = None) -> None:
+    """The CPU options of the benchmarks: ``--cpu-threads``, ``--cpu-devices``
+    (where ``devices_help`` says what it splits) and ``--cpu-vector-width``,
+    each applied to ``scope`` (e.g. "each case", "both sides")."""
+    parser.add_argument("--cpu-threads", default="auto", type=cpu_threads_arg,
+                        help=f"XLA CPU pool size of {scope}: auto (purejaxppo's rule for the case, "
+                             "as its CLI applies it), default (one thread per core) or a count")
+    if devices_help:
+        parser.add_argument("--cpu-devices", default="auto", type=cpu_devices_arg, help=devices_help)
+    parser.add_argument("--cpu-vector-width", default="auto", type=cpu_vector_width_arg,
+                        help=f"SIMD bits XLA's CPU compiler prefers, for {scope}: auto "
+                             "(purejaxppo.cpu_vectors' rule, as its CLI applies it), default "
+                             "(XLA's, 256) or 128, 256 or 512")
+
+
 def parse_overrides(parser: argparse.ArgumentParser, items: list[str], fields: list[str]) -> dict:
     """``--set FIELD=VALUE`` items as config overrides. A value is read as a
     Python literal where it is one (``anneal_lr=False``, ``hidden_sizes=(32, 32)``),
@@ -557,16 +572,8 @@ def main() -> None:
     parser.add_argument("--no-sweep", action="store_true", help="skip the num_envs / seeds sweeps")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per case")
-    parser.add_argument("--cpu-threads", default="auto", type=cpu_threads_arg,
-                        help="XLA CPU pool size of each case: auto (the library's rule per case, "
-                             "as the CLI applies it), default (one thread per core) or a count")
-    parser.add_argument("--cpu-devices", default="auto", type=cpu_devices_arg,
-                        help="CPU devices the seeds of a case are split over: auto (the library's "
-                             "rule, as the CLI applies it) or a count")
-    parser.add_argument("--cpu-vector-width", default="auto", type=cpu_vector_width_arg,
-                        help="SIMD bits XLA's CPU compiler prefers, for every process of the run: "
-                             "auto (purejaxppo.cpu_vectors' rule, as the CLI applies it), default "
-                             "(XLA's, 256) or 128, 256 or 512")
+    add_cpu_args(parser, "each case", "CPU devices the seeds of a case are split over: auto "
+                 "(the library's rule, as the CLI applies it) or a count")
     parser.add_argument("--child-config", help=argparse.SUPPRESS)
     parser.add_argument("--child-seeds", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--child-rates", help=argparse.SUPPRESS)

@@ -63,9 +63,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from throughput import (  # noqa: E402
-    CASES, QUICK, add_paired_run_args, apply_cpu_vector_width, case_cpu_devices, case_cpu_threads,
-    child_env, cpu_devices_arg, cpu_threads_arg, cpu_vector_width_arg, parse_overrides,
-    require_positive, run_meta, write_results,
+    CASES, QUICK, add_cpu_args, add_paired_run_args, apply_cpu_vector_width, case_cpu_devices,
+    case_cpu_threads, child_env, parse_overrides, require_positive, run_meta, write_results,
 )
 
 RESULTS = HERE / "results"
@@ -238,16 +237,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="*", default=list(TARGETS), choices=list(TARGETS))
     add_paired_run_args(parser, RESULTS)
-    parser.add_argument("--cpu-threads", default="auto", type=cpu_threads_arg,
-                        help="XLA CPU pool size of both sides' processes: auto (purejaxppo's rule "
-                             "for the case), default (one thread per core) or a count")
-    parser.add_argument("--cpu-devices", default="auto", type=cpu_devices_arg,
-                        help="CPU devices purejaxppo splits a vmapped case's seeds over: auto "
-                             "(its rule, as its CLI applies it) or a count; the reference runs on one")
-    parser.add_argument("--cpu-vector-width", default="auto", type=cpu_vector_width_arg,
-                        help="SIMD bits XLA's CPU compiler prefers, for both sides alike: auto "
-                             "(purejaxppo.cpu_vectors' rule, as its CLI applies it), default (XLA's, "
-                             "256) or 128, 256 or 512")
+    add_cpu_args(parser, "both sides alike", "CPU devices purejaxppo splits a vmapped case's "
+                 "seeds over: auto (its rule, as its CLI applies it) or a count; the reference runs on one")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="a hyperparameter of both sides, over each case's (repeatable; "
                              "the fields of reference_ppo.ReferenceConfig)")

@@ -8,8 +8,9 @@ independent). The call itself is unchanged, on CPU, GPU or TPU; the
 results are those of the one-device run up to float summation order
 (tests/test_devices.py): the parameters bitwise with jaxlib 0.10 and 0.11,
 to float rounding with jaxlib 0.12 (2.3e-10 apart in the test), whose CPU
-compiler orders some sums differently for a device's share of the seeds; metrics that average over a
-batch, such as ``explained_variance``, within float rounding.
+compiler orders some sums differently for a device's share of the seeds;
+metrics that average over a batch, such as ``explained_variance``, within
+float rounding.
 
 On a CPU, XLA shows one device unless asked for more, once, when JAX
 starts its CPU backend (``jax_num_cpu_devices``, or the

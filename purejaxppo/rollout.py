@@ -257,15 +257,16 @@ def critic_values(
     ``obs[t + 1]`` (the rollout stores the same observation twice), so
     ``next_values[t] = values[t + 1]``, and where it terminated GAE masks the
     value out (``next_values[t]`` is then the reset observation's value, not
-    the final one's: the advantages and returns are the full pass's). The steps before the last are cut into windows of at most P
-    steps, each holding at most one truncation per env; the critic reads
-    ``obs`` (T*N), the last step's final observations (N) and one final
-    observation per window and env (that window's truncated step, if any):
-    520 observations in place of 1,024 for CartPole defaults (T = 128,
-    N = 4, P = 500). A period longer than the envs' true one would give
-    some truncations the reset observation's value; `VecEnv.truncation_period`
-    claims one only where it is checked. None, or a period too short to save anything: every
-    final observation is evaluated.
+    the final one's: the advantages and returns are the full pass's). The
+    steps before the last are cut into windows of at most P steps, each
+    holding at most one truncation per env; the critic reads ``obs`` (T*N),
+    the last step's final observations (N) and one final observation per
+    window and env (that window's truncated step, if any): 520 observations
+    in place of 1,024 for CartPole defaults (T = 128, N = 4, P = 500). A
+    period longer than the envs' true one would give some truncations the
+    reset observation's value; `VecEnv.truncation_period` claims one only
+    where it is checked. None, or a period too short to save anything:
+    every final observation is evaluated.
     """
     num_steps, n = traj.rewards.shape
     obs_shape = traj.obs.shape[2:]

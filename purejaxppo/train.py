@@ -304,7 +304,7 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
             reward_scaler = reward_scaler.update(traj.rewards, traj.done, hp.gamma)
             rewards = reward_scaler.scale(traj.rewards, hp.reward_clip)
 
-        # 2. Critic on s_t and on each step's final observation, in one pass.
+        # 2. Critic on s_t and on the final observations it needs, in one pass.
         with jax.named_scope("critic"):
             values, next_values = critic_values(
                 value_fn, state.params, traj, vec_env.truncation_period()
