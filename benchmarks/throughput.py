@@ -19,7 +19,8 @@ runs in its own subprocess, so its peak host RSS is its own. Per case:
 * env-only rate (uniformly random actions, no network) and rollout-only rate
   (the policy acts, critic and GAE run, no update epochs), same env and sizes;
 * the compute floor: the device's dense matmul rate (FLOP/s) and tanh rate
-  (evaluations/s), measured in the same run, and the network FLOPs and
+  (evaluations/s), measured in the same run (each the best over a few
+  problem sizes of the median of 9 calls: `device_rates`), and the network FLOPs and
   transcendentals per env step counted from the config
   (`purejaxppo.flops`, checked against XLA's cost analysis); the floor is
   the steps/s those two rates allow, and the table gives the fraction of it
@@ -236,21 +237,58 @@ def _time_compiled(fn, args, repeats):
     return compile_s, float(run_s), times, compiled
 
 
-def device_rates(repeats: int = 3) -> dict:
-    """Dense matmul FLOP/s (1024^3 f32) and tanh evaluations/s (in-cache array)."""
+# The compute floor's probes. Each runs at several sizes, because the size
+# that reaches a device's peak differs: a CPU's elementwise rate is best on an
+# array that fits its L2 cache, an accelerator's on one large enough to hide
+# its launch overhead. The device's rate is the best size's median; every
+# size's rate is kept in the results, with the spread of the best one's calls.
+MATMUL_SIZES = (512, 1024, 2048)  # n of n x n x n float32 products
+TANH_SIZES = (1 << 16, 1 << 18, 1 << 20, 1 << 24)  # float32 elements
+MATMUL_FLOPS_PER_CALL = 2 * 2048**3 * 2  # each size loops to about this much work per call
+TANH_PER_CALL = 1 << 28  # tanh evaluations per call
+RATE_REPEATS = 9  # timed calls per probe
+
+
+def _probe_rate(fn, args, work: int, repeats: int) -> tuple[float, list[float]]:
+    """``work`` per second over the median of ``repeats`` compiled calls, and
+    each call's rate."""
+    _, median_s, times, _ = _time_compiled(fn, args, repeats)
+    return work / median_s, [work / t for t in times]
+
+
+def device_rates(repeats: int = RATE_REPEATS) -> dict:
+    """The device's dense matmul rate (float32 FLOP/s, 2 per multiply-add) and
+    tanh rate (evaluations/s): each the best over `MATMUL_SIZES` /
+    `TANH_SIZES` of the median of ``repeats`` calls, with the rate of every
+    size (``matmul_by_size``, ``tanh_by_size``) and, for the best size, the
+    slowest and fastest call's rate (``*_spread``)."""
     import jax
     import jax.numpy as jnp
 
-    n, reps = 1024, 8
-    a = jnp.ones((n, n), jnp.float32)
-    b = jnp.full((n, n), 1e-3, jnp.float32)
-    mm = lambda a, b: jax.lax.fori_loop(0, reps, lambda i, x: x @ b, a)
-    _, mm_s, _, _ = _time_compiled(mm, (a, b), repeats)
-    m, treps = 1 << 16, 200
-    x = jnp.linspace(-2.0, 2.0, m, dtype=jnp.float32)
-    th = lambda x: jax.lax.fori_loop(0, treps, lambda i, y: jnp.tanh(y) * 1.5, x)
-    _, th_s, _, _ = _time_compiled(th, (x,), repeats)
-    return {"matmul_flops_per_s": 2 * n**3 * reps / mm_s, "tanh_per_s": m * treps / th_s}
+    out: dict = {"rate_repeats": repeats, "matmul_by_size": {}, "tanh_by_size": {}}
+    best: dict = {}
+    for n in MATMUL_SIZES:
+        reps = max(1, MATMUL_FLOPS_PER_CALL // (2 * n**3))
+        a = jnp.ones((n, n), jnp.float32)
+        b = jnp.full((n, n), 1.0 / n, jnp.float32)  # x @ b keeps the values at 1
+        mm = lambda a, b, reps=reps: jax.lax.fori_loop(0, reps, lambda i, x: x @ b, a)
+        rate, calls = _probe_rate(mm, (a, b), 2 * n**3 * reps, repeats)
+        out["matmul_by_size"][str(n)] = rate
+        if rate > best.get("matmul", (0.0,))[0]:
+            best["matmul"] = (rate, calls)
+    for m in TANH_SIZES:
+        reps = max(1, TANH_PER_CALL // m)
+        x = jnp.linspace(-2.0, 2.0, m, dtype=jnp.float32)
+        th = lambda x, reps=reps: jax.lax.fori_loop(0, reps, lambda i, y: jnp.tanh(y) * 1.5, x)
+        rate, calls = _probe_rate(th, (x,), m * reps, repeats)
+        out["tanh_by_size"][str(m)] = rate
+        if rate > best.get("tanh", (0.0,))[0]:
+            best["tanh"] = (rate, calls)
+    for name, key in (("matmul", "matmul_flops_per_s"), ("tanh", "tanh_per_s")):
+        rate, calls = best[name]
+        out[key] = rate
+        out[f"{name}_spread"] = [min(calls), max(calls)]
+    return out
 
 
 def _memory() -> dict:
@@ -500,13 +538,24 @@ def run_meta(script: str) -> dict:
     }
 
 
+def _rates_text(rates: dict) -> str:
+    """The floor's two rates as the table's header states them."""
+    def spread(name: str, scale: float, digits: int) -> str:
+        if f"{name}_spread" not in rates:  # results written before the probes kept it
+            return ""
+        low, high = (v / scale for v in rates[f"{name}_spread"])
+        return f" (calls {low:.{digits}f}-{high:.{digits}f}, median of {rates['rate_repeats']})"
+
+    return (f"matmul {rates['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s{spread('matmul', 1e9, 0)}, "
+            f"tanh {rates['tanh_per_s'] / 1e9:.2f} G/s{spread('tanh', 1e9, 1)}")
+
+
 def _table(rows: dict, device: str, meta: dict) -> str:
     lines = [
         f"# Throughput on {device}",
         "",
         f"{meta['machine']}; jax {meta['jax']}, backend {meta['backend']}; "
-        f"matmul {meta['rates']['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s, "
-        f"tanh {meta['rates']['tanh_per_s'] / 1e9:.2f} G/s. "
+        f"{_rates_text(meta['rates'])}. "
         f"Steady state = median of {meta['repeats']} compiled calls; compile timed apart. "
         f"Command: `{meta['command']}` at commit {meta.get('commit') or 'unknown'}, {meta['date']}.",
         "",
@@ -588,9 +637,8 @@ def main() -> None:
 
     vector_width = apply_cpu_vector_width(args.cpu_vector_width)
     device = device_name()
-    rates = device_rates(args.repeats)
-    print(f"device {device}: matmul {rates['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s, "
-          f"tanh {rates['tanh_per_s'] / 1e9:.2f} G/s", flush=True)
+    rates = device_rates()
+    print(f"device {device}: {_rates_text(rates)}", flush=True)
     # Every child process of this run: the same repeats, timeout, pool and devices rules.
     spawn = functools.partial(_spawn, repeats=args.repeats, timeout=args.timeout,
                               cpu_threads=args.cpu_threads, cpu_devices=args.cpu_devices)

@@ -29,7 +29,15 @@ def test_throughput_benchmark_smoke(tmp_path):
     assert row["compile_s"] == sum(row["compile_samples_s"]) / 2
     # The warm compile is a persistent-cache hit in a new process, not a cold compile.
     assert row["warm_cache"] == "hit" and row["warm_compile_s"] > 0
-    assert data["meta"]["rates"]["matmul_flops_per_s"] > 0
+    # The floor's rates: the best size's median, each size's rate and the best size's calls kept.
+    rates = data["meta"]["rates"]
+    for name, key in (("matmul", "matmul_flops_per_s"), ("tanh", "tanh_per_s")):
+        by_size = rates[f"{name}_by_size"]
+        assert len(by_size) >= 3 and min(by_size.values()) > 0, name
+        assert rates[key] == max(by_size.values()), name
+        low, high = rates[f"{name}_spread"]
+        assert 0 < low <= rates[key] <= high, name
+    assert f"tanh {rates['tanh_per_s'] / 1e9:.2f} G/s (calls " in json_path.with_suffix(".md").read_text()
     startup = data["meta"]["startup"]
     assert startup["startup_s"] > 0 and startup["eager_plotting_s"] > 0
     if (ROOT / ".git").exists():  # the results name the commit they measured
