@@ -24,7 +24,11 @@ runs in its own subprocess, so its peak host RSS is its own. Per case:
   transcendentals per env step counted from the config
   (`purejaxppo.flops`, checked against XLA's cost analysis); the floor is
   the steps/s those two rates allow, and the table gives the fraction of it
-  that training achieves.
+  that training achieves. The rates come from the whole machine (the
+  parent process, on XLA's default pool), and again from each case's own
+  process, on its pool (which the CPU devices of a process share): the
+  second floor is what the case could reach on the threads it has, about
+  half the first for a one-thread case.
 
 Once per run it also times the start-up a user pays before any of that:
 ``import purejaxppo`` and a CartPole `PPOConfig` (which imports gymnax) in
@@ -401,14 +405,25 @@ def run_case(overrides: dict, seeds: int, repeats: int, rates: dict | None) -> d
 
     cost = cost_per_env_step(config, spec, vec.truncation_period())
     row["cost_per_env_step"] = cost
+    row["devices"] = len(keys.sharding.device_set) if seeds else 1
     if rates:
-        floor_s = cost["flops"] / rates["matmul_flops_per_s"] + cost["transcendentals"] / rates["tanh_per_s"]
-        row["floor_steps_per_s"] = 1.0 / floor_s
+        row["floor_steps_per_s"] = floor_steps_per_s(cost, rates)
         row["fraction_of_floor"] = row["steps_per_s"] / row["floor_steps_per_s"]
+        # The floor of what this case runs on: the rates measured here, on its
+        # XLA CPU pool (shared by its devices: one device's program can use it all).
+        row["case_rates"] = own = device_rates()
+        row["case_floor_steps_per_s"] = floor_steps_per_s(cost, own)
+        row["fraction_of_case_floor"] = row["steps_per_s"] / row["case_floor_steps_per_s"]
     row.update(_memory())
     row["xla_cpu_pool_threads"] = _xla_pool_threads()
-    row["devices"] = len(keys.sharding.device_set) if seeds else 1
     return row
+
+
+def floor_steps_per_s(cost: dict, rates: dict) -> float:
+    """Env steps/s that a per-step ``cost`` (`purejaxppo.flops.cost_per_env_step`)
+    allows at the ``rates`` of `device_rates`: the matmul FLOPs at the matmul
+    rate plus the transcendentals at the tanh rate."""
+    return 1.0 / (cost["flops"] / rates["matmul_flops_per_s"] + cost["transcendentals"] / rates["tanh_per_s"])
 
 
 def _xla_pool_threads() -> int | None:
@@ -570,13 +585,16 @@ def _table(rows: dict, device: str, meta: dict) -> str:
         "",
         "CPU threads: the size of XLA's CPU pool the case ran on (`purejaxppo.cpu_threads`; "
         "\"cores\": XLA's default, one per core). Devices: the devices the seeds were split "
-        "over (`purejaxppo.devices`)."
+        "over (`purejaxppo.devices`). Floor: the steps/s the network's FLOPs and transcendentals "
+        "per env step (`purejaxppo.flops`) allow at the matmul and tanh rates above, measured "
+        "on the whole machine; its threads' floor: the same at the rates measured in the case's "
+        "own process, on its XLA CPU pool (which its devices share)."
         + (f" XLA CPU's preferred vector width: {meta.get('cpu_vector_width', 256)} bits in every case "
            f"(`--cpu-vector-width {meta.get('cpu_vector_width_choice', 'auto')}`, `purejaxppo.cpu_vectors`)."
            if meta.get("backend") == "cpu" else ""),
         "",
-        "| case | seeds | devices | CPU threads | env steps / call | compile s (cold) | compile s (warm cache) | run s | steps/s | env-only steps/s | rollout-only steps/s | floor steps/s | of floor | peak RSS MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| case | seeds | devices | CPU threads | env steps / call | compile s (cold) | compile s (warm cache) | run s | steps/s | env-only steps/s | rollout-only steps/s | floor steps/s | of floor | its threads' floor | of that | peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in rows.items():
         warm = f"{r['warm_compile_s']:.2f}" if r.get("warm_cache") == "hit" else "—"
@@ -584,6 +602,7 @@ def _table(rows: dict, device: str, meta: dict) -> str:
             f"| {name} | {r['seeds']} | {r.get('devices', 1)} | {r.get('cpu_threads') or 'cores'} | {r['env_steps_per_call']:,} | {r['compile_s']:.2f} | {warm} | {r['run_s']:.2f} "
             f"| {r['steps_per_s']:,.0f} | {r['env_only_steps_per_s']:,.0f} | {r['rollout_only_steps_per_s']:,.0f} "
             f"| {r.get('floor_steps_per_s', float('nan')):,.0f} | {r.get('fraction_of_floor', float('nan')):.0%} "
+            f"| {r.get('case_floor_steps_per_s', float('nan')):,.0f} | {r.get('fraction_of_case_floor', float('nan')):.0%} "
             f"| {r['peak_host_rss_mb']:,.0f} |"
         )
     return "\n".join(lines) + "\n"
@@ -661,7 +680,8 @@ def main() -> None:
         r["warm_compile_s"], r["warm_cache"] = warm["compile_s"], warm["cache"]
         print(f"{name:24s} compile {r['compile_s']:6.2f} s (warm cache {warm['compile_s']:.2f} s, "
               f"{warm['cache']})  run {r['run_s']:7.2f} s  "
-              f"{r['steps_per_s']:>12,.0f} steps/s  ({r.get('fraction_of_floor', 0):.0%} of floor)", flush=True)
+              f"{r['steps_per_s']:>12,.0f} steps/s  ({r.get('fraction_of_floor', 0):.0%} of floor, "
+              f"{r.get('fraction_of_case_floor', 0):.0%} of its threads')", flush=True)
 
     sweeps = {"num_envs": [], "seeds": []}
     if not args.no_sweep:

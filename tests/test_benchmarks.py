@@ -21,8 +21,16 @@ def test_throughput_benchmark_smoke(tmp_path):
     data = json.loads(json_path.read_text())
     row = data["cases"]["cartpole_default"]
     for key in ("compile_s", "run_s", "steps_per_s", "env_only_steps_per_s", "rollout_only_steps_per_s",
-                "floor_steps_per_s", "fraction_of_floor", "peak_host_rss_mb"):
+                "floor_steps_per_s", "fraction_of_floor", "case_floor_steps_per_s", "fraction_of_case_floor",
+                "peak_host_rss_mb"):
         assert row[key] > 0, key
+    # The case's own floor: the rates measured in its process, on its pool.
+    throughput = _load_benchmark("throughput")
+    own = row["case_rates"]
+    assert own["tanh_per_s"] == max(own["tanh_by_size"].values())
+    assert row["case_floor_steps_per_s"] == pytest.approx(throughput.floor_steps_per_s(row["cost_per_env_step"], own))
+    assert row["floor_steps_per_s"] == pytest.approx(
+        throughput.floor_steps_per_s(row["cost_per_env_step"], data["meta"]["rates"]))
     assert row["env_steps_per_call"] == 256
     # The cold compile is the median of the fresh processes' samples.
     assert len(row["compile_samples_s"]) == 2 and min(row["compile_samples_s"]) > 0
