@@ -406,6 +406,7 @@ def run_case(overrides: dict, seeds: int, repeats: int, rates: dict | None) -> d
     cost = cost_per_env_step(config, spec, vec.truncation_period())
     row["cost_per_env_step"] = cost
     row["devices"] = len(keys.sharding.device_set) if seeds else 1
+    row.update(_memory())  # before the probes below, whose arrays are not the case's
     if rates:
         row["floor_steps_per_s"] = floor_steps_per_s(cost, rates)
         row["fraction_of_floor"] = row["steps_per_s"] / row["floor_steps_per_s"]
@@ -414,7 +415,6 @@ def run_case(overrides: dict, seeds: int, repeats: int, rates: dict | None) -> d
         row["case_rates"] = own = device_rates()
         row["case_floor_steps_per_s"] = floor_steps_per_s(cost, own)
         row["fraction_of_case_floor"] = row["steps_per_s"] / row["case_floor_steps_per_s"]
-    row.update(_memory())
     row["xla_cpu_pool_threads"] = _xla_pool_threads()
     return row
 
