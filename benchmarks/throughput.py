@@ -350,7 +350,6 @@ def run_case(overrides: dict, seeds: int, repeats: int, rates: dict | None) -> d
     from purejaxppo.advantages import gae
     from purejaxppo.distributions import Categorical, DiagGaussian
     from purejaxppo.envs import VecEnv, make_env
-    from purejaxppo.flops import cost_per_env_step
     from purejaxppo.rollout import EnvCarry, EpisodeStats, collect_rollout, critic_values
 
     config, train, fn, keys = _train_fn(overrides, seeds)
@@ -403,8 +402,7 @@ def run_case(overrides: dict, seeds: int, repeats: int, rates: dict | None) -> d
         row[f"{name}_steps_per_s"] = steps / r_s
         row[f"{name}_compile_s"] = c_s
 
-    cost = cost_per_env_step(config, spec, vec.truncation_period())
-    row["cost_per_env_step"] = cost
+    row["cost_per_env_step"] = cost = case_cost(config)
     row["devices"] = len(keys.sharding.device_set) if seeds else 1
     row.update(_memory())  # before the probes below, whose arrays are not the case's
     if rates:
@@ -417,6 +415,16 @@ def run_case(overrides: dict, seeds: int, repeats: int, rates: dict | None) -> d
         row["fraction_of_case_floor"] = row["steps_per_s"] / row["case_floor_steps_per_s"]
     row["xla_cpu_pool_threads"] = _xla_pool_threads()
     return row
+
+
+def case_cost(config) -> dict:
+    """A config's network FLOPs and transcendentals per env step
+    (`purejaxppo.flops.cost_per_env_step`, with its envs' truncation period)."""
+    from purejaxppo.envs import VecEnv, make_env
+    from purejaxppo.flops import cost_per_env_step
+
+    env, env_params, spec = make_env(config.env_name, config.env_kwargs, config.env_params)
+    return cost_per_env_step(config, spec, VecEnv(env, env_params, spec, config.num_envs).truncation_period())
 
 
 def floor_steps_per_s(cost: dict, rates: dict) -> float:
@@ -553,7 +561,7 @@ def run_meta(script: str) -> dict:
     }
 
 
-def _rates_text(rates: dict) -> str:
+def rates_text(rates: dict) -> str:
     """The floor's two rates as the table's header states them."""
     def spread(name: str, scale: float, digits: int) -> str:
         if f"{name}_spread" not in rates:  # results written before the probes kept it
@@ -570,7 +578,7 @@ def _table(rows: dict, device: str, meta: dict) -> str:
         f"# Throughput on {device}",
         "",
         f"{meta['machine']}; jax {meta['jax']}, backend {meta['backend']}; "
-        f"{_rates_text(meta['rates'])}. "
+        f"{rates_text(meta['rates'])}. "
         f"Steady state = median of {meta['repeats']} compiled calls; compile timed apart. "
         f"Command: `{meta['command']}` at commit {meta.get('commit') or 'unknown'}, {meta['date']}.",
         "",
@@ -657,7 +665,7 @@ def main() -> None:
     vector_width = apply_cpu_vector_width(args.cpu_vector_width)
     device = device_name()
     rates = device_rates()
-    print(f"device {device}: {_rates_text(rates)}", flush=True)
+    print(f"device {device}: {rates_text(rates)}", flush=True)
     # Every child process of this run: the same repeats, timeout, pool and devices rules.
     spawn = functools.partial(_spawn, repeats=args.repeats, timeout=args.timeout,
                               cpu_threads=args.cpu_threads, cpu_devices=args.cpu_devices)

@@ -269,6 +269,17 @@ def test_versus_reference_smoke(tmp_path):
     threads = row['cpu_threads'] or 'cores'
     assert f"| cartpole_default | 1 | 1 / 1 | {threads} / {threads} | 256 |" in md
     assert "| cartpole_default | compile_s | 2.7 s | 5.5 s | <= 0.49 |" in md
+    # One compute floor for both sides, from the rates this run measured once.
+    throughput = _load_benchmark("throughput")
+    meta = json.loads(json_path.read_text())["meta"]
+    from purejaxppo import PPOConfig
+
+    cost = throughput.case_cost(PPOConfig(**row["config"]))
+    assert row["floor_steps_per_s"] == pytest.approx(throughput.floor_steps_per_s(cost, meta["rates"]))
+    for impl in ("purejaxppo", "reference"):
+        assert row[f"{impl}_fraction_of_floor"] == row[f"{impl}_steps_per_s"] / row["floor_steps_per_s"]
+    assert row["ratio_fraction_of_floor"] == row["ratio_steps_per_s"]
+    assert (f"| {row['purejaxppo_fraction_of_floor']:.0%} / {row['reference_fraction_of_floor']:.0%} |" in md)
 
 
 def test_versus_reference_set_changes_both_sides_and_leaves_the_cases_results():
@@ -283,6 +294,15 @@ def test_versus_reference_set_changes_both_sides_and_leaves_the_cases_results():
     meta = {"device": "cpu", "machine": "m", "jax": "0", "backend": "cpu", "pairs": 1, "repeats": 1,
             "command": "c", "date": "d"}
     assert "ratio asked" in versus._table({"cartpole_default": row}, meta)
+    # The floor target (about 60% where PureJaxRL is at about 37%) as the ratio of the two fractions.
+    big = {**row, "floor_steps_per_s": 10.0, "purejaxppo_fraction_of_floor": 0.3,
+           "reference_fraction_of_floor": 0.2, "ratio_fraction_of_floor": 1.5}
+    table = versus._table({"cartpole_2048x128": big}, meta)
+    assert "| cartpole_2048x128 | fraction_of_floor | 60% | 37% | >= 1.62 | 1.50 | not met |" in table
+    assert "| 30% / 20% |" in table
+    # A row without a floor (results from before it) shows none and asks no floor target.
+    table = versus._table({"cartpole_2048x128": row}, meta)
+    assert "| - / - |" in table and "fraction_of_floor" not in table
     # The targets are for its cases as they are: no target table for a changed run.
     table = versus._table({"cartpole_default": row}, {**meta, "set": {"update_epochs": 1}})
     assert "ratio asked" not in table and "by `--set`: {'update_epochs': 1}" in table
