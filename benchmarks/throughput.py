@@ -630,6 +630,9 @@ def _plot(sweeps: dict, path: Path, device: str) -> None:
         ax.plot(xs, [p["steps_per_s"] for p in pts], "o-", label="training")
         ax.plot(xs, [p["rollout_only_steps_per_s"] for p in pts], "s--", label="rollout only")
         ax.plot(xs, [p["env_only_steps_per_s"] for p in pts], "^:", label="env only")
+        if all("case_floor_steps_per_s" in p for p in pts):
+            ax.plot(xs, [p["case_floor_steps_per_s"] for p in pts], "k-.", lw=1,
+                    label="compute floor, on its threads")
         ax.set(xscale="log", yscale="log", xlabel=label, ylabel="env steps / s (all seeds)")
         ax.grid(alpha=0.3, which="both")
         ax.legend()

@@ -405,3 +405,24 @@ def test_accelerator_wheels_pin_versions_the_project_allows():
     assert checked, "no pinned package is a project dependency"
     for name in checked:
         assert pins[name] in ranges[name], f"{name}=={pins[name]} is outside pyproject's {ranges[name]}"
+
+
+def test_throughput_plot_draws_each_sweep_with_its_floor(tmp_path):
+    import matplotlib.pyplot as plt
+
+    throughput = _load_benchmark("throughput")
+    point = lambda x, floor: {"x": x, "steps_per_s": 1e5 * x, "rollout_only_steps_per_s": 3e5 * x,
+                              "env_only_steps_per_s": 9e5 * x, **({"case_floor_steps_per_s": 2e5 * x} if floor else {})}
+    for floor in (True, False):  # results written before the case floor have no such line
+        sweeps = {"num_envs": [point(4, floor), point(16, floor)], "seeds": [point(1, floor), point(8, floor)]}
+        path = tmp_path / f"plot-{floor}.png"
+        throughput._plot(sweeps, path, "cpu")
+        assert path.stat().st_size > 0
+        for ax in plt.gcf().axes:
+            labels = [line.get_label() for line in ax.get_lines()]
+            assert ("compute floor, on its threads" in labels) == floor, labels
+            floor_line = [line for line in ax.get_lines() if line.get_label().startswith("compute floor")]
+            if floor:
+                assert list(floor_line[0].get_ydata()) == [2e5 * p["x"] for p in sweeps[
+                    "num_envs" if ax is plt.gcf().axes[0] else "seeds"]]
+        plt.close("all")
