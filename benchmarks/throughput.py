@@ -269,28 +269,25 @@ def device_rates(repeats: int = RATE_REPEATS) -> dict:
     import jax
     import jax.numpy as jnp
 
-    out: dict = {"rate_repeats": repeats, "matmul_by_size": {}, "tanh_by_size": {}}
-    best: dict = {}
-    for n in MATMUL_SIZES:
+    def matmul(n: int) -> tuple[float, list[float]]:
         reps = max(1, MATMUL_FLOPS_PER_CALL // (2 * n**3))
         a = jnp.ones((n, n), jnp.float32)
         b = jnp.full((n, n), 1.0 / n, jnp.float32)  # x @ b keeps the values at 1
-        mm = lambda a, b, reps=reps: jax.lax.fori_loop(0, reps, lambda i, x: x @ b, a)
-        rate, calls = _probe_rate(mm, (a, b), 2 * n**3 * reps, repeats)
-        out["matmul_by_size"][str(n)] = rate
-        if rate > best.get("matmul", (0.0,))[0]:
-            best["matmul"] = (rate, calls)
-    for m in TANH_SIZES:
+        mm = lambda a, b: jax.lax.fori_loop(0, reps, lambda i, x: x @ b, a)
+        return _probe_rate(mm, (a, b), 2 * n**3 * reps, repeats)
+
+    def tanh(m: int) -> tuple[float, list[float]]:
         reps = max(1, TANH_PER_CALL // m)
         x = jnp.linspace(-2.0, 2.0, m, dtype=jnp.float32)
-        th = lambda x, reps=reps: jax.lax.fori_loop(0, reps, lambda i, y: jnp.tanh(y) * 1.5, x)
-        rate, calls = _probe_rate(th, (x,), m * reps, repeats)
-        out["tanh_by_size"][str(m)] = rate
-        if rate > best.get("tanh", (0.0,))[0]:
-            best["tanh"] = (rate, calls)
-    for name, key in (("matmul", "matmul_flops_per_s"), ("tanh", "tanh_per_s")):
-        rate, calls = best[name]
-        out[key] = rate
+        th = lambda x: jax.lax.fori_loop(0, reps, lambda i, y: jnp.tanh(y) * 1.5, x)
+        return _probe_rate(th, (x,), m * reps, repeats)
+
+    out: dict = {"rate_repeats": repeats}
+    for name, key, sizes, probe in (("matmul", "matmul_flops_per_s", MATMUL_SIZES, matmul),
+                                    ("tanh", "tanh_per_s", TANH_SIZES, tanh)):
+        runs = {str(size): probe(size) for size in sizes}
+        out[f"{name}_by_size"] = {size: rate for size, (rate, _) in runs.items()}
+        out[key], calls = max(runs.values(), key=lambda run: run[0])
         out[f"{name}_spread"] = [min(calls), max(calls)]
     return out
 
@@ -563,14 +560,12 @@ def run_meta(script: str) -> dict:
 
 def rates_text(rates: dict) -> str:
     """The floor's two rates as the table's header states them."""
-    def spread(name: str, scale: float, digits: int) -> str:
-        if f"{name}_spread" not in rates:  # results written before the probes kept it
-            return ""
-        low, high = (v / scale for v in rates[f"{name}_spread"])
+    def spread(name: str, digits: int) -> str:
+        low, high = (v / 1e9 for v in rates[f"{name}_spread"])
         return f" (calls {low:.{digits}f}-{high:.{digits}f}, median of {rates['rate_repeats']})"
 
-    return (f"matmul {rates['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s{spread('matmul', 1e9, 0)}, "
-            f"tanh {rates['tanh_per_s'] / 1e9:.2f} G/s{spread('tanh', 1e9, 1)}")
+    return (f"matmul {rates['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s{spread('matmul', 0)}, "
+            f"tanh {rates['tanh_per_s'] / 1e9:.2f} G/s{spread('tanh', 1)}")
 
 
 def _table(rows: dict, device: str, meta: dict) -> str:
