@@ -25,6 +25,8 @@ amplifies them.
     >>> run = train_with_checkpoints(make_train(config), key, "ckpt/", every=100)
     >>> run.result.metrics["episode_return"]        # as jax.jit(train)(key) gives
     >>> restore_checkpoint("ckpt/", config).state   # the state at the latest save
+    >>> policy = restore_policy("ckpt/", tune_config, seed=3)   # one seed's policy,
+    >>> make_train(tune_config)(key, None, policy.params, policy.obs_norm)  # to fine-tune
 
 Everything inside a chunk stays one pure compiled function; the host steps in
 only between chunks, to save.
@@ -35,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import math
 import operator
 import time
 import weakref
@@ -337,6 +340,82 @@ def restore_checkpoint(
         rng=key,
         config=saved_config,
         start=record["start"],
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """One seed's policy read from a checkpoint by `restore_policy`: what
+    ``train(rng, params=..., obs_norm=...)`` starts from (and, with
+    ``reference_kl``, keeps as the reference).
+
+    Attributes:
+        params: the network parameters, NumPy arrays with no batch axis.
+        obs_norm: the observation statistics the policy acts through (the
+            unused start statistics, mean 0 and variance 1, when its run had
+            ``normalize_obs=False``), NumPy arrays.
+        config: the config of the run that trained it.
+        updates_done: the updates it had had.
+        seed: its flat index among the run's seeds (0 for a run of one key).
+    """
+
+    params: Any
+    obs_norm: RunningMeanStd
+    config: PPOConfig
+    updates_done: int
+    seed: int
+
+
+def restore_policy(
+    directory: str | Path,
+    config: PPOConfig | None = None,
+    *,
+    seed: int = 0,
+    step: int | None = None,
+) -> Policy:
+    """One seed's policy from the checkpoint of update ``step`` (default: the
+    latest) in ``directory``, to start another run from.
+
+    Args:
+        directory: where `save_checkpoint` or `train_with_checkpoints` wrote
+            (the command line's ``--checkpoint-dir``).
+        config: the config of the run to be started from it, checked against
+            the saved one: a policy trained on normalised observations
+            (``normalize_obs=True``) cannot act in a run without them. Its
+            network must be the saved one's (``train`` checks the shapes).
+        seed: for a run of several seeds (keys with batch axes), which one:
+            the flat index over its batch axes, 0 <= seed < number of seeds.
+        step: which update count to read; None for the latest.
+
+    Raises:
+        FileNotFoundError: ``directory`` holds no such checkpoint.
+        ValueError: ``seed`` out of range, or the saved run's observation
+            normalisation does not fit ``config``.
+    """
+    ckpt = restore_checkpoint(directory, step=step)
+    where = f"checkpoint {directory}/{ckpt.updates_done}"
+    batch = _batch_shape(ckpt.rng)
+    seeds = math.prod(batch)
+    try:
+        index = None if isinstance(seed, bool) else operator.index(seed)
+    except TypeError:
+        index = None
+    if index is None or not 0 <= index < seeds:
+        raise ValueError(f"seed (the command line's --init-seed) must be an int in [0, {seeds}) for {where}, a run of {seeds} "
+                         f"seed(s) (batch axes {batch}); got {seed!r}")
+    if config is not None and ckpt.config.normalize_obs and not config.normalize_obs:
+        raise ValueError(
+            f"{where} holds a policy trained on normalised observations (normalize_obs=True "
+            "there); a run starting from it needs normalize_obs=True, and starts from its "
+            "statistics"
+        )
+    pick = lambda x: np.asarray(x).reshape((seeds,) + np.shape(x)[len(batch):])[index, ...]
+    return Policy(
+        params=jax.tree.map(pick, ckpt.state.params),
+        obs_norm=jax.tree.map(pick, ckpt.state.obs_norm),
+        config=ckpt.config,
+        updates_done=ckpt.updates_done,
+        seed=index,
     )
 
 

@@ -12,6 +12,10 @@ The environment's preset (`purejaxppo.presets`) is the starting point, so
 ``--env Pendulum-v1`` alone runs the tuned Pendulum config; every `PPOConfig`
 field is a flag that overrides it (``--env X --help`` lists them with the
 preset's values). ``--no-preset`` starts from the library defaults instead.
+
+``--init-from DIR`` starts every seed from the policy a run saved with
+``--checkpoint-dir DIR``; with ``--reference-kl`` that policy is also kept as
+the fixed reference of a fine-tuning run (README: Fine-tuning).
 """
 
 from __future__ import annotations
@@ -47,6 +51,15 @@ class Args:
     """Save the full train state here every --checkpoint-every updates, and resume
     from the latest checkpoint found there (it must be of the same config, seed
     and num_seeds; purejaxppo.checkpoint)."""
+    init_from: Path | None = None
+    """Start from the policy in this checkpoint directory (its latest checkpoint,
+    e.g. another run's --checkpoint-dir) instead of a random one: its parameters
+    and observation statistics, the same for every seed. With --reference-kl it
+    is also the fixed reference policy of a fine-tuning run. The network flags
+    must give its network (purejaxppo.checkpoint.restore_policy)."""
+    init_seed: int = 0
+    """With --init-from: which of that run's seeds to start from (0 <= i < its
+    num_seeds)."""
     checkpoint_every: int = 100
     """Updates between checkpoints (with --checkpoint-dir); each chunk of updates
     is one compiled call."""
@@ -228,11 +241,23 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
     if args.checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be an int >= 1 (updates), got {args.checkpoint_every}")
     config = args.config
-    if config.reference_kl:
+    start, start_note = None, ""
+    if args.init_from is not None:
+        from purejaxppo.checkpoint import restore_policy
+
+        start = restore_policy(args.init_from, config, seed=args.init_seed)
+        start_note = f" | from {args.init_from} (update {start.updates_done}, seed {start.seed})"
+    elif config.reference_kl:
         raise ValueError(
-            "reference_kl=True fine-tunes given parameters, which the command line does not "
-            "load; use the Python API, make_train(config)(rng, params=...) (README: Fine-tuning)"
+            "reference_kl=True fine-tunes a trained policy and keeps it as the reference: "
+            "name the checkpoint directory of the run that trained it, --init-from DIR "
+            "(README: Fine-tuning)"
         )
+    elif args.init_seed != 0:
+        raise ValueError(f"init_seed={args.init_seed} picks a seed of --init-from's run; "
+                         "give --init-from too, or leave init_seed at 0")
+    # The policy to start from, the same for every seed; None: random ones.
+    params, obs_norm = (start.params, start.obs_norm) if start else (None, None)
     if args.compile_cache:
         enable_compilation_cache()
     # The seeds split over the backend's devices (one when there is one).
@@ -241,15 +266,17 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
     steps = config.num_updates * config.batch_size
     steps_run, resumed_note = steps, ""
     if args.checkpoint_dir is None:
+        train = jax.vmap(make_train(config), in_axes=(0, None, None, None))
         with CacheCounter() as cache:
-            compiled, compile_s = compile_timed(jax.vmap(make_train(config)), keys)
-        result, run_s, _ = run_timed(compiled, keys)
+            compiled, compile_s = compile_timed(train, keys, None, params, obs_norm)
+        result, run_s, _ = run_timed(compiled, keys, None, params, obs_norm)
     else:
         from purejaxppo.checkpoint import train_with_checkpoints
 
         with CacheCounter() as cache:
             run_ = train_with_checkpoints(make_train(config), keys, args.checkpoint_dir,
-                                          every=args.checkpoint_every)
+                                          every=args.checkpoint_every, params=params,
+                                          obs_norm=obs_norm)
         result, compile_s, run_s = run_.result, run_.compile_s, run_.run_s
         done_before = run_.resumed_from or 0
         steps_run = (config.num_updates - done_before) * config.batch_size
@@ -265,15 +292,16 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
             evaluate(result.train_state.params, eval_keys, result.train_state.obs_norm)
         ).mean(axis=1)
 
-    curve = np.nanmedian(np.asarray(result.metrics["episode_return"]), axis=0) if np.isfinite(
-        np.asarray(result.metrics["episode_return"])
-    ).any() else np.full(config.num_updates, np.nan)
+    curve = _median_over_seeds(result.metrics["episode_return"])
+    if curve is None:
+        curve = np.full(config.num_updates, np.nan)
     from purejaxppo.presets import PRESETS
 
     origin = "preset" if args.preset and config.env_name in PRESETS else "library defaults"
     print(f"purejaxppo | {config.env_name} ({origin} + flags) | {args.num_seeds} seed(s) x {steps:,} steps "
           f"| {config.num_envs} envs x {config.num_steps} steps x {config.num_updates} updates "
           f"| backend {jax.default_backend()}"
+          + start_note
           + (f" | seeds over {num_devices} devices" if num_devices > 1 else "")
           + (f" | cpu threads {cpu_threads_note}" if cpu_threads_note and jax.default_backend() == "cpu" else "")
           + (f" | cpu vectors {cpu_vectors_note}" if cpu_vectors_note and jax.default_backend() == "cpu" else ""))
@@ -302,6 +330,8 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
         "run_s": run_s,
         "steps_per_s": steps_run * args.num_seeds / run_s if steps_run else None,
         "resumed_from": None if args.checkpoint_dir is None else run_.resumed_from,
+        "init_from": None if start is None else {
+            "directory": str(args.init_from), "updates_done": start.updates_done, "seed": start.seed},
         "final_return": [float(x) for x in finals],
         "eval_return": None if evals is None else [float(x) for x in evals],
         "backend": jax.default_backend(),
@@ -310,15 +340,24 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
         "devices": num_devices,
     }
     if args.json_out is not None:
-        with warnings.catch_warnings():  # updates where every seed is NaN stay NaN
-            warnings.simplefilter("ignore", RuntimeWarning)
-            metrics = {k: np.nanmedian(np.asarray(v, np.float64), axis=0).tolist()
-                       if np.isfinite(np.asarray(v, np.float64)).any() else []
-                       for k, v in result.metrics.items()}
+        medians = {k: _median_over_seeds(v) for k, v in result.metrics.items()}
+        metrics = {k: [] if m is None else m.tolist() for k, m in medians.items()}
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(json.dumps({"summary": summary, "config": repr(config),
                                              "metrics_median": metrics}, indent=1))
     return summary
+
+
+def _median_over_seeds(values) -> np.ndarray | None:
+    """Each update's median over the seeds (axis 0) of a metric, NaN seeds left
+    out and NaN where every seed is (e.g. ``episode_return`` before any
+    episode has finished); None when no value at all is finite."""
+    values = np.asarray(values, np.float64)
+    if not np.isfinite(values).any():
+        return None
+    with warnings.catch_warnings():  # the all-NaN updates stay NaN, unwarned
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(values, axis=0)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -331,7 +370,7 @@ def main(argv: list[str] | None = None) -> None:
         args = tyro.cli(Args, args=argv, default=default_args(argv),
                         description=__doc__.splitlines()[0])
         run(args, note, vectors_note)
-    except (ValueError, TypeError, RuntimeError) as error:
+    except (ValueError, TypeError, RuntimeError, FileNotFoundError) as error:
         print(f"purejaxppo: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
 

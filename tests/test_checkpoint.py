@@ -16,6 +16,7 @@ from purejaxppo.checkpoint import (
     config_to_json,
     latest_step,
     restore_checkpoint,
+    restore_policy,
     save_checkpoint,
     train_with_checkpoints,
 )
@@ -220,3 +221,32 @@ def test_a_fine_tuning_run_keeps_its_reference_policy(tmp_path):
     assert_trees_equal(resumed.result, whole.result)
     assert_trees_equal(restore_checkpoint(tmp_path / "cut").state.reference_params, pretrained)
     assert "reference_kl" in resumed.result.metrics
+
+
+def test_one_seeds_policy_is_read_back_to_start_another_run(train, seeds_run):
+    """restore_policy: seed i's parameters and statistics, with no batch axis,
+    at the latest or a given step; a seed out of range and a run that would
+    drop the policy's observation normalisation are refused by name."""
+    keys, directory, whole = seeds_run
+    state = whole.result.train_state
+    tune = CONFIG.replace(reference_kl=True, reference_kl_coef=0.1)
+    for seed in range(3):
+        policy = restore_policy(directory, tune, seed=seed)
+        assert (policy.updates_done, policy.seed, policy.config) == (CONFIG.num_updates, seed, CONFIG)
+        assert_trees_equal(policy.params, jax.tree.map(lambda x: x[seed], state.params))
+        assert_trees_equal(policy.obs_norm, jax.tree.map(lambda x: x[seed], state.obs_norm))
+        assert all(isinstance(x, np.ndarray) for x in jax.tree.leaves((policy.params, policy.obs_norm)))
+    earlier = restore_policy(directory, seed=np.int64(2), step=3)
+    assert earlier.updates_done == 3
+    assert_trees_equal(earlier.params, jax.tree.map(lambda x: x[2], restore_checkpoint(directory, step=3).state.params))
+    # The policy starts a fine-tuning run as the reference (the run's own init checks the network).
+    started = make_train(tune).init(jax.random.PRNGKey(0), None, policy.params, policy.obs_norm)
+    assert_trees_equal(started.reference_params, policy.params)
+    assert_trees_equal(started.obs_norm, policy.obs_norm)
+    for bad in (3, -1, 1.0, True):
+        with pytest.raises(ValueError, match=r"seed \(the command line's --init-seed\) must be an int in \[0, 3\)"):
+            restore_policy(directory, seed=bad)
+    with pytest.raises(ValueError, match="trained on normalised observations"):
+        restore_policy(directory, CONFIG.replace(normalize_obs=False))
+    with pytest.raises(FileNotFoundError, match="no checkpoint of step 4"):
+        restore_policy(directory, step=4)

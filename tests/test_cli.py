@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -138,11 +139,56 @@ def test_enable_compilation_cache_rejects_bad_values(tmp_path, kwargs, match):
         enable_compilation_cache(tmp_path, **kwargs)
 
 
-def test_cli_refuses_reference_kl_it_cannot_serve(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--reference-kl", "--reference-kl-coef", "0.1", "--total-timesteps", "512"])
-    assert exit_info.value.code == 2
-    assert "reference_kl=True fine-tunes given parameters" in capsys.readouterr().err
+def test_cli_fine_tunes_a_policy_from_a_checkpoint(capsys, tmp_path):
+    """--init-from DIR --init-seed i: every seed starts from seed i's policy of
+    the run saved in DIR, which --reference-kl keeps as the reference (read
+    back from the fine-tuning run's own checkpoint); without --init-from,
+    --reference-kl and --init-seed are refused, naming the flag."""
+    import jax
+    import numpy as np
+
+    from purejaxppo.checkpoint import restore_checkpoint
+
+    flags = ["--env", "CartPole-v1", "--total-timesteps", "1024", "--num-envs", "4",
+             "--num-steps", "32", "--hidden-sizes", "8", "--eval-episodes", "0", "--num-seeds", "2",
+             "--no-compile-cache"]
+    main([*flags, "--checkpoint-dir", str(tmp_path / "pre")])
+    main([*flags, "--init-from", str(tmp_path / "pre"), "--init-seed", "1", "--reference-kl",
+          "--reference-kl-coef", "0.1", "--checkpoint-dir", str(tmp_path / "tune"),
+          "--json-out", str(tmp_path / "tune.json")])
+    assert f"from {tmp_path / 'pre'} (update 8, seed 1)" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "tune.json").read_text())["summary"]
+    assert summary["init_from"] == {"directory": str(tmp_path / "pre"), "updates_done": 8, "seed": 1}
+    pretrained = restore_checkpoint(tmp_path / "pre").state.params
+    reference = restore_checkpoint(tmp_path / "tune").state.reference_params
+    for seed in range(2):
+        for got, want in zip(jax.tree.leaves(reference), jax.tree.leaves(pretrained)):
+            np.testing.assert_array_equal(np.asarray(got)[seed], np.asarray(want)[1])
+    for argv, message in [
+        (["--reference-kl", "--reference-kl-coef", "0.1"], "--init-from DIR"),
+        (["--init-seed", "1"], "give --init-from too"),
+        (["--init-from", str(tmp_path / "nothing")], "no checkpoint directory"),
+        (["--init-from", str(tmp_path / "pre"), "--init-seed", "2"], r"must be an int in \[0, 2\)"),
+        (["--init-from", str(tmp_path / "pre"), "--hidden-sizes", "16"], "params do not fit"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main([*flags, *argv])
+        assert exit_info.value.code == 2
+        assert re.search(message, capsys.readouterr().err), argv
+
+
+def test_median_over_seeds_leaves_nan_updates_nan_without_a_warning():
+    import warnings
+
+    import numpy as np
+
+    from purejaxppo.cli import _median_over_seeds
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(
+            _median_over_seeds([[np.nan, 1.0, np.nan], [np.nan, 3.0, 4.0]]), [np.nan, 2.0, 4.0])
+        assert _median_over_seeds(np.full((2, 3), np.nan)) is None
 
 
 def test_cli_reports_bad_config(capsys):
