@@ -11,6 +11,7 @@ free (`critic_values`).
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import chex
@@ -74,6 +75,66 @@ class EnvCarry:
     env_state: Any
     obs: jax.Array  # (N, *obs_shape), the observation to act on next
     episode_stats: EpisodeStats
+
+
+def pack_leaves(tree: Any, lead_ndim: int) -> tuple[dict[str, jax.Array], tuple]:
+    """``tree``'s leaves, which share ``lead_ndim`` leading axes, as one array
+    per dtype: ``(arrays, layout)``, ``arrays[dtype name]`` of shape
+    (*lead, k), the leaves flattened after the leading axes and concatenated
+    in tree order; ``layout`` (static, hashable) is what `unpack_leaves`
+    needs to give the tree back.
+
+    A `lax.scan` carrying many small arrays makes XLA CPU compile and run
+    one kernel per array for each elementwise update of the carry (the
+    auto-reset's selects, the episode statistics); packed, it is one per
+    dtype (benchmarks/NOTES.md, session 21).
+    """
+    leaves, treedef = jax.tree.flatten(tree)
+    groups: dict[str, list[jax.Array]] = {}
+    spec = []
+    for leaf in leaves:
+        name = jnp.dtype(leaf.dtype).name
+        group = groups.setdefault(name, [])
+        offset = sum(math.prod(x.shape[lead_ndim:]) for x in group)
+        spec.append((name, offset, tuple(leaf.shape[lead_ndim:])))
+        group.append(leaf)
+    arrays = {
+        name: jnp.concatenate([x.reshape(x.shape[:lead_ndim] + (-1,)) for x in group], axis=-1)
+        for name, group in groups.items()
+    }
+    return arrays, (treedef, tuple(spec))
+
+
+def unpack_leaves(arrays: dict[str, jax.Array], layout: tuple) -> Any:
+    """The tree `pack_leaves` packed into ``arrays`` with ``layout``."""
+    treedef, spec = layout
+    leaves = []
+    for name, offset, shape in spec:
+        x = arrays[name]
+        size = math.prod(shape)
+        leaves.append(x[..., offset : offset + size].reshape(x.shape[:-1] + shape))
+    return jax.tree.unflatten(treedef, leaves)
+
+
+@struct.dataclass
+class PackedCarry:
+    """An `EnvCarry` packed by `pack_leaves`: one (N, k) array per dtype.
+
+    What `collect_rollout`'s loop carries, and what ``train.run_updates``
+    carries from one update to the next (packing and unpacking once per
+    call, not once per rollout). `collect_rollout` takes and returns either
+    form.
+    """
+
+    arrays: dict[str, jax.Array]
+    layout: tuple = struct.field(pytree_node=False)
+
+    @classmethod
+    def pack(cls, carry: EnvCarry) -> "PackedCarry":
+        return cls(*pack_leaves(carry, 1))
+
+    def unpack(self) -> EnvCarry:
+        return unpack_leaves(self.arrays, self.layout)
 
 
 @struct.dataclass
@@ -160,24 +221,25 @@ def collect_rollout(
     policy_fn: Callable[[Any, jax.Array], Any],
     params: Any,
     vec_env: VecEnv,
-    carry: EnvCarry,
+    carry: EnvCarry | PackedCarry,
     key: jax.Array | RolloutRandomness,
     num_steps: int,
-) -> tuple[EnvCarry, Trajectory]:
+) -> tuple[EnvCarry | PackedCarry, Trajectory]:
     """Step ``vec_env`` for ``num_steps`` with actions sampled from the policy.
 
     Args:
         policy_fn: ``policy_fn(params, obs) -> distribution``.
         params: network parameters (held fixed during the rollout).
         vec_env: the vectorised environment.
-        carry: env state, current observation and episode stats.
+        carry: env state, current observation and episode stats, as an
+            `EnvCarry` or a `PackedCarry` (returned in the same form).
         key: PRNG key for action sampling and env transitions, or the
             `RolloutRandomness` already drawn (`make_train` draws it with
             the rest of an update's randomness, in one call).
         num_steps: T (static).
 
     Returns:
-        The new `EnvCarry` and the (T, N) `Trajectory`.
+        The new carry and the (T, N) `Trajectory`.
     """
     n = vec_env.num_envs
     spec = vec_env.spec
@@ -185,8 +247,16 @@ def collect_rollout(
     draws = key if isinstance(key, RolloutRandomness) else RolloutRandomness.draw(key, vec_env, num_steps)
     chex.assert_shape(draws.action_noise, (num_steps, n, spec.action_dim))
 
-    def env_step(carry: EnvCarry, step_inputs):
+    # The loop carries the env carry packed, and takes each step's reset
+    # states as slices of one packed (T, N, k) array per dtype.
+    packed = carry if isinstance(carry, PackedCarry) else PackedCarry.pack(carry)
+    resets, reset_layout = (None, None) if draws.resets is None else pack_leaves(draws.resets, 2)
+
+    def env_step(packed: PackedCarry, step_inputs):
+        carry = packed.unpack()
         step_noise, step_keys, step_resets = step_inputs
+        if step_resets is not None:
+            step_resets = unpack_leaves(step_resets, reset_layout)
         dist = policy_fn(params, carry.obs)
         action = dist.sample_from_noise(step_noise)
         log_prob = dist.log_prob(action)
@@ -206,9 +276,10 @@ def collect_rollout(
             obs=step.obs,
             episode_stats=carry.episode_stats.record(step.reward, done),
         )
-        return new_carry, transition
+        return PackedCarry.pack(new_carry), transition
 
-    carry, traj = jax.lax.scan(env_step, carry, (draws.action_noise, draws.env_keys, draws.resets))
+    packed, traj = jax.lax.scan(env_step, packed, (draws.action_noise, draws.env_keys, resets))
+    carry = packed if isinstance(carry, PackedCarry) else packed.unpack()
     chex.assert_shape([traj.obs, traj.final_obs], (num_steps, n, *spec.obs_shape))
     chex.assert_shape(traj.actions, (num_steps, n, *spec.action_shape))
     chex.assert_shape(

@@ -37,6 +37,7 @@ from purejaxppo.normalization import RewardScaler, RunningMeanStd
 from purejaxppo.rollout import (
     EnvCarry,
     EpisodeStats,
+    PackedCarry,
     RolloutRandomness,
     collect_rollout,
     critic_values,
@@ -338,7 +339,7 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
 
         # 5. Metrics of this update (scalars).
         metrics = {
-            **env_carry.episode_stats.summary(),
+            **(env_carry.unpack() if isinstance(env_carry, PackedCarry) else env_carry).episode_stats.summary(),
             "episodes_finished": jnp.sum(traj.done).astype(jnp.int32),
             **diagnostics,
             "explained_variance": explained_variance(values, returns),
@@ -360,7 +361,11 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
         """``num_updates`` (a Python int) updates from ``state`` in one
         `lax.scan`: ``(state, metrics)``, each metric of shape (num_updates,)."""
         hp = config.hyperparams() if hp is None else hp
-        return jax.lax.scan(lambda s, _: update(s, hp), state, None, length=num_updates)
+        # The env carry packed for the whole scan (`PackedCarry`): its many
+        # small arrays updated as one per dtype, in every rollout step.
+        packed = state.replace(env=PackedCarry.pack(state.env))
+        packed, metrics = jax.lax.scan(lambda s, _: update(s, hp), packed, None, length=num_updates)
+        return packed.replace(env=packed.env.unpack()), metrics
 
     def train(
         rng: jax.Array,

@@ -1,0 +1,80 @@
+"""The rollout's packed carry: leaves packed per dtype and given back exactly,
+and a rollout or a run of updates the same, bit for bit, packed or not."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from purejaxppo import PPOConfig, make_train
+from purejaxppo.envs import VecEnv, make_env
+from purejaxppo.rollout import EnvCarry, PackedCarry, collect_rollout, pack_leaves, unpack_leaves
+
+
+def assert_same(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.parametrize("lead", [(3,), (5, 3)])
+def test_pack_leaves_groups_by_dtype_in_tree_order_and_unpacks_exactly(lead):
+    rng = np.random.default_rng(0)
+    tree = {
+        "a": jnp.asarray(rng.normal(size=lead), jnp.float32),
+        "b": jnp.asarray(rng.integers(0, 9, size=lead + (2,)), jnp.int32),
+        "c": (jnp.asarray(rng.normal(size=lead + (3, 2)), jnp.float32),
+              jnp.asarray(rng.random(lead + (4,)) > 0.5)),
+        "d": jnp.asarray(rng.integers(0, 9, size=lead), jnp.int32),
+    }
+    arrays, layout = pack_leaves(tree, len(lead))
+    assert {name: x.shape for name, x in arrays.items()} == {
+        "float32": lead + (7,), "int32": lead + (3,), "bool": lead + (4,)}
+    # float32: a, then c[0] flattened; int32: b, then d.
+    np.testing.assert_array_equal(arrays["float32"][..., 0], tree["a"])
+    np.testing.assert_array_equal(arrays["float32"][..., 1:], tree["c"][0].reshape(lead + (6,)))
+    np.testing.assert_array_equal(arrays["int32"][..., 2], tree["d"])
+    hash(layout)  # static: a scan carry's structure
+    assert_same(unpack_leaves(arrays, layout), tree)
+    # Under jit, the same.
+    assert_same(jax.jit(lambda t: unpack_leaves(*pack_leaves(t, len(lead))))(tree), tree)
+
+
+@pytest.mark.parametrize("env_name", ["CartPole-v1", "Breakout-MinAtar", "DeepSea-bsuite"])
+def test_a_rollout_is_the_same_from_a_packed_carry(env_name):
+    """Bool, int and float env state (MinAtar), and an env that does its own
+    resets (DeepSea): the trajectory and the carry, packed or not, bitwise."""
+    config = PPOConfig(env_name=env_name, num_envs=3, num_steps=8, total_timesteps=24,
+                       num_minibatches=1, hidden_sizes=(8,), cnn_channels=(4,))
+    train = make_train(config)
+    state = train.init(jax.random.PRNGKey(0))
+    env, env_params, spec = make_env(env_name)
+    vec = VecEnv(env, env_params, spec, 3)
+    policy = lambda p, o: train.network.apply(p, o, method=train.network.policy)
+    rollout = jax.jit(lambda c, k: collect_rollout(policy, state.params, vec, c, k, 40))
+    carry, traj = rollout(state.env, jax.random.PRNGKey(1))
+    packed, traj_packed = rollout(PackedCarry.pack(state.env), jax.random.PRNGKey(1))
+    assert isinstance(carry, EnvCarry) and isinstance(packed, PackedCarry)
+    assert_same(traj_packed, traj)
+    assert_same(packed.unpack(), carry)
+    assert int(carry.episode_stats.num_finished.sum()) > 0 or env_name == "Breakout-MinAtar"
+
+
+def test_update_and_run_updates_agree_and_keep_the_carry_unpacked(tiny_config):
+    """`train.update` (public, an `EnvCarry` in and out) and `run_updates`
+    (packed inside its scan) make the same states and metrics."""
+    train = make_train(tiny_config)
+    state = train.init(jax.random.PRNGKey(3))
+    one = jax.jit(train.update)
+    stepped, metrics = state, []
+    for _ in range(2):
+        stepped, m = one(stepped)
+        metrics.append(m)
+    scanned, scanned_metrics = jax.jit(lambda s: train.run_updates(s, 2))(state)
+    assert isinstance(stepped.env, EnvCarry) and isinstance(scanned.env, EnvCarry)
+    key_data = lambda tree: jax.tree.map(
+        lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x, tree)
+    assert_same(key_data(scanned), key_data(stepped))
+    for name, values in scanned_metrics.items():
+        np.testing.assert_allclose(values, [m[name] for m in metrics], rtol=1e-6, err_msg=name)
