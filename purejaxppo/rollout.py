@@ -276,9 +276,12 @@ def collect_rollout(
             obs=step.obs,
             episode_stats=carry.episode_stats.record(step.reward, done),
         )
+        transition, traj_layout[0] = pack_leaves(transition, 1)
         return PackedCarry.pack(new_carry), transition
 
+    traj_layout = [None]  # the transition's layout, known once the step is traced
     packed, traj = jax.lax.scan(env_step, packed, (draws.action_noise, draws.env_keys, resets))
+    traj = unpack_leaves(traj, traj_layout[0])
     carry = packed if isinstance(carry, PackedCarry) else packed.unpack()
     chex.assert_shape([traj.obs, traj.final_obs], (num_steps, n, *spec.obs_shape))
     chex.assert_shape(traj.actions, (num_steps, n, *spec.action_shape))
