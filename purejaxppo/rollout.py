@@ -80,14 +80,17 @@ class EnvCarry:
 def pack_leaves(tree: Any, lead_ndim: int) -> tuple[dict[str, jax.Array], tuple]:
     """``tree``'s leaves, which share ``lead_ndim`` leading axes, as one array
     per dtype: ``(arrays, layout)``, ``arrays[dtype name]`` of shape
-    (*lead, k), the leaves flattened after the leading axes and concatenated
-    in tree order; ``layout`` (static, hashable) is what `unpack_leaves`
-    needs to give the tree back.
+    (*lead, k), each leaf flattened after the leading axes and the leaves
+    concatenated in tree order; ``layout`` (static, hashable) is what
+    `unpack_leaves` needs to give the tree back.
 
     A `lax.scan` carrying many small arrays makes XLA CPU compile and run
     one kernel per array for each elementwise update of the carry (the
     auto-reset's selects, the episode statistics); packed, it is one per
-    dtype (benchmarks/NOTES.md, session 21).
+    dtype (benchmarks/NOTES.md, session 21), which pays only for small
+    carries (`packs`). Each leaf stays one contiguous block in its own
+    layout (the env axis is flattened with the rest, not kept as a leading
+    axis), so unpacking one is a contiguous slice.
     """
     leaves, treedef = jax.tree.flatten(tree)
     groups: dict[str, list[jax.Array]] = {}
@@ -116,14 +119,35 @@ def unpack_leaves(arrays: dict[str, jax.Array], layout: tuple) -> Any:
     return jax.tree.unflatten(treedef, leaves)
 
 
+PACK_MAX_SIZE = 128
+"""The most elements (all envs' together) of an env carry that the rollout
+carries packed (`packs`)."""
+
+
+def packs(carry: EnvCarry) -> bool:
+    """Whether the rollout carries ``carry`` packed (`PackedCarry`): when it
+    holds at most `PACK_MAX_SIZE` elements in all (per seed under `vmap`).
+
+    Packing pays where each step's arrays are so small that running a
+    kernel costs more than its work: CartPole with 4 envs (56 elements)
+    trained 10% faster packed. With more envs the packed update of the
+    carry, one kernel that gathers every leaf, runs slower than the leaves'
+    own vectorised kernels: CartPole with 16, 64 and 256 envs trained 1-3%
+    slower packed, and its env-only rollout 1.4-2.6x slower; a MinAtar
+    carry (64 envs of 10 x 10 x 4 observations) rolled out 12x slower
+    (benchmarks/NOTES.md, session 21).
+    """
+    return sum(x.size for x in jax.tree.leaves(carry)) <= PACK_MAX_SIZE
+
+
 @struct.dataclass
 class PackedCarry:
-    """An `EnvCarry` packed by `pack_leaves`: one (N, k) array per dtype.
+    """An `EnvCarry` packed by `pack_leaves`: one flat array per dtype.
 
-    What `collect_rollout`'s loop carries, and what ``train.run_updates``
-    carries from one update to the next (packing and unpacking once per
-    call, not once per rollout). `collect_rollout` takes and returns either
-    form.
+    For a small carry (`packs`), what `collect_rollout`'s loop carries, and
+    what ``train.run_updates`` carries from one update to the next (packing
+    and unpacking once per call, not once per rollout). `collect_rollout`
+    takes and returns either form.
     """
 
     arrays: dict[str, jax.Array]
@@ -131,7 +155,7 @@ class PackedCarry:
 
     @classmethod
     def pack(cls, carry: EnvCarry) -> "PackedCarry":
-        return cls(*pack_leaves(carry, 1))
+        return cls(*pack_leaves(carry, 0))
 
     def unpack(self) -> EnvCarry:
         return unpack_leaves(self.arrays, self.layout)
@@ -247,15 +271,19 @@ def collect_rollout(
     draws = key if isinstance(key, RolloutRandomness) else RolloutRandomness.draw(key, vec_env, num_steps)
     chex.assert_shape(draws.action_noise, (num_steps, n, spec.action_dim))
 
-    # The loop carries the env carry packed, and takes each step's reset
-    # states as slices of one packed (T, N, k) array per dtype.
-    packed = carry if isinstance(carry, PackedCarry) else PackedCarry.pack(carry)
-    resets, reset_layout = (None, None) if draws.resets is None else pack_leaves(draws.resets, 2)
+    # A small carry is packed (`packs`): the loop then carries it packed,
+    # takes each step's reset states as rows of one packed (T, k) array per
+    # dtype, and stacks each step's transition packed.
+    packed = isinstance(carry, PackedCarry) or packs(carry)
+    loop_carry = PackedCarry.pack(carry) if packed and isinstance(carry, EnvCarry) else carry
+    resets, reset_layout = draws.resets, None
+    if packed and resets is not None:
+        resets, reset_layout = pack_leaves(resets, 1)
 
-    def env_step(packed: PackedCarry, step_inputs):
-        carry = packed.unpack()
+    def env_step(loop_carry, step_inputs):
+        carry = loop_carry.unpack() if packed else loop_carry
         step_noise, step_keys, step_resets = step_inputs
-        if step_resets is not None:
+        if packed and step_resets is not None:
             step_resets = unpack_leaves(step_resets, reset_layout)
         dist = policy_fn(params, carry.obs)
         action = dist.sample_from_noise(step_noise)
@@ -276,13 +304,18 @@ def collect_rollout(
             obs=step.obs,
             episode_stats=carry.episode_stats.record(step.reward, done),
         )
-        transition, traj_layout[0] = pack_leaves(transition, 1)
+        if not packed:
+            return new_carry, transition
+        transition, traj_layout[0] = pack_leaves(transition, 0)
         return PackedCarry.pack(new_carry), transition
 
-    traj_layout = [None]  # the transition's layout, known once the step is traced
-    packed, traj = jax.lax.scan(env_step, packed, (draws.action_noise, draws.env_keys, resets))
-    traj = unpack_leaves(traj, traj_layout[0])
-    carry = packed if isinstance(carry, PackedCarry) else packed.unpack()
+    traj_layout = [None]  # the packed transition's layout, known once the step is traced
+    loop_carry, traj = jax.lax.scan(env_step, loop_carry, (draws.action_noise, draws.env_keys, resets))
+    if packed:
+        traj = unpack_leaves(traj, traj_layout[0])
+    if isinstance(carry, EnvCarry) and packed:
+        loop_carry = loop_carry.unpack()
+    carry = loop_carry
     chex.assert_shape([traj.obs, traj.final_obs], (num_steps, n, *spec.obs_shape))
     chex.assert_shape(traj.actions, (num_steps, n, *spec.action_shape))
     chex.assert_shape(

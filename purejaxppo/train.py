@@ -43,6 +43,7 @@ from purejaxppo.rollout import (
     critic_values,
     key_words,
     keys_from_words,
+    packs,
 )
 from purejaxppo.update import FEISTEL_ROUNDS, init_opt_state, make_optimizer, ppo_update
 
@@ -363,9 +364,12 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
         hp = config.hyperparams() if hp is None else hp
         # The env carry packed for the whole scan (`PackedCarry`): its many
         # small arrays updated as one per dtype, in every rollout step.
-        packed = state.replace(env=PackedCarry.pack(state.env))
-        packed, metrics = jax.lax.scan(lambda s, _: update(s, hp), packed, None, length=num_updates)
-        return packed.replace(env=packed.env.unpack()), metrics
+        if packs(state.env):
+            state = state.replace(env=PackedCarry.pack(state.env))
+        state, metrics = jax.lax.scan(lambda s, _: update(s, hp), state, None, length=num_updates)
+        if isinstance(state.env, PackedCarry):
+            state = state.replace(env=state.env.unpack())
+        return state, metrics
 
     def train(
         rng: jax.Array,

@@ -8,7 +8,15 @@ import pytest
 
 from purejaxppo import PPOConfig, make_train
 from purejaxppo.envs import VecEnv, make_env
-from purejaxppo.rollout import EnvCarry, PackedCarry, collect_rollout, pack_leaves, unpack_leaves
+from purejaxppo.rollout import (
+    PACK_MAX_SIZE,
+    EnvCarry,
+    PackedCarry,
+    collect_rollout,
+    pack_leaves,
+    packs,
+    unpack_leaves,
+)
 
 
 def assert_same(a, b):
@@ -78,3 +86,19 @@ def test_update_and_run_updates_agree_and_keep_the_carry_unpacked(tiny_config):
     assert_same(key_data(scanned), key_data(stepped))
     for name, values in scanned_metrics.items():
         np.testing.assert_allclose(values, [m[name] for m in metrics], rtol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("env_name, num_envs, packed", [
+    ("CartPole-v1", 4, True),            # 4 x (5 state + 4 obs + 5 statistics) = 56 elements
+    ("CartPole-v1", 16, False),          # 224
+    ("Breakout-MinAtar", 1, False),      # 400 observation elements alone
+])
+def test_only_small_carries_are_packed(env_name, num_envs, packed):
+    """`packs`: the carry's elements against `PACK_MAX_SIZE`, per seed under vmap."""
+    config = PPOConfig(env_name=env_name, num_envs=num_envs, num_steps=8,
+                       total_timesteps=num_envs * 8, num_minibatches=1)
+    carry = make_train(config).init(jax.random.PRNGKey(0)).env
+    size = sum(x.size for x in jax.tree.leaves(carry))
+    assert packs(carry) == packed == (size <= PACK_MAX_SIZE)
+    seeds = jax.vmap(make_train(config).init)(jax.random.split(jax.random.PRNGKey(0), 8)).env
+    assert jax.vmap(lambda c: jnp.asarray(packs(c)))(seeds).all() == packed
