@@ -313,9 +313,8 @@ def collect_rollout(
     loop_carry, traj = jax.lax.scan(env_step, loop_carry, (draws.action_noise, draws.env_keys, resets))
     if packed:
         traj = unpack_leaves(traj, traj_layout[0])
-    if isinstance(carry, EnvCarry) and packed:
-        loop_carry = loop_carry.unpack()
-    carry = loop_carry
+    # Returned in the form it came in.
+    carry = loop_carry.unpack() if packed and isinstance(carry, EnvCarry) else loop_carry
     chex.assert_shape([traj.obs, traj.final_obs], (num_steps, n, *spec.obs_shape))
     chex.assert_shape(traj.actions, (num_steps, n, *spec.action_shape))
     chex.assert_shape(

@@ -339,8 +339,10 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
             )
 
         # 5. Metrics of this update (scalars).
+        unpacked = env_carry.unpack() if isinstance(env_carry, PackedCarry) else env_carry
+        episode_stats = unpacked.episode_stats
         metrics = {
-            **(env_carry.unpack() if isinstance(env_carry, PackedCarry) else env_carry).episode_stats.summary(),
+            **episode_stats.summary(),
             "episodes_finished": jnp.sum(traj.done).astype(jnp.int32),
             **diagnostics,
             "explained_variance": explained_variance(values, returns),
@@ -362,8 +364,9 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
         """``num_updates`` (a Python int) updates from ``state`` in one
         `lax.scan`: ``(state, metrics)``, each metric of shape (num_updates,)."""
         hp = config.hyperparams() if hp is None else hp
-        # The env carry packed for the whole scan (`PackedCarry`): its many
-        # small arrays updated as one per dtype, in every rollout step.
+        # A small env carry (`packs`) stays packed for the whole scan
+        # (`PackedCarry`): its arrays updated as one per dtype in every
+        # rollout step, and packed and unpacked once here.
         if packs(state.env):
             state = state.replace(env=PackedCarry.pack(state.env))
         state, metrics = jax.lax.scan(lambda s, _: update(s, hp), state, None, length=num_updates)
