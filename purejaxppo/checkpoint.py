@@ -401,8 +401,8 @@ def restore_policy(
     except TypeError:
         index = None
     if index is None or not 0 <= index < seeds:
-        raise ValueError(f"seed (the command line's --init-seed) must be an int in [0, {seeds}) for {where}, a run of {seeds} "
-                         f"seed(s) (batch axes {batch}); got {seed!r}")
+        raise ValueError(f"seed (the command line's --init-seed) must be an int in [0, {seeds}) for "
+                         f"{where}, a run of {seeds} seed(s) (batch axes {batch}); got {seed!r}")
     if config is not None and ckpt.config.normalize_obs and not config.normalize_obs:
         raise ValueError(
             f"{where} holds a policy trained on normalised observations (normalize_obs=True "
