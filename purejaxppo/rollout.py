@@ -130,9 +130,9 @@ def packs(carry: EnvCarry) -> bool:
 
     Packing pays where each step's arrays are so small that running a
     kernel costs more than its work: CartPole with 4 envs (56 elements)
-    trained 10% faster packed, with 8 (112) 4-5% faster. With more envs the packed update of the
-    carry, one kernel that gathers every leaf, runs slower than the leaves'
-    own vectorised kernels: CartPole with 16, 64 and 256 envs trained 1-3%
+    trained 10% faster packed, with 8 (112) 4-5% faster. With more envs
+    the packed update of the carry, one kernel that gathers every leaf,
+    runs slower than the leaves' own vectorised kernels: CartPole with 16, 64 and 256 envs trained 1-3%
     slower packed, and its env-only rollout 1.4-2.6x slower; a MinAtar
     carry (64 envs of 10 x 10 x 4 observations) rolled out 12x slower
     (benchmarks/NOTES.md, session 21).

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from purejaxppo import PPOConfig, make_train
+import purejaxppo.rollout as rollout_module
 from purejaxppo.envs import VecEnv, make_env
 from purejaxppo.rollout import (
     PACK_MAX_SIZE,
@@ -50,9 +51,11 @@ def test_pack_leaves_groups_by_dtype_in_tree_order_and_unpacks_exactly(lead):
 
 
 @pytest.mark.parametrize("env_name", ["CartPole-v1", "Breakout-MinAtar", "DeepSea-bsuite"])
-def test_a_rollout_is_the_same_from_a_packed_carry(env_name):
+def test_a_rollout_is_the_same_from_a_packed_carry(env_name, monkeypatch):
     """Bool, int and float env state (MinAtar), and an env that does its own
-    resets (DeepSea): the trajectory and the carry, packed or not, bitwise."""
+    resets (DeepSea): the trajectory and the carry, packed or not, bitwise.
+    The unpacked run has packing off (`PACK_MAX_SIZE` below any carry), so
+    that a small carry, which `packs` would pack anyway, is compared too."""
     config = PPOConfig(env_name=env_name, num_envs=3, num_steps=8, total_timesteps=24,
                        num_minibatches=1, hidden_sizes=(8,), cnn_channels=(4,))
     train = make_train(config)
@@ -60,26 +63,31 @@ def test_a_rollout_is_the_same_from_a_packed_carry(env_name):
     env, env_params, spec = make_env(env_name)
     vec = VecEnv(env, env_params, spec, 3)
     policy = lambda p, o: train.network.apply(p, o, method=train.network.policy)
-    rollout = jax.jit(lambda c, k: collect_rollout(policy, state.params, vec, c, k, 40))
-    carry, traj = rollout(state.env, jax.random.PRNGKey(1))
-    packed, traj_packed = rollout(PackedCarry.pack(state.env), jax.random.PRNGKey(1))
+    rollout = lambda c, k: collect_rollout(policy, state.params, vec, c, k, 40)
+    packed, traj_packed = jax.jit(rollout)(PackedCarry.pack(state.env), jax.random.PRNGKey(1))
+    monkeypatch.setattr(rollout_module, "PACK_MAX_SIZE", -1)
+    assert not rollout_module.packs(state.env)
+    carry, traj = jax.jit(rollout)(state.env, jax.random.PRNGKey(1))
     assert isinstance(carry, EnvCarry) and isinstance(packed, PackedCarry)
     assert_same(traj_packed, traj)
     assert_same(packed.unpack(), carry)
     assert int(carry.episode_stats.num_finished.sum()) > 0 or env_name == "Breakout-MinAtar"
 
 
-def test_update_and_run_updates_agree_and_keep_the_carry_unpacked(tiny_config):
-    """`train.update` (public, an `EnvCarry` in and out) and `run_updates`
-    (packed inside its scan) make the same states and metrics."""
+def test_update_and_run_updates_agree_and_keep_the_carry_unpacked(tiny_config, monkeypatch):
+    """`train.update` (public, an `EnvCarry` in and out; here with packing
+    off) and `run_updates` (the small carry packed inside its scan) make the
+    same states and metrics."""
     train = make_train(tiny_config)
     state = train.init(jax.random.PRNGKey(3))
+    assert packs(state.env)
+    scanned, scanned_metrics = jax.jit(lambda s: train.run_updates(s, 2))(state)
+    monkeypatch.setattr(rollout_module, "PACK_MAX_SIZE", -1)
     one = jax.jit(train.update)
     stepped, metrics = state, []
     for _ in range(2):
         stepped, m = one(stepped)
         metrics.append(m)
-    scanned, scanned_metrics = jax.jit(lambda s: train.run_updates(s, 2))(state)
     assert isinstance(stepped.env, EnvCarry) and isinstance(scanned.env, EnvCarry)
     key_data = lambda tree: jax.tree.map(
         lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x, tree)
