@@ -54,7 +54,8 @@ sys.path.insert(0, str(HERE))
 
 from throughput import (  # noqa: E402
     CASES, QUICK, _source_revision, add_cpu_args, add_paired_run_args, apply_cpu_vector_width,
-    case_cpu_threads, child_env, require_positive, run_meta, write_results,
+    case_cpu_settings, child_env, pin_to_cpu, probe_device, require_positive, run_child, run_meta,
+    threads_text, write_results,
 )
 
 WORKING_TREE = "."
@@ -87,7 +88,7 @@ run_s = statistics.median(times)
 steps = config.num_updates * config.num_envs * config.num_steps * max(seeds, 1)
 print("RESULT " + json.dumps({"compile_s": compile_s, "run_s": run_s, "run_times_s": times,
                               "env_steps_per_call": steps, "steps_per_s": steps / run_s,
-                              "module": purejaxppo.__file__}))
+                              "module": purejaxppo.__file__, "backend": jax.default_backend()}))
 """
 
 
@@ -152,33 +153,32 @@ def checkouts(revs: dict[str, str]):
 
 
 def _spawn(root: Path, overrides: dict, seeds: int, repeats: int, timeout: int, threads: int | None,
-           name: str = "") -> dict:
+           name: str = "", devices: int | None = 1, backend: str = "cpu") -> dict:
     """One process of one revision (checked out at ``root``, named ``name``
-    in errors); SystemExit naming it, the case and the cause if it fails."""
+    in errors) on ``backend`` (checked); SystemExit naming it, the case and
+    the cause if it fails."""
     cmd = [sys.executable, "-c", CHILD, json.dumps(overrides), str(seeds), str(repeats), str(root)]
     what = f"{name or root} on {overrides} (seeds={seeds})"
     try:
-        proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=timeout,
-                              env=child_env(threads, 1))
+        return run_child(cmd, child_env(threads, devices), timeout, what, backend, cwd=root)
     except subprocess.TimeoutExpired:
         raise SystemExit(f"{what}: no result within --timeout {timeout} s") from None
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    raise SystemExit(f"{what} failed (exit code {proc.returncode}):\n{proc.stderr[-4000:] or proc.stdout[-2000:]}")
+    except RuntimeError as error:
+        raise SystemExit(str(error)) from None
 
 
 def compare_case(dirs: dict[str, Path], overrides: dict, seeds: int, pairs: int, repeats: int,
-                 timeout: int, cpu_threads: str = "auto", names: dict[str, str] | None = None) -> dict:
+                 timeout: int, cpu_threads: str = "auto", names: dict[str, str] | None = None,
+                 backend: str = "cpu") -> dict:
     """``pairs`` alternating pairs of fresh processes, base and head on the
-    same CPU pool and one device; per side the samples and medians, and the
-    median over pairs of head / base."""
-    threads = case_cpu_threads(overrides, seeds, cpu_threads, 1)
+    same CPU pool and one device (on the CPU ``backend``); per side the
+    samples and medians, and the median over pairs of head / base."""
+    threads, devices = case_cpu_settings(overrides, seeds, backend, cpu_threads, "1")
     samples = {side: [] for side in SIDES}
     for p in range(pairs):
         for side in (SIDES if p % 2 == 0 else SIDES[::-1]):
             samples[side].append(_spawn(dirs[side], overrides, seeds, repeats, timeout, threads,
-                                        (names or {}).get(side, side)))
+                                        (names or {}).get(side, side), devices, backend))
     steps = {s["env_steps_per_call"] for side in SIDES for s in samples[side]}
     if len(steps) != 1:
         raise SystemExit(f"base and head ran different numbers of env steps per call on {overrides}: "
@@ -200,10 +200,11 @@ def _table(rows: dict, meta: dict) -> str:
         f"{meta['machine']}; jax {meta['jax']}, backend {meta['backend']}. "
         f"{meta['pairs']} alternating pair{'s' if meta['pairs'] != 1 else ''} of fresh processes per case, one per revision; each "
         f"process: compile (lowering included), then the median of {meta['repeats']} compiled calls. "
-        f"Ratio = median over the pairs of head / base. Both sides on the CPU pool of "
-        f"`--cpu-threads {meta['cpu_threads']}` (\"cores\": XLA's default) and one device"
-        + (f", XLA CPU's vector width {meta['cpu_vector_width']} bits" if meta["backend"] == "cpu" else "")
-        + f". Command: `{meta['command']}`, {meta['date']}.",
+        f"Ratio = median over the pairs of head / base. "
+        + (f"Both sides on the CPU pool of `--cpu-threads {meta['cpu_threads']}` (\"cores\": "
+           f"XLA's default), one device and XLA CPU's vector width {meta['cpu_vector_width']} bits. "
+           if meta["backend"] == "cpu" else "Both sides on one device. ")
+        + f"Command: `{meta['command']}`, {meta['date']}.",
         "",
         "| case | seeds | CPU threads | env steps / call | compile s: base | head | ratio (< 1: head faster) "
         "| steps/s: base | head | ratio (> 1: head faster) | ratios of the pairs (steps/s) |",
@@ -213,7 +214,7 @@ def _table(rows: dict, meta: dict) -> str:
         pair_ratios = ", ".join(f"{h['steps_per_s'] / b['steps_per_s']:.3f}"
                                 for b, h in zip(r["samples"]["base"], r["samples"]["head"]))
         lines.append(
-            f"| {name} | {r['seeds']} | {r['cpu_threads'] or 'cores'} | {r['env_steps_per_call']:,} "
+            f"| {name} | {r['seeds']} | {threads_text(r['cpu_threads'], meta['backend'])} | {r['env_steps_per_call']:,} "
             f"| {r['base_compile_s']:.2f} | {r['head_compile_s']:.2f} | {r['ratio_compile_s']:.3f} "
             f"| {r['base_steps_per_s']:,.0f} | {r['head_steps_per_s']:,.0f} | {r['ratio_steps_per_s']:.3f} "
             f"| {pair_ratios} |"
@@ -238,7 +239,9 @@ def main() -> None:
 
     import purejaxppo  # noqa: F401  (XLA guard before jax starts)
 
+    pin_to_cpu()  # the device is the children's alone
     vector_width = apply_cpu_vector_width(args.cpu_vector_width)  # both sides' processes inherit it
+    probed = probe_device(rates=False, timeout=args.timeout)
     names = {side: label(rev) for side, rev in revs.items()}
     rows = {}
     with checkouts(revs) as dirs:
@@ -247,13 +250,13 @@ def main() -> None:
             if args.quick:
                 overrides, seeds = {**overrides, **QUICK}, min(seeds, 2)
             rows[name] = r = compare_case(dirs, overrides, seeds, args.pairs, args.repeats,
-                                          args.timeout, args.cpu_threads, names)
+                                          args.timeout, args.cpu_threads, names, probed["backend"])
             print(f"{name:22s} compile {r['base_compile_s']:5.2f} s -> {r['head_compile_s']:5.2f} s "
                   f"(x{r['ratio_compile_s']:.3f})  steps/s {r['base_steps_per_s']:>10,.0f} -> "
                   f"{r['head_steps_per_s']:>10,.0f} (x{r['ratio_steps_per_s']:.3f})", flush=True)
 
     meta = {
-        **run_meta("benchmarks/compare_revisions.py"),
+        **run_meta("benchmarks/compare_revisions.py", probed),
         "base": names["base"],
         "head": names["head"],
         "pairs": args.pairs,

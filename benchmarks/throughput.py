@@ -24,11 +24,18 @@ runs in its own subprocess, so its peak host RSS is its own. Per case:
   transcendentals per env step counted from the config
   (`purejaxppo.flops`, checked against XLA's cost analysis); the floor is
   the steps/s those two rates allow, and the table gives the fraction of it
-  that training achieves. The rates come from the whole machine (the
-  parent process, on XLA's default pool), and again from each case's own
+  that training achieves. The rates come from the whole machine (a probe
+  process, on XLA's default pool), and again from each case's own
   process, on its pool (which the CPU devices of a process share): the
   second floor is what the case could reach on the threads it has, about
-  half the first for a one-thread case.
+  half the first for a one-thread case. The rates are one device's: on
+  GPUs or TPUs, where each device computes apart, a case split over n of
+  them has n times the floor.
+
+The parent process stays on JAX's CPU backend (`pin_to_cpu`): every
+measurement, the rates included, runs in a child that has the device to
+itself, and each child's backend is checked against the probe's (a child
+that found a TPU taken would otherwise run on the CPU without an error).
 
 Once per run it also times the start-up a user pays before any of that:
 ``import purejaxppo`` and a CartPole `PPOConfig` (which imports gymnax) in
@@ -39,7 +46,7 @@ with gymnax's plotting imports loaded first, as ``import gymnax`` loads them
 Every process of a run compiles with the vector width `purejaxppo.cpu_vectors`
 picks for the CPU, as the CLI applies it (``--cpu-vector-width``), and each
 case on the CPU pool and devices the CLI would pick for it (``--cpu-threads``,
-``--cpu-devices``).
+``--cpu-devices``); on a GPU or TPU backend, no pool or device count is set.
 
 Writes ``benchmarks/results/throughput-<device>.json``, a markdown table
 ``throughput-<device>.md`` and ``throughput-<device>.png`` (steps/s against
@@ -210,6 +217,77 @@ def write_results(out_dir: Path, stem: str, payload: dict, markdown: str) -> Non
     (out_dir / f"{stem}.md").write_text(markdown)
 
 
+def case_cpu_settings(overrides: dict, seeds: int, backend: str, cpu_threads: str = "auto",
+                      cpu_devices: str = "auto") -> tuple[int | None, int | None]:
+    """``(threads, devices)``: the CPU pool size and CPU devices a case's
+    processes get (`case_cpu_threads`, `case_cpu_devices`) where they run on
+    the CPU; ``(None, None)`` on any other ``backend``. ``PJRT_NPROC`` also
+    sizes the host thread pools of XLA's GPU client, so a rule measured for
+    the CPU's kernels is not applied to a GPU's or TPU's host."""
+    if backend != "cpu":
+        return None, None
+    devices = case_cpu_devices(seeds, cpu_devices)
+    return case_cpu_threads(overrides, seeds, cpu_threads, devices), devices
+
+
+def pin_to_cpu() -> None:
+    """Keep this process, a benchmark's parent, on JAX's CPU backend.
+
+    The parent validates configs and counts FLOPs while its children measure,
+    and JAX starts its default backend at the first computation: on a GPU the
+    parent would then hold most of the device's memory (JAX preallocates it),
+    on a TPU the chips themselves (one process at a time; a child then falls
+    back to the CPU without an error), for as long as it lives. The children
+    inherit the environment, not this setting: they run on the default
+    backend, which `probe_device` reports. Call it before the first JAX
+    computation of the process (RuntimeError after it)."""
+    import jax
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized() and jax.default_backend() != "cpu":
+        raise RuntimeError("pin_to_cpu: JAX's backend has started on "
+                           f"{jax.default_backend()}; call it before the first computation")
+    jax.config.update("jax_platforms", "cpu")
+
+
+def run_child(cmd: list[str], env: dict, timeout: int, what: str, backend: str | None = None,
+              cwd: Path | None = None) -> dict:
+    """The ``RESULT {json}`` line that the child process ``cmd`` prints, as a
+    dict; RuntimeError naming ``what`` with the child's stderr if it prints
+    none, or if its ``backend`` is not the one given (a child that found the
+    device taken and ran on the CPU must not pass as the device's figures)."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            row = json.loads(line[len("RESULT "):])
+            if backend is not None and row.get("backend") != backend:
+                raise RuntimeError(f"{what} ran on JAX backend {row.get('backend')!r}, not on "
+                                   f"{backend!r} as the probe did:\n{proc.stderr[-4000:]}")
+            return row
+    raise RuntimeError(f"{what} failed (exit code {proc.returncode}):\n"
+                       f"{proc.stderr[-4000:] or proc.stdout[-2000:]}")
+
+
+def probe(rates: bool) -> dict:
+    """This process's JAX backend, its device's name and count, and with
+    ``rates`` the device's `device_rates`: what `probe_device` reports."""
+    import jax
+
+    out = {"backend": jax.default_backend(), "device": device_name(), "device_count": jax.device_count()}
+    if rates:
+        out["rates"] = device_rates()
+    return out
+
+
+def probe_device(rates: bool = True, timeout: int = 1800) -> dict:
+    """`probe` in a fresh process with this one's environment (XLA's default
+    CPU pool: the whole machine), so that a parent kept off the device
+    (`pin_to_cpu`) learns the backend its children will run on."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child-probe",
+           "rates" if rates else "backend"]
+    return run_child(cmd, child_env(None), timeout, "the device probe")
+
+
 def child_env(threads: int | None, devices: int | None = None) -> dict:
     """The environment of a benchmark child process with that CPU pool size
     and, unless None (the environment's own), that many CPU devices."""
@@ -292,19 +370,33 @@ def device_rates(repeats: int = RATE_REPEATS) -> dict:
     return out
 
 
-def _memory() -> dict:
+def _memory(devices) -> dict:
+    """Peak host RSS, and the peak memory of the busiest of ``devices`` where
+    the backend reports it (each device's too, when there are several)."""
     import resource
 
-    import jax
-
     out = {"peak_host_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    try:
-        stats = jax.devices()[0].memory_stats() or {}
-    except Exception:  # backends without memory stats
-        stats = {}
-    if "peak_bytes_in_use" in stats:
-        out["peak_device_mb"] = stats["peak_bytes_in_use"] / 2**20
+    peaks = []
+    for dev in devices:
+        try:
+            stats = dev.memory_stats() or {}
+        except Exception:  # backends without memory stats
+            stats = {}
+        if "peak_bytes_in_use" in stats:
+            peaks.append(stats["peak_bytes_in_use"] / 2**20)
+    if peaks:
+        out["peak_device_mb"] = max(peaks)
+    if len(peaks) > 1:
+        out["peak_device_mb_by_device"] = peaks
     return out
+
+
+def floor_devices(backend: str, devices: int) -> int:
+    """How many times one device's rates a case's floor counts: 1 on the CPU,
+    whose devices in one process share one thread pool (the rates' pool: one
+    device's program can use it all), else ``devices`` (each GPU or TPU chip
+    computes apart, and the rates are measured on one)."""
+    return 1 if backend == "cpu" else devices
 
 
 def _train_fn(overrides: dict, seeds: int):
@@ -336,7 +428,9 @@ def compile_case(overrides: dict, seeds: int, cache_dir: str | None = None) -> d
     _, _, fn, keys = _train_fn(overrides, seeds)
     with CacheCounter() as cache:
         _, compile_s = compile_timed(fn, keys)
-    return {"compile_s": compile_s, "cache": cache.status}
+    import jax
+
+    return {"compile_s": compile_s, "cache": cache.status, "backend": jax.default_backend()}
 
 
 def run_case(overrides: dict, seeds: int, repeats: int, rates: dict | None) -> dict:
@@ -400,15 +494,18 @@ def run_case(overrides: dict, seeds: int, repeats: int, rates: dict | None) -> d
         row[f"{name}_compile_s"] = c_s
 
     row["cost_per_env_step"] = cost = case_cost(config)
-    row["devices"] = len(keys.sharding.device_set) if seeds else 1
-    row.update(_memory())  # before the probes below, whose arrays are not the case's
+    used = sorted(keys.sharding.device_set, key=lambda d: d.id) if seeds else [jax.devices()[0]]
+    row["devices"] = len(used)
+    row["backend"] = backend = jax.default_backend()
+    row.update(_memory(used))  # before the probes below, whose arrays are not the case's
     if rates:
-        row["floor_steps_per_s"] = floor_steps_per_s(cost, rates)
+        scale = floor_devices(backend, len(used))
+        row["floor_steps_per_s"] = scale * floor_steps_per_s(cost, rates)
         row["fraction_of_floor"] = row["steps_per_s"] / row["floor_steps_per_s"]
         # The floor of what this case runs on: the rates measured here, on its
         # XLA CPU pool (shared by its devices: one device's program can use it all).
         row["case_rates"] = own = device_rates()
-        row["case_floor_steps_per_s"] = floor_steps_per_s(cost, own)
+        row["case_floor_steps_per_s"] = scale * floor_steps_per_s(cost, own)
         row["fraction_of_case_floor"] = row["steps_per_s"] / row["case_floor_steps_per_s"]
     row["xla_cpu_pool_threads"] = _xla_pool_threads()
     return row
@@ -477,6 +574,9 @@ def startup_times(repeats: int, timeout: int = 300) -> dict:
 
 
 def _child(args) -> None:
+    if args.child_probe:
+        print("RESULT " + json.dumps(probe(args.child_probe == "rates")))
+        return
     overrides = json.loads(args.child_config)
     if args.child_compile_cache or args.child_compile_only:
         row = compile_case(overrides, args.child_seeds, args.child_compile_cache)
@@ -488,9 +588,8 @@ def _child(args) -> None:
 
 def _spawn(overrides: dict, seeds: int, repeats: int, rates: dict | None, timeout: int,
            compile_cache: str | None = None, compile_only: bool = False,
-           cpu_threads: str = "auto", cpu_devices: str = "auto") -> dict:
-    devices = case_cpu_devices(seeds, cpu_devices)
-    threads = case_cpu_threads(overrides, seeds, cpu_threads, devices)
+           cpu_threads: str = "auto", cpu_devices: str = "auto", backend: str = "cpu") -> dict:
+    threads, devices = case_cpu_settings(overrides, seeds, backend, cpu_threads, cpu_devices)
     cmd = [sys.executable, __file__, "--child-config", json.dumps(overrides),
            "--child-seeds", str(seeds), "--repeats", str(repeats)]
     if rates:
@@ -499,12 +598,9 @@ def _spawn(overrides: dict, seeds: int, repeats: int, rates: dict | None, timeou
         cmd += ["--child-compile-cache", compile_cache]
     if compile_only:
         cmd += ["--child-compile-only"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          env=child_env(threads, devices))
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return {**json.loads(line[len("RESULT "):]), "cpu_threads": threads}
-    raise RuntimeError(f"benchmark case failed ({overrides}, seeds={seeds}):\n{proc.stderr[-4000:]}")
+    row = run_child(cmd, child_env(threads, devices), timeout,
+                    f"benchmark case {overrides}, seeds={seeds}", backend)
+    return {**row, "cpu_threads": threads}
 
 
 def _source_revision(untracked: bool = False) -> str | None:
@@ -541,14 +637,17 @@ def machine_name() -> str:
     return f"{model} ({platform.machine()}{isa}), {os.cpu_count()} cores"
 
 
-def run_meta(script: str) -> dict:
+def run_meta(script: str, probed: dict | None = None) -> dict:
     """What a results file records of its run: device, software, machine,
-    XLA flags, the command line, the date and the commit measured."""
+    XLA flags, the command line, the date and the commit measured. The
+    device and backend are ``probed``'s (`probe_device`) where given, else
+    this process's."""
     import jax
 
+    probed = probed or {"device": device_name(), "backend": jax.default_backend()}
     return {
-        "device": device_name(),
-        "backend": jax.default_backend(),
+        "device": probed["device"],
+        "backend": probed["backend"],
         "jax": jax.__version__,
         "machine": machine_name(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -566,6 +665,12 @@ def rates_text(rates: dict) -> str:
 
     return (f"matmul {rates['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s{spread('matmul', 0)}, "
             f"tanh {rates['tanh_per_s'] / 1e9:.2f} G/s{spread('tanh', 1)}")
+
+
+def threads_text(threads: int | None, backend: str) -> str:
+    """A table's "CPU threads" cell: the pool size, "cores" for XLA's
+    default pool, "-" on a backend other than the CPU (none was set)."""
+    return (str(threads) if threads else "cores") if backend == "cpu" else "-"
 
 
 def _table(rows: dict, device: str, meta: dict) -> str:
@@ -587,11 +692,14 @@ def _table(rows: dict, device: str, meta: dict) -> str:
         "second run of the same config pays).",
         "",
         "CPU threads: the size of XLA's CPU pool the case ran on (`purejaxppo.cpu_threads`; "
-        "\"cores\": XLA's default, one per core). Devices: the devices the seeds were split "
-        "over (`purejaxppo.devices`). Floor: the steps/s the network's FLOPs and transcendentals "
-        "per env step (`purejaxppo.flops`) allow at the matmul and tanh rates above, measured "
-        "on the whole machine; its threads' floor: the same at the rates measured in the case's "
-        "own process, on its XLA CPU pool (which its devices share)."
+        "\"cores\": XLA's default, one per core; \"-\": not set, off the CPU). Devices: the "
+        "devices the seeds were split over (`purejaxppo.devices`). Floor: the steps/s the network's "
+        "FLOPs and transcendentals per env step (`purejaxppo.flops`) allow at the matmul and tanh "
+        "rates above, measured on the whole machine; its threads' floor: the same at the rates "
+        "measured in the case's own process, on its XLA CPU pool (which its devices share)."
+        + ("" if meta.get("backend") == "cpu" else
+           " Off the CPU the rates are one device's, and both floors count them once per device "
+           "the case ran on.")
         + (f" XLA CPU's preferred vector width: {meta.get('cpu_vector_width', 256)} bits in every case "
            f"(`--cpu-vector-width {meta.get('cpu_vector_width_choice', 'auto')}`, `purejaxppo.cpu_vectors`)."
            if meta.get("backend") == "cpu" else ""),
@@ -602,7 +710,7 @@ def _table(rows: dict, device: str, meta: dict) -> str:
     for name, r in rows.items():
         warm = f"{r['warm_compile_s']:.2f}" if r.get("warm_cache") == "hit" else "—"
         lines.append(
-            f"| {name} | {r['seeds']} | {r.get('devices', 1)} | {r.get('cpu_threads') or 'cores'} | {r['env_steps_per_call']:,} | {r['compile_s']:.2f} | {warm} | {r['run_s']:.2f} "
+            f"| {name} | {r['seeds']} | {r.get('devices', 1)} | {threads_text(r.get('cpu_threads'), meta['backend'])} | {r['env_steps_per_call']:,} | {r['compile_s']:.2f} | {warm} | {r['run_s']:.2f} "
             f"| {r['steps_per_s']:,.0f} | {r['env_only_steps_per_s']:,.0f} | {r['rollout_only_steps_per_s']:,.0f} "
             f"| {r.get('floor_steps_per_s', float('nan')):,.0f} | {r.get('fraction_of_floor', float('nan')):.0%} "
             f"| {r.get('case_floor_steps_per_s', float('nan')):,.0f} | {r.get('fraction_of_case_floor', float('nan')):.0%} "
@@ -653,20 +761,25 @@ def main() -> None:
     parser.add_argument("--child-rates", help=argparse.SUPPRESS)
     parser.add_argument("--child-compile-cache", help=argparse.SUPPRESS)
     parser.add_argument("--child-compile-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child-probe", choices=("backend", "rates"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     require_positive(parser, args, "repeats", "compile_repeats")
-    if args.child_config:
+    if args.child_config or args.child_probe:
         return _child(args)
 
     import purejaxppo  # noqa: F401  (XLA guard before jax starts)
 
+    pin_to_cpu()  # the device is the children's alone
     vector_width = apply_cpu_vector_width(args.cpu_vector_width)
-    device = device_name()
-    rates = device_rates()
-    print(f"device {device}: {rates_text(rates)}", flush=True)
-    # Every child process of this run: the same repeats, timeout, pool and devices rules.
+    probed = probe_device(rates=True, timeout=args.timeout)
+    device, rates = probed["device"], probed["rates"]
+    print(f"device {device} ({probed['device_count']} on backend {probed['backend']}): "
+          f"{rates_text(rates)}", flush=True)
+    # Every child process of this run: the same repeats, timeout, pool and devices
+    # rules, and the probe's backend (checked).
     spawn = functools.partial(_spawn, repeats=args.repeats, timeout=args.timeout,
-                              cpu_threads=args.cpu_threads, cpu_devices=args.cpu_devices)
+                              cpu_threads=args.cpu_threads, cpu_devices=args.cpu_devices,
+                              backend=probed["backend"])
     rows = {}
     for name in args.cases:
         overrides, seeds = CASES[name]
@@ -708,7 +821,8 @@ def main() -> None:
     print(f"start-up {startup['startup_s']:.2f} s (eager plotting imports "
           f"{startup['eager_plotting_s']:.2f} s)", flush=True)
     meta = {
-        **run_meta("benchmarks/throughput.py"),
+        **run_meta("benchmarks/throughput.py", probed),
+        "device_count": probed["device_count"],
         "startup": startup,
         "rates": rates,
         "repeats": args.repeats,

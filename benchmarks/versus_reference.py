@@ -29,8 +29,9 @@ median of the pairs' ratios, beside the ratio the issue's target asks for
 (target / PureJaxRL's figure). The issue's last target, 2048 x 128 at about
 60% of the compute floor where PureJaxRL is at about 37%, is read the same
 way: each side's rate as a fraction of one floor for the case
-(`throughput.py`'s, at rates measured once in this process), whose ratio is
-the rates' ratio, against 0.60 / 0.37.
+(`throughput.py`'s, at rates measured once in a probe process on the
+device), whose ratio is the rates' ratio, against 0.60 / 0.37. (On several
+GPUs or TPU chips each side's floor counts the devices it ran on.)
 Both sides run with the same ``XLA_FLAGS`` (purejaxppo's deadlock guard,
 see the README, and the vector width `purejaxppo.cpu_vectors` picks for the
 CPU, as its CLI applies it: ``--cpu-vector-width``), the size of XLA's CPU thread pool that
@@ -59,7 +60,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -67,9 +67,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from throughput import (  # noqa: E402
-    CASES, QUICK, add_cpu_args, add_paired_run_args, apply_cpu_vector_width, case_cost, case_cpu_devices,
-    case_cpu_threads, child_env, device_rates, floor_steps_per_s, parse_overrides, rates_text,
-    require_positive, run_meta, write_results,
+    CASES, QUICK, add_cpu_args, add_paired_run_args, apply_cpu_vector_width, case_cost,
+    case_cpu_settings, child_env, floor_devices, floor_steps_per_s, parse_overrides, pin_to_cpu,
+    probe_device, rates_text, require_positive, run_child, run_meta, threads_text, write_results,
 )
 
 RESULTS = HERE / "results"
@@ -126,38 +126,39 @@ def measure(impl: str, overrides: dict, seeds: int, repeats: int) -> dict:
         "run_times_s": times,
         "env_steps_per_call": steps,
         "devices": len(args.sharding.device_set) if seeds else 1,
+        "backend": jax.default_backend(),
         "steps_per_s": steps / run_s,
         "final_return": float(jnp.nanmean(final_return(out))),
     }
 
 
 def _spawn(impl: str, overrides: dict, seeds: int, repeats: int, timeout: int,
-           threads: int | None = None, devices: int | None = None) -> dict:
+           threads: int | None = None, devices: int | None = None, backend: str = "cpu") -> dict:
     cmd = [sys.executable, __file__, "--child", impl, "--child-config", json.dumps(overrides),
            "--child-seeds", str(seeds), "--repeats", str(repeats)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          env=child_env(threads, devices))
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    raise RuntimeError(f"{impl} failed ({overrides}, seeds={seeds}):\n{proc.stderr[-4000:]}")
+    return run_child(cmd, child_env(threads, devices), timeout,
+                     f"{impl} ({overrides}, seeds={seeds})", backend)
 
 
 def compare_case(overrides: dict, seeds: int, pairs: int, repeats: int, timeout: int,
-                 cpu_threads: str = "auto", cpu_devices: str = "auto", floor: float | None = None) -> dict:
+                 cpu_threads: str = "auto", cpu_devices: str = "auto", floor: float | None = None,
+                 backend: str = "cpu") -> dict:
     """``pairs`` alternating pairs of fresh processes, both sides on the same
-    CPU pool size and devices; per side the samples and medians, and the
-    median over pairs of purejaxppo / reference. With ``floor`` (the case's
-    compute floor in env steps/s), each side's median rate as a fraction of
-    it, and their ratio, which is the rates' ratio: one floor for both."""
-    devices = {"purejaxppo": case_cpu_devices(seeds, cpu_devices), "reference": 1}
-    threads = {impl: case_cpu_threads(overrides, seeds, cpu_threads, devices[impl]) for impl in IMPLS}
+    CPU pool size (on the CPU ``backend``); per side the samples and medians,
+    and the median over pairs of purejaxppo / reference. With ``floor`` (the
+    case's compute floor in env steps/s, on one device), each side's median
+    rate as a fraction of its floor, and their ratio. On the CPU, the floor
+    is one for both sides, so that ratio is the rates'; on GPUs or TPUs each
+    side's floor counts the devices it ran on (`throughput.floor_devices`)."""
+    settings = {"purejaxppo": case_cpu_settings(overrides, seeds, backend, cpu_threads, cpu_devices),
+                "reference": case_cpu_settings(overrides, seeds, backend, cpu_threads, "1")}
+    threads = {impl: settings[impl][0] for impl in IMPLS}
     samples = {impl: [] for impl in IMPLS}
     for p in range(pairs):
         order = IMPLS if p % 2 == 0 else IMPLS[::-1]
         for impl in order:
             samples[impl].append(_spawn(impl, overrides, seeds, repeats, timeout,
-                                        threads[impl], devices[impl]))
+                                        *settings[impl], backend=backend))
     row = {"config": overrides, "seeds": max(seeds, 1), "cpu_threads": threads["purejaxppo"],
            "reference_cpu_threads": threads["reference"],
            "devices": samples["purejaxppo"][0].get("devices", 1),
@@ -170,10 +171,12 @@ def compare_case(overrides: dict, seeds: int, pairs: int, repeats: int, timeout:
         row[f"ratio_{metric}"] = statistics.median(
             a[metric] / b[metric] for a, b in zip(samples["purejaxppo"], samples["reference"]))
     if floor:
-        row["floor_steps_per_s"] = floor
+        floors = {impl: floor * floor_devices(backend, samples[impl][0].get("devices", 1)) for impl in IMPLS}
+        row["floor_steps_per_s"] = floors["purejaxppo"]
+        row["reference_floor_steps_per_s"] = floors["reference"]
         for impl in IMPLS:
-            row[f"{impl}_fraction_of_floor"] = row[f"{impl}_steps_per_s"] / floor
-        row["ratio_fraction_of_floor"] = row["ratio_steps_per_s"]
+            row[f"{impl}_fraction_of_floor"] = row[f"{impl}_steps_per_s"] / floors[impl]
+        row["ratio_fraction_of_floor"] = row["ratio_steps_per_s"] * floors["reference"] / floors["purejaxppo"]
     return row
 
 
@@ -216,8 +219,9 @@ def _table(rows: dict, meta: dict) -> str:
            if meta.get("set") else "")
         + (f"Floor: the case's compute floor (`throughput.py`'s: the network's FLOPs and "
            f"transcendentals per env step, `purejaxppo.flops`, for the case's config) at the rates "
-           f"measured once in this run's parent process, on XLA's default pool "
-           f"({rates_text(meta['rates'])}); one floor for both sides. "
+           f"measured once in a probe process, on XLA's default pool "
+           f"({rates_text(meta['rates'])}); one floor for both sides"
+           + (". " if meta.get("backend") == "cpu" else ", once per device each ran on. ")
            if meta.get("rates") else "")
         + f"Command: `{meta['command']}` at commit {meta.get('commit') or 'unknown'}, {meta['date']}.",
         "",
@@ -228,7 +232,9 @@ def _table(rows: dict, meta: dict) -> str:
     for name, r in rows.items():
         lines.append(
             f"| {name} | {r['seeds']} | {r.get('devices', 1)} / {r.get('reference_devices', 1)} "
-            f"| {r.get('cpu_threads') or 'cores'} / {r.get('reference_cpu_threads', r.get('cpu_threads')) or 'cores'} | {r['env_steps_per_call']:,} "
+            f"| {threads_text(r.get('cpu_threads'), meta['backend'])} / "
+            f"{threads_text(r.get('reference_cpu_threads', r.get('cpu_threads')), meta['backend'])} "
+            f"| {r['env_steps_per_call']:,} "
             f"| {r['purejaxppo_compile_s']:.2f} | {r['reference_compile_s']:.2f} | {r['ratio_compile_s']:.2f} "
             f"| {r['purejaxppo_steps_per_s']:,.0f} | {r['reference_steps_per_s']:,.0f} "
             f"| {r['ratio_steps_per_s']:.2f} "
@@ -281,7 +287,9 @@ def main() -> None:
     import purejaxppo  # noqa: F401  (XLA guard before jax starts)
 
     # Before the first JAX computation: importing gymnax for the reference's
-    # config, or validating a config, starts JAX's backend.
+    # config, or validating a config, starts JAX's backend, here the CPU's
+    # (the device is the children's alone).
+    pin_to_cpu()
     vector_width = apply_cpu_vector_width(args.cpu_vector_width)  # both sides' processes inherit it
     from reference_ppo import ReferenceConfig
 
@@ -297,20 +305,22 @@ def main() -> None:
         except (TypeError, ValueError) as error:
             parser.error(f"--set with case {name}: {error}")
 
-    # One compute floor per case, for both sides: the rates measured here, once.
-    rates = device_rates()
-    print(f"device rates: {rates_text(rates)}", flush=True)
+    # One compute floor per case and device: the rates measured once, in a probe
+    # process on the device the children run on.
+    probed = probe_device(rates=True, timeout=args.timeout)
+    rates = probed["rates"]
+    print(f"device {probed['device']} ({probed['backend']}) rates: {rates_text(rates)}", flush=True)
     rows = {}
     for name, (overrides, seeds) in cases.items():
         floor = floor_steps_per_s(case_cost(purejaxppo.PPOConfig(**overrides)), rates)
         rows[name] = r = compare_case(overrides, seeds, args.pairs, args.repeats, args.timeout,
-                                      args.cpu_threads, args.cpu_devices, floor)
+                                      args.cpu_threads, args.cpu_devices, floor, probed["backend"])
         print(f"{name:22s} compile {r['purejaxppo_compile_s']:5.2f} s vs {r['reference_compile_s']:5.2f} s "
               f"(x{r['ratio_compile_s']:.2f})  steps/s {r['purejaxppo_steps_per_s']:>10,.0f} vs "
               f"{r['reference_steps_per_s']:>10,.0f} (x{r['ratio_steps_per_s']:.2f})", flush=True)
 
     meta = {
-        **run_meta("benchmarks/versus_reference.py"),
+        **run_meta("benchmarks/versus_reference.py", probed),
         "pairs": args.pairs,
         "repeats": args.repeats,
         "cpu_threads": args.cpu_threads,

@@ -387,6 +387,80 @@ def test_cases_cpu_pool(monkeypatch):
     assert throughput.child_env(1)["PJRT_NPROC"] == "1" and "PJRT_NPROC" not in throughput.child_env(None)
 
 
+def test_cpu_settings_and_floors_apply_to_the_cpu_only(monkeypatch):
+    """Off the CPU no pool size or CPU device count is set for a case (the
+    pool variable also sizes a GPU client's host threads), and a floor
+    counts one device's rates once per device the case ran on, where on the
+    CPU its devices share one pool and the floor is the pool's."""
+    monkeypatch.delenv("PJRT_NPROC", raising=False)
+    monkeypatch.delenv("JAX_NUM_CPU_DEVICES", raising=False)
+    monkeypatch.setenv("XLA_FLAGS", "")
+    throughput = _load_benchmark("throughput")
+    for name, (overrides, seeds) in throughput.CASES.items():
+        devices = throughput.case_cpu_devices(seeds, "auto")
+        assert throughput.case_cpu_settings(overrides, seeds, "cpu") == (
+            throughput.case_cpu_threads(overrides, seeds, "auto", devices), devices)
+        for backend in ("gpu", "tpu"):
+            assert throughput.case_cpu_settings(overrides, seeds, backend, "2", "4") == (None, None)
+    assert [throughput.floor_devices(b, 4) for b in ("cpu", "gpu", "tpu")] == [1, 4, 4]
+    assert throughput.threads_text(1, "cpu") == "1" and throughput.threads_text(None, "cpu") == "cores"
+    assert throughput.threads_text(None, "gpu") == "-"
+
+
+def test_versus_reference_floors_count_each_sides_accelerators(monkeypatch):
+    """On GPUs each side's floor counts the devices it ran on: purejaxppo's
+    seeds split over two, the reference on one, so the fractions' ratio is
+    half the rates' ratio; on the CPU one floor serves both. No pool or
+    device count is asked for off the CPU."""
+    versus = _load_benchmark("versus_reference")
+    asked = []
+
+    def fake_spawn(impl, overrides, seeds, repeats, timeout, threads=None, devices=None, backend="cpu"):
+        asked.append((impl, threads, devices))
+        ours = impl == "purejaxppo"
+        return {"compile_s": 1.0 if ours else 2.0, "steps_per_s": 300.0 if ours else 100.0,
+                "final_return": 1.0, "env_steps_per_call": 64, "devices": 2 if ours else 1,
+                "backend": backend}
+
+    monkeypatch.setattr(versus, "_spawn", fake_spawn)
+    row = versus.compare_case({"env_name": "CartPole-v1"}, 8, 1, 1, 10, floor=1000.0, backend="gpu")
+    assert {(threads, devices) for _, threads, devices in asked} == {(None, None)}
+    assert row["floor_steps_per_s"] == 2000.0 and row["reference_floor_steps_per_s"] == 1000.0
+    assert row["purejaxppo_fraction_of_floor"] == 0.15 and row["reference_fraction_of_floor"] == 0.1
+    assert row["ratio_steps_per_s"] == 3.0 and row["ratio_fraction_of_floor"] == 1.5
+    asked.clear()
+    row = versus.compare_case({"env_name": "CartPole-v1"}, 8, 1, 1, 10, floor=1000.0, backend="cpu")
+    assert all(devices is not None for _, _, devices in asked)
+    assert row["floor_steps_per_s"] == row["reference_floor_steps_per_s"] == 1000.0
+    assert row["ratio_fraction_of_floor"] == row["ratio_steps_per_s"] == 3.0
+
+
+def test_child_results_are_checked_against_the_probes_backend(tmp_path):
+    """A child whose backend is not the probe's (one that found a TPU taken
+    and fell back to the CPU) fails the run, naming both, as does a child
+    that prints no result; the parent, pinned to the CPU, leaves its
+    children's environment as the user's."""
+    throughput = _load_benchmark("throughput")
+    child = [sys.executable, "-c", 'print("noise"); print(\'RESULT {"backend": "cpu", "x": 1}\')']
+    assert throughput.run_child(child, dict(os.environ), 60, "the child", "cpu")["x"] == 1
+    with pytest.raises(RuntimeError, match="'cpu', not on 'tpu'"):
+        throughput.run_child(child, dict(os.environ), 60, "the child", "tpu")
+    with pytest.raises(RuntimeError, match=r"the child failed \(exit code 3\)"):
+        throughput.run_child([sys.executable, "-c", "import sys; sys.exit(3)"], dict(os.environ), 60,
+                             "the child")
+    code = (
+        "import os, sys; sys.path.insert(0, sys.argv[1]); import throughput, jax\n"
+        "throughput.pin_to_cpu(); assert jax.config.jax_platforms == 'cpu'\n"
+        "assert throughput.child_env(None).get('JAX_PLATFORMS') == os.environ.get('JAX_PLATFORMS')\n"
+        "probed = throughput.probe_device(rates=False)\n"
+        "assert probed['backend'] == jax.default_backend() == 'cpu' and 'rates' not in probed\n"
+        "print('OK', probed['device'])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(ROOT / "benchmarks")], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0 and "OK cpu" in proc.stdout, proc.stderr[-3000:]
+
+
 def test_accelerator_wheels_pin_versions_the_project_allows():
     """The wheels `benchmarks/accelerator_wheels.sh` fetches for a machine
     without a registry: every pinned package that `pyproject.toml` names is
