@@ -294,6 +294,8 @@ class PPOConfig:
 
 HYPERPARAM_FIELDS = tuple(f.name for f in dataclasses.fields(HyperParams))
 
+_INT32_MAX = 2**31 - 1
+
 _INT_FIELDS = (
     "total_timesteps",
     "num_envs",
@@ -380,7 +382,11 @@ def _validate(c: PPOConfig) -> None:
         if v <= 0:
             raise ValueError(f"{name} must be a positive int, got {v}")
     for name, (low, high, low_in, high_in) in _RANGES.items():
-        v = float(getattr(c, name))
+        try:
+            v = float(getattr(c, name))
+        except OverflowError:  # an int beyond float range
+            raise ValueError(f"{name} must be finite and in {_interval(low, high, low_in, high_in)}, "
+                             f"got an int of {len(str(abs(getattr(c, name))))} digits") from None
         ok = math.isfinite(v)
         ok = ok and (v >= low if low_in else v > low)
         ok = ok and (v <= high if high_in else v < high)
@@ -449,6 +455,16 @@ def _validate(c: PPOConfig) -> None:
         raise ValueError(
             f"reference_kl_coef={c.reference_kl_coef} has no effect with reference_kl=False; "
             "allowed: reference_kl=True (fine-tuning from given parameters), or reference_kl_coef=0"
+        )
+    if c.num_gradient_steps > _INT32_MAX:
+        # The update and gradient-step counters (the learning-rate schedule's
+        # count among them) are int32 inside the compiled run.
+        raise ValueError(
+            f"total_timesteps={c.total_timesteps} makes {c.num_updates:,} updates of "
+            f"update_epochs*num_minibatches={c.update_epochs * c.num_minibatches} gradient steps, "
+            f"{c.num_gradient_steps:,} in all, over the int32 counters' {_INT32_MAX:,}; allowed: "
+            f"total_timesteps <= {_INT32_MAX // (c.update_epochs * c.num_minibatches) * c.batch_size:,} "
+            "for this batch and these epochs (or a larger batch per update)"
         )
     if c.total_timesteps < c.batch_size:
         raise ValueError(

@@ -136,6 +136,18 @@ def make_env(
         raise ValueError(
             f"env_params max_steps_in_episode={steps!r} for {env_name!r}; allowed: an int >= 1"
         )
+    for name, value in overrides.items():  # a scalar field takes a value of its kind
+        default = getattr(default_params, name)
+        if np.ndim(default) != 0 or not isinstance(default, (int, float, np.generic, np.ndarray, jax.Array)):
+            continue
+        if isinstance(default, (bool, np.bool_)):
+            ok, kind = isinstance(value, (bool, np.bool_)), "a bool"
+        else:
+            ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+            kind = "a number"
+        if not ok:
+            raise ValueError(f"env_params {name}={value!r} for {env_name!r}; allowed: {kind} "
+                             f"(the default is {np.asarray(default).item()!r})")
     env_params = default_params.replace(**overrides)
     obs_space = env.observation_space(env_params)
     act_space = env.action_space(env_params)

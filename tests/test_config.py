@@ -164,6 +164,27 @@ def test_episode_limit_must_be_a_positive_int(steps):
     assert make_train(PPOConfig(env_params={"max_steps_in_episode": 1})).config.env_params == (("max_steps_in_episode", 1),)
 
 
+def test_env_param_values_must_be_of_the_fields_kind():
+    with pytest.raises(ValueError, match=r"env_params gravity='x' for 'CartPole-v1'; allowed: a number \(the default is 9.8"):
+        make_train(PPOConfig(env_params={"gravity": "x"}))
+    with pytest.raises(ValueError, match=r"env_params gravity=True .* allowed: a number"):
+        make_train(PPOConfig(env_params={"gravity": True}))
+    with pytest.raises(ValueError, match=r"env_params dense_reward=1 for 'PointRobot-misc'; allowed: a bool"):
+        make_train(PPOConfig(env_name="PointRobot-misc", env_params={"dense_reward": 1}))
+    assert make_train(PPOConfig(env_params={"gravity": 9})).config.env_params == (("gravity", 9),)
+
+
+def test_budgets_beyond_the_int32_counters_are_refused():
+    # The update and gradient-step counters are int32 in the compiled run.
+    limit = (2**31 - 1) // 16 * 512  # 16 gradient steps per 512-step update
+    assert PPOConfig(total_timesteps=limit).num_gradient_steps <= 2**31 - 1
+    with pytest.raises(ValueError, match=r"total_timesteps=68719476736 makes 134,217,728 updates .* "
+                                         r"allowed: total_timesteps <= 68,719,476,224"):
+        PPOConfig(total_timesteps=limit + 512)
+    with pytest.raises(ValueError, match=r"lr must be finite and in \(0, inf\), got an int of 401 digits"):
+        PPOConfig(lr=10**400)
+
+
 def test_make_train_rejects_non_config():
     with pytest.raises(TypeError, match="config must be a PPOConfig"):
         make_train({"env_name": "CartPole-v1"})
