@@ -224,6 +224,13 @@ def save_checkpoint(
     reading it. Without one, this waits for the write. ``start`` records
     what the run started from (`train_with_checkpoints` passes fingerprints
     of given ``params`` and ``obs_norm``).
+
+    A directory holds one run's checkpoints, in order: where it holds some
+    already, the step must come after the latest one, and (without a
+    ``manager``, whose caller checked when it started) the config and key
+    must be that checkpoint's. Else a `ValueError`, before anything is
+    written: a lower step would be written and then pruned at once by
+    ``max_to_keep``, another run's would push this run's out.
     """
     steps = np.unique(np.asarray(state.update_step))
     if steps.size != 1:
@@ -259,12 +266,32 @@ def save_checkpoint(
         run=ocp.args.JsonSave(record),
     )
     if manager is not None:
+        _check_step_after(manager.latest_step(), step, directory)
         manager.save(step, args=args)
         return step
     with _manager(directory, max_to_keep) as own:
+        latest = own.latest_step()
+        _check_step_after(latest, step, directory)
+        if latest is not None:
+            saved = own.restore(latest, args=ocp.args.Composite(run=ocp.args.JsonRestore())).run
+            where = f"checkpoint {directory}/{latest}"
+            if saved.get("format") != FORMAT:
+                raise ValueError(f"{where} has format {saved.get('format')!r}; this version of "
+                                 f"purejaxppo writes format {FORMAT}: write to another directory")
+            check_same_config(config_from_json(saved["config"]), config, where)
+            _check_same_key(saved["rng"], rng, where)
         own.save(step, args=args)
         own.wait_until_finished()
     return step
+
+
+def _check_step_after(latest: int | None, step: int, directory: str | Path) -> None:
+    if latest is not None and step <= latest:
+        raise ValueError(
+            f"save_checkpoint: step {step} is not after the latest checkpoint in {directory}, "
+            f"step {latest}; a directory holds one run's checkpoints, in order. Write to "
+            "another directory (or resume from that checkpoint)"
+        )
 
 
 def restore_checkpoint(
@@ -381,8 +408,11 @@ def restore_policy(
             (the command line's ``--checkpoint-dir``).
         config: the config of the run to be started from it, checked against
             the saved one: a policy trained on normalised observations
-            (``normalize_obs=True``) cannot act in a run without them. Its
-            network must be the saved one's (``train`` checks the shapes).
+            (``normalize_obs=True``) cannot act in a run without them, and
+            its network must be the saved one's: the same ``activation``
+            here (the parameters would fit another one and compute another
+            function), the same shapes (``train`` checks them). The env may
+            differ where its shapes fit (transfer).
         seed: for a run of several seeds (keys with batch axes), which one:
             the flat index over its batch axes, 0 <= seed < number of seeds.
         step: which update count to read; None for the latest.
@@ -390,7 +420,7 @@ def restore_policy(
     Raises:
         FileNotFoundError: ``directory`` holds no such checkpoint.
         ValueError: ``seed`` out of range, or the saved run's observation
-            normalisation does not fit ``config``.
+            normalisation or activation does not fit ``config``.
     """
     ckpt = restore_checkpoint(directory, step=step)
     where = f"checkpoint {directory}/{ckpt.updates_done}"
@@ -408,6 +438,13 @@ def restore_policy(
             f"{where} holds a policy trained on normalised observations (normalize_obs=True "
             "there); a run starting from it needs normalize_obs=True, and starts from its "
             "statistics"
+        )
+    if config is not None and ckpt.config.activation != config.activation:
+        raise ValueError(
+            f"{where} holds a policy with activation={ckpt.config.activation!r}; the run starting "
+            f"from it has activation={config.activation!r}, with which the same parameters compute "
+            f"another policy. Allowed: activation={ckpt.config.activation!r} (the command line's "
+            f"--activation {ckpt.config.activation})"
         )
     pick = lambda x: np.asarray(x).reshape((seeds,) + np.shape(x)[len(batch):])[index, ...]
     return Policy(
@@ -572,6 +609,7 @@ def train_with_checkpoints(
                     "them), or write to another directory"
                 )
         state, done, so_far = ckpt.state, ckpt.updates_done, ckpt.metrics
+        started_from = ckpt.start  # recorded again with each save, given now or not
     else:
         # Strong types, as a restored state has: the chunk programs then see
         # the same argument types (and hit the compilation cache) either way.

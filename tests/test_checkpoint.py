@@ -147,6 +147,18 @@ def test_save_and_restore_by_hand(train, tmp_path):
     assert ckpt.state.params["params"]["policy_head"]["kernel"].devices() == {device}
     with pytest.raises(FileNotFoundError, match="step 3"):
         restore_checkpoint(tmp_path, step=3)
+    # One run per directory, in order: an earlier step, another config or key is refused unwritten.
+    earlier, _ = jax.jit(lambda s: train.run_updates(s, 1))(jax.jit(train.init)(key))
+    with pytest.raises(ValueError, match=r"step 1 is not after the latest checkpoint .*, step 2"):
+        save_checkpoint(tmp_path, CONFIG, earlier, {"loss": np.zeros(1)}, CONFIG.hyperparams(), key)
+    later, more = jax.jit(lambda s: train.run_updates(s, 1))(state)
+    more = {name: np.concatenate([metrics[name], more[name]]) for name in metrics}
+    with pytest.raises(ValueError, match=r"checkpoint .*/2 is of another config: lr=0.001"):
+        save_checkpoint(tmp_path, CONFIG.replace(lr=1e-3), later, more, CONFIG.hyperparams(), key)
+    with pytest.raises(ValueError, match=r"checkpoint .*/2 holds a run started from another key"):
+        save_checkpoint(tmp_path, CONFIG, later, more, CONFIG.hyperparams(), jax.random.PRNGKey(6))
+    assert latest_step(tmp_path) == 2 and sorted(os.listdir(tmp_path)) == ["2"]
+    assert save_checkpoint(tmp_path, CONFIG, later, more, CONFIG.hyperparams(), key) == 3
     with pytest.raises(FileNotFoundError, match="no checkpoint directory"):
         restore_checkpoint(tmp_path / "absent")
     assert not (tmp_path / "absent").exists()
@@ -220,6 +232,9 @@ def test_a_fine_tuning_run_keeps_its_reference_policy(tmp_path):
     assert resumed.resumed_from == 2
     assert_trees_equal(resumed.result, whole.result)
     assert_trees_equal(restore_checkpoint(tmp_path / "cut").state.reference_params, pretrained)
+    # Resumed without them, the run still records what it started from.
+    again = train_with_checkpoints(train, key, tmp_path / "cut", every=2, params=pretrained, obs_norm=stats)
+    assert again.resumed_from == config.num_updates
     assert "reference_kl" in resumed.result.metrics
 
 
@@ -248,5 +263,8 @@ def test_one_seeds_policy_is_read_back_to_start_another_run(train, seeds_run):
             restore_policy(directory, seed=bad)
     with pytest.raises(ValueError, match="trained on normalised observations"):
         restore_policy(directory, CONFIG.replace(normalize_obs=False))
+    # The parameters would fit a relu network, which computes another policy with them.
+    with pytest.raises(ValueError, match=r"activation='tanh'; the run starting from it has activation='relu'"):
+        restore_policy(directory, CONFIG.replace(activation="relu"))
     with pytest.raises(FileNotFoundError, match="no checkpoint of step 4"):
         restore_policy(directory, step=4)
