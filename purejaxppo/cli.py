@@ -11,11 +11,17 @@ core: `purejaxppo.devices`), and XLA's CPU pool is sized for the run
 The environment's preset (`purejaxppo.presets`) is the starting point, so
 ``--env Pendulum-v1`` alone runs the tuned Pendulum config; every `PPOConfig`
 field is a flag that overrides it (``--env X --help`` lists them with the
-preset's values). ``--no-preset`` starts from the library defaults instead.
+preset's values; ``env_params`` and ``env_kwargs`` as ``KEY=VALUE`` lists,
+``--env-params max_steps_in_episode=200``). ``--no-preset`` starts from the
+library defaults instead.
 
 ``--init-from DIR`` starts every seed from the policy a run saved with
 ``--checkpoint-dir DIR``; with ``--reference-kl`` that policy is also kept as
-the fixed reference of a fine-tuning run (README: Fine-tuning).
+the fixed reference of a fine-tuning run (README: Fine-tuning), which then
+resumes from its own checkpoints without ``--init-from``.
+
+``--json-out`` writes strict JSON: a NaN (an update before any episode
+ended) is written as null.
 """
 
 from __future__ import annotations
@@ -39,6 +45,12 @@ class Args:
     """Train PPO on a gymnax environment, all seeds in one compiled call."""
 
     config: Annotated[PPOConfig, tyro.conf.arg(name="")] = dataclasses.field(default_factory=PPOConfig)
+    env_params: tuple[str, ...] = ()
+    """Fields of the env's EnvParams, as KEY=VALUE (a Python literal, else a
+    string), over the preset's: e.g. --env-params max_steps_in_episode=200."""
+    env_kwargs: tuple[str, ...] = ()
+    """Keyword arguments of the env's constructor, as KEY=VALUE (a Python
+    literal, else a string), over the preset's."""
     num_seeds: int = 1
     """Seeds trained together under jax.vmap."""
     seed: int = 0
@@ -241,13 +253,17 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
     if args.checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be an int >= 1 (updates), got {args.checkpoint_every}")
     config = args.config
+    for field in ("env_params", "env_kwargs"):
+        given = key_values(field, getattr(args, field))
+        if given:
+            config = config.replace(**{field: {**dict(getattr(config, field)), **given}})
     start, start_note = None, ""
     if args.init_from is not None:
         from purejaxppo.checkpoint import restore_policy
 
         start = restore_policy(args.init_from, config, seed=args.init_seed)
         start_note = f" | from {args.init_from} (update {start.updates_done}, seed {start.seed})"
-    elif config.reference_kl:
+    elif config.reference_kl and not _has_checkpoint(args.checkpoint_dir):
         raise ValueError(
             "reference_kl=True fine-tunes a trained policy and keeps it as the reference: "
             "name the checkpoint directory of the run that trained it, --init-from DIR "
@@ -317,7 +333,8 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
     for i in range(args.num_seeds):
         ev = f"{evals[i]:>12.2f}" if evals is not None else f"{'-':>12}"
         print(f"{i:>4} {finals[i]:>13.2f} {ev}")
-    print(f"{'all':>4} {np.nanmedian(finals):>13.2f} "
+    median_final = _median_over_seeds(np.asarray(finals)[:, None])  # no warning when all are NaN
+    print(f"{'all':>4} {np.nan if median_final is None else median_final[0]:>13.2f} "
           + (f"{np.median(evals):>12.2f}" if evals is not None else f"{'-':>12}")
           + "  (median)")
 
@@ -343,9 +360,50 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
         medians = {k: _median_over_seeds(v) for k, v in result.metrics.items()}
         metrics = {k: [] if m is None else m.tolist() for k, m in medians.items()}
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps({"summary": summary, "config": repr(config),
-                                             "metrics_median": metrics}, indent=1))
+        payload = {"summary": summary, "config": repr(config), "metrics_median": metrics}
+        args.json_out.write_text(json.dumps(_nan_to_none(payload), indent=1, allow_nan=False))
     return summary
+
+
+def key_values(flag: str, items: tuple[str, ...]) -> dict:
+    """``KEY=VALUE`` items (``--env-params``) as a dict; each value a Python
+    literal where it is one (``200``, ``True``, ``0.5``), else the string.
+    An item without ``=`` or a key is a ValueError naming the flag."""
+    import ast
+
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--{flag.replace('_', '-')} takes KEY=VALUE items, got {item!r}")
+        try:
+            out[key.strip()] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[key.strip()] = text
+    return out
+
+
+def _nan_to_none(value):
+    """``value`` (dicts, lists, numbers) with every NaN or infinite float as
+    None: JSON has no NaN (an update before any episode ended, a seed that
+    finished none), and strict readers refuse Python's bare ``NaN``."""
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def _has_checkpoint(directory: Path | None) -> bool:
+    """Whether ``directory`` holds a checkpoint to resume (with it, a
+    fine-tuning run's state holds its reference policy: no --init-from)."""
+    if directory is None:
+        return False
+    from purejaxppo.checkpoint import latest_step
+
+    return latest_step(directory) is not None
 
 
 def _median_over_seeds(values) -> np.ndarray | None:

@@ -179,8 +179,9 @@ class PPOConfig:
     """
 
     env_name: Annotated[str, tyro.conf.arg(aliases=("--env",))] = "CartPole-v1"
-    env_kwargs: tuple[tuple[str, Any], ...] = ()
-    env_params: tuple[tuple[str, Any], ...] = ()
+    # The command line takes these two as KEY=VALUE lists (`purejaxppo.cli`).
+    env_kwargs: Annotated[tuple[tuple[str, Any], ...], tyro.conf.Suppress] = ()
+    env_params: Annotated[tuple[tuple[str, Any], ...], tyro.conf.Suppress] = ()
     total_timesteps: int = 500_000
     num_envs: int = 4
     num_steps: int = 128

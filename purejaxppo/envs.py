@@ -122,7 +122,12 @@ def make_env(
     gymnax = import_gymnax()
     from gymnax.environments import spaces
 
-    env, default_params = gymnax.make(env_name, **dict(env_kwargs))
+    try:
+        env, default_params = gymnax.make(env_name, **dict(env_kwargs))
+    except TypeError as error:  # a keyword the constructor does not take
+        if not env_kwargs:
+            raise
+        raise ValueError(f"env_kwargs {dict(env_kwargs)} for {env_name!r}: {error}") from None
     overrides = dict(env_params)
     known = {f.name for f in dataclasses.fields(default_params)}
     unknown = sorted(set(overrides) - known)

@@ -164,6 +164,9 @@ def test_cli_fine_tunes_a_policy_from_a_checkpoint(capsys, tmp_path):
     for seed in range(2):
         for got, want in zip(jax.tree.leaves(reference), jax.tree.leaves(pretrained)):
             np.testing.assert_array_equal(np.asarray(got)[seed], np.asarray(want)[1])
+    # The fine-tuning run's checkpoint holds its reference: it resumes without --init-from.
+    main([*flags, "--reference-kl", "--reference-kl-coef", "0.1", "--checkpoint-dir", str(tmp_path / "tune")])
+    assert "resumed from update 8 of 8" in capsys.readouterr().out
     for argv, message in [
         (["--reference-kl", "--reference-kl-coef", "0.1"], "--init-from DIR"),
         (["--init-seed", "1"], "give --init-from too"),
@@ -174,6 +177,30 @@ def test_cli_fine_tunes_a_policy_from_a_checkpoint(capsys, tmp_path):
         with pytest.raises(SystemExit) as exit_info:
             main([*flags, *argv])
         assert exit_info.value.code == 2
+        assert re.search(message, capsys.readouterr().err), argv
+
+
+def test_cli_env_params_and_strict_json(capsys, tmp_path):
+    """--env-params KEY=VALUE sets EnvParams fields over the preset's (here
+    MountainCar's 200-step limit cut to 16, so episodes end), and the JSON
+    written is strict: an update before any episode ended is null, not NaN."""
+    flags = ["--env", "MountainCar-v0", "--total-timesteps", "256", "--num-envs", "4",
+             "--num-steps", "16", "--num-minibatches", "2", "--hidden-sizes", "8",
+             "--eval-episodes", "0", "--no-compile-cache"]
+    strict = lambda text: json.loads(text, parse_constant=lambda name: pytest.fail(f"bare {name} in JSON"))
+    main([*flags, "--json-out", str(tmp_path / "long.json")])
+    long = strict((tmp_path / "long.json").read_text())
+    assert long["metrics_median"]["episode_return"] == [] and long["summary"]["final_return"] == [None]
+    main([*flags, "--env-params", "max_steps_in_episode=16", "--json-out", str(tmp_path / "cut.json")])
+    cut = strict((tmp_path / "cut.json").read_text())
+    assert "('max_steps_in_episode', 16)" in cut["config"]
+    assert cut["metrics_median"]["episode_length"] == [16.0] * 4  # every episode hits the limit
+    assert cut["summary"]["final_return"] == [-16.0]
+    for argv, message in [(["--env-params", "max_steps_in_episode"], "--env-params takes KEY=VALUE"),
+                          (["--env-params", "gravity=x"], "allowed: a number"),
+                          (["--env-kwargs", "size=3"], r"env_kwargs \{'size': 3\} for 'MountainCar-v0': .*no arguments")]:
+        with pytest.raises(SystemExit):
+            main([*flags, *argv])
         assert re.search(message, capsys.readouterr().err), argv
 
 
