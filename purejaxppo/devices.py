@@ -6,11 +6,15 @@ the same program over the seed axis: each device trains its share of the
 seeds, and no data moves between devices (the seeds' computations are
 independent). The call itself is unchanged, on CPU, GPU or TPU; the
 results are those of the one-device run up to float summation order
-(tests/test_devices.py): the parameters bitwise with jaxlib 0.10 and 0.11,
-to float rounding with jaxlib 0.12 (2.3e-10 apart in the test), whose CPU
-compiler orders some sums differently for a device's share of the seeds;
-metrics that average over a batch, such as ``explained_variance``, within
-float rounding.
+(tests/test_devices.py): the parameters bitwise with jaxlib 0.10 and 0.11
+where each device trains two seeds or more; to float rounding with jaxlib
+0.12 (2.3e-10 apart in the test), whose CPU compiler orders some sums
+differently for a device's share of the seeds, and with one seed per device,
+whose program XLA compiles for a single seed (3e-8 apart on CartPole
+defaults); metrics that average over a batch, such as
+``explained_variance``, within float rounding. So a checkpointed run resumed
+on another device count continues within float rounding, not bit for bit,
+where a device held one seed.
 
 On a CPU, XLA shows one device unless asked for more, once, when JAX
 starts its CPU backend (``jax_num_cpu_devices``, or the

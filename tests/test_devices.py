@@ -106,7 +106,7 @@ from purejaxppo.devices import shard_seeds
 fields = json.loads(sys.argv[1])
 fields["hidden_sizes"] = tuple(fields["hidden_sizes"])
 train = jax.vmap(make_train(PPOConfig(**fields)))
-keys = jax.random.split(jax.random.PRNGKey(0), 4)
+keys = jax.random.split(jax.random.PRNGKey(0), int(sys.argv[2]))
 one = jax.jit(train)(jax.device_put(keys, jax.devices()[0]))
 sharded_keys = shard_seeds(keys)
 compiled = jax.jit(train).lower(sharded_keys).compile()
@@ -127,14 +127,18 @@ print("RESULT " + json.dumps({
 """
 
 
-def test_seeds_over_two_cpu_devices_equal_one_device():
+@pytest.mark.parametrize("seeds", [4, 2])
+def test_seeds_over_two_cpu_devices_equal_one_device(seeds):
     """Four seeds split over two CPU devices (a fresh process made with two):
     each device trains two, nothing moves between them, and the run equals
     the one-device run: parameters bitwise with jaxlib 0.10 and 0.11, to
     float rounding from 0.12 on (its CPU compiler sums some reductions in
     another order for a device's two seeds than for all four: at most
     2.3e-10 apart here; a seed trained on the wrong device's keys or data
-    differs by orders of magnitude more), metrics to float rounding."""
+    differs by orders of magnitude more), metrics to float rounding. Two
+    seeds, one per device, agree to float rounding only, on every jaxlib:
+    a device's program is then of one seed, which XLA compiles with other
+    summation orders (up to 3e-8 apart on CartPole defaults)."""
     # A batch of 4 x 64 = 256 samples, a power of two: the shuffle has no
     # cycle-walking loop, whose stopping test, under vmap, is one boolean
     # over all seeds (a scalar all-reduce between devices per iteration).
@@ -142,7 +146,7 @@ def test_seeds_over_two_cpu_devices_equal_one_device():
                   num_envs=4, num_steps=64, update_epochs=2, num_minibatches=2,
                   hidden_sizes=[16, 16])
     env = {**os.environ, "JAX_NUM_CPU_DEVICES": "2", "PJRT_NPROC": "1"}
-    proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(fields)],
+    proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(fields), str(seeds)],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1]
@@ -152,7 +156,7 @@ def test_seeds_over_two_cpu_devices_equal_one_device():
     # No LAPACK call (e.g. a QR in the init): two CPU devices running batched
     # LAPACK decompositions at once hang in jaxlib 0.10.x (NOTES, session 12).
     assert not [c for c in result["custom_calls"] if "lapack" in c.lower()], result["custom_calls"]
-    bitwise = tuple(int(v) for v in jaxlib.__version__.split(".")[:2]) < (0, 12)
+    bitwise = tuple(int(v) for v in jaxlib.__version__.split(".")[:2]) < (0, 12) and seeds >= 4
     for a, b in result["params"]:
         if bitwise:
             np.testing.assert_array_equal(np.asarray(b), np.asarray(a))
