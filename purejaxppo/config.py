@@ -447,6 +447,11 @@ def _validate(c: PPOConfig) -> None:
             "policy_objective='kl_penalty' with kl_coef=0.0 leaves r*A with neither clip nor "
             "penalty; allowed: kl_coef > 0 (e.g. 0.3), or policy_objective='clip'"
         )
+    if c.policy_objective != "kl_penalty" and c.kl_coef != 0:
+        raise ValueError(
+            f"kl_coef={c.kl_coef} has no effect with policy_objective={c.policy_objective!r}; "
+            "allowed: policy_objective='kl_penalty' (PPO-Penalty), or kl_coef=0"
+        )
     if c.reference_kl and c.reference_kl_coef == 0:
         raise ValueError(
             "reference_kl=True with reference_kl_coef=0.0 adds no penalty; allowed: "

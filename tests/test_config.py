@@ -65,6 +65,13 @@ def test_reference_kl_and_its_coefficient_go_together():
     assert PPOConfig(reference_kl=True, reference_kl_coef=0.1).hyperparams().reference_kl_coef == np.float32(0.1)
 
 
+def test_kl_coefficient_without_the_kl_penalty_objective_is_refused():
+    with pytest.raises(ValueError, match=r"kl_coef=0.5 has no effect with policy_objective='clip'; "
+                                         r"allowed: policy_objective='kl_penalty'"):
+        PPOConfig(kl_coef=0.5)
+    assert PPOConfig(kl_coef=0.5, policy_objective="kl_penalty").kl_coef == 0.5
+
+
 def test_kl_penalty_needs_a_positive_coefficient():
     with pytest.raises(ValueError, match=r"policy_objective='kl_penalty' with kl_coef=0.0.*allowed: kl_coef > 0"):
         PPOConfig(policy_objective="kl_penalty")

@@ -125,7 +125,8 @@ def test_other_env_families_run(env_name):
 
 @pytest.mark.parametrize("objective", ["kl_penalty", "pg"])
 def test_variant_objectives_train(tiny_config, objective):
-    res = jax.jit(make_train(tiny_config.replace(policy_objective=objective, kl_coef=0.5)))(jax.random.PRNGKey(0))
+    config = tiny_config.replace(policy_objective=objective, kl_coef=0.5 if objective == "kl_penalty" else 0.0)
+    res = jax.jit(make_train(config))(jax.random.PRNGKey(0))
     assert np.isfinite(res.metrics["policy_loss"]).all()
 
 
@@ -243,3 +244,81 @@ def test_straight_threefry_keys_change_no_bit_of_a_run(env_name, monkeypatch):
     ours, plain = ours.compile()(key), plain.compile()(key)
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(plain)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_update_feeds_gae_the_normalised_truncation_bootstrap_and_scaled_rewards(monkeypatch):
+    """What `update` hands the PPO epochs, recomputed in NumPy from its
+    rollout: observations normalised by the statistics frozen before the
+    rollout, rewards scaled by the running std of the discounted return
+    (this rollout's returns merged in first), and GAE per env that stops at
+    a termination (no bootstrap) and at a truncation (bootstrapped from
+    V of the normalised final observation). GAE, the critic pass and the
+    normalisers are tested alone elsewhere; this checks the wiring, where a
+    truncation passed as a termination, a raw final observation or scaled
+    rewards left unused would each go unseen."""
+    import purejaxppo.train as train_module
+
+    seen = {}
+    collect, ppo_update = train_module.collect_rollout, train_module.ppo_update
+
+    def recording_collect(*args, **kwargs):
+        carry, traj = collect(*args, **kwargs)
+        seen["traj"] = traj
+        return carry, traj
+
+    def recording_update(params, opt_state, tx, apply_fn, batch, *args, **kwargs):
+        seen["batch"] = batch
+        return ppo_update(params, opt_state, tx, apply_fn, batch, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "collect_rollout", recording_collect)
+    monkeypatch.setattr(train_module, "ppo_update", recording_update)
+    gamma, lam, T, N = 0.9, 0.8, 40, 3
+    config = PPOConfig(env_name="CartPole-v1", env_params={"max_steps_in_episode": 15}, num_envs=N,
+                       num_steps=T, total_timesteps=N * T * 4, update_epochs=2, num_minibatches=2,
+                       hidden_sizes=(8,), normalize_obs=True, normalize_reward=True,
+                       gamma=gamma, gae_lambda=lam)
+    train = make_train(config)
+    hp = config.hyperparams()
+    before, _ = train.update(train.init(jax.random.PRNGKey(0)), hp)  # statistics away from their start
+    after, _ = train.update(before, hp)
+    traj, batch = jax.tree.map(np.asarray, seen["traj"]), jax.tree.map(np.asarray, seen["batch"])
+    term, trunc = traj.terminated.astype(bool), traj.truncated.astype(bool)
+    assert term.any() and (trunc & ~term).any()  # a step both ends as a termination (no bootstrap)
+
+    stats = jax.tree.map(np.asarray, before.obs_norm)
+    norm = lambda obs: np.clip((obs - stats.mean) / np.sqrt(stats.var + 1e-8), -10.0, 10.0)
+    net = train.network
+    value = lambda obs: np.asarray(net.apply(before.params, jnp.asarray(obs, jnp.float32), method=net.value))
+    np.testing.assert_allclose(batch.obs.reshape(T, N, 4), norm(traj.obs), rtol=1e-5, atol=1e-6)
+    assert float(after.obs_norm.count) == float(before.obs_norm.count) + T * N
+
+    # Rewards over the running std of each env's discounted return.
+    ret = np.asarray(before.reward_scaler.discounted_return, np.float64).copy()
+    returns = []
+    for t in range(T):
+        ret = gamma * ret + traj.rewards[t]
+        returns.append(ret.copy())
+        ret = np.where(term[t] | trunc[t], 0.0, ret)
+    returns = np.array(returns)
+    old = jax.tree.map(float, before.reward_scaler.return_stats)
+    total = old.count + returns.size
+    delta = returns.mean() - old.mean
+    var = (old.var * old.count + returns.var() * returns.size + delta**2 * old.count * returns.size / total) / total
+    rewards = np.clip(traj.rewards / np.sqrt(var + 1e-8), -10.0, 10.0)
+
+    values, final_values = value(norm(traj.obs)), value(norm(traj.final_obs))
+    advantages = np.zeros((T, N))
+    for n in range(N):
+        running = 0.0
+        for t in reversed(range(T)):
+            if term[t, n]:
+                delta, running = rewards[t, n] - values[t, n], 0.0
+            elif trunc[t, n] or t == T - 1:  # bootstrap from the step's own final observation
+                delta, running = rewards[t, n] + gamma * final_values[t, n] - values[t, n], 0.0
+            else:
+                delta = rewards[t, n] + gamma * values[t + 1, n] - values[t, n]
+            running = delta + gamma * lam * running
+            advantages[t, n] = running
+    np.testing.assert_allclose(batch.values.reshape(T, N), values, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(batch.advantages.reshape(T, N), advantages, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(batch.returns.reshape(T, N), advantages + values, rtol=1e-4, atol=1e-5)

@@ -146,7 +146,7 @@ def test_chunked_gradient_equals_the_one_pass_gradient(objective, norm_adv):
     from purejaxppo.losses import LossStatic
     from purejaxppo.update import minibatch_gradient
 
-    hp = PPOConfig(kl_coef=0.3).hyperparams()
+    hp = PPOConfig(kl_coef=0.3, policy_objective="kl_penalty").hyperparams()  # kl_coef for every objective
     static = LossStatic(norm_adv=norm_adv, clip_vloss=True, policy_objective=objective)
     params = {
         "w": jax.random.normal(jax.random.PRNGKey(1), (3, 4)),
@@ -189,3 +189,29 @@ def test_minibatch_gradient_rejects_uneven_chunks():
     with pytest.raises(ValueError, match="num_chunks=5 must divide the minibatch size 64"):
         minibatch_gradient(params, _linear_apply, _random_minibatch(jax.random.PRNGKey(0)),
                            PPOConfig().hyperparams(), static, num_chunks=5)
+
+
+@pytest.mark.parametrize("anneal_lr", [True, False])
+def test_optimizer_is_global_norm_clipping_then_adam(anneal_lr):
+    """`make_optimizer` against a NumPy reference: the whole gradient scaled
+    to norm <= max_grad_norm (not each element clipped), then Adam with
+    eps = 1e-5 (not optax's 1e-8: the first gradient is small enough for
+    eps to matter), at a rate falling linearly from lr to 0 over the run's
+    gradient steps with ``anneal_lr``, constant without."""
+    from purejaxppo.update import make_optimizer
+
+    lr, max_norm, steps = 0.1, 0.5, 5
+    tx, schedule = make_optimizer(lr, max_norm, anneal_lr, steps)
+    base = np.array([3.0, 4.0, 0.0, -1e-3])
+    grads = [s * base for s in (2e-6, 0.05, 2.0, -1.0, 0.3)]  # global norms 1e-5 to 10
+    state = tx.init(jnp.zeros(4))
+    m = v = np.zeros(4)
+    for k, g in enumerate(grads):
+        clipped = g * min(1.0, max_norm / np.linalg.norm(g))
+        m, v = 0.9 * m + 0.1 * clipped, 0.999 * v + 0.001 * clipped**2
+        m_hat, v_hat = m / (1 - 0.9 ** (k + 1)), v / (1 - 0.999 ** (k + 1))
+        rate = lr * (1 - k / steps) if anneal_lr else lr
+        expected = -rate * m_hat / (np.sqrt(v_hat) + 1e-5)
+        updates, state = tx.update(jnp.asarray(g, jnp.float32), state)
+        np.testing.assert_allclose(np.asarray(updates), expected, rtol=2e-5, atol=1e-9, err_msg=f"step {k}")
+        assert float(schedule(k)) == pytest.approx(rate)
