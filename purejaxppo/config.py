@@ -113,7 +113,8 @@ class PPOConfig:
         vf_coef: value loss coefficient, >= 0.
         max_grad_norm: global gradient norm clip, > 0.
         kl_coef: coefficient beta of the KL penalty (``policy_objective=
-            "kl_penalty"``); >= 0. Ignored otherwise.
+            "kl_penalty"``); > 0 there, 0 with any other objective (a
+            coefficient that would be ignored is an error).
         reference_kl_coef: coefficient of the KL to a fixed reference
             policy (``reference_kl``); >= 0, and > 0 with ``reference_kl``.
         obs_clip: normalised observations are clipped to +-obs_clip (with
