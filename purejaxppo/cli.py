@@ -148,11 +148,12 @@ def apply_cpu_devices(argv: list[str]) -> int:
     """Make the CPU devices ``argv`` asks for, before JAX starts; return the
     count the run splits its seeds over on a CPU. Once JAX has started,
     ``auto`` keeps what there is; an explicit count is an error there."""
-    from purejaxppo.cpu_threads import backend_started
+    from purejaxppo.cpu_threads import accelerator_expected, backend_started
     from purejaxppo.devices import current_cpu_devices, set_cpu_devices
 
     devices = cpu_devices_from_argv(argv)
-    if devices is None or (_flag(argv, "cpu_devices", "auto") == "auto" and backend_started()):
+    auto = _flag(argv, "cpu_devices", "auto") == "auto"
+    if devices is None or (auto and (backend_started() or accelerator_expected())):
         return current_cpu_devices() or 1
     set_cpu_devices(devices)
     return devices
@@ -165,10 +166,14 @@ def cpu_threads_from_argv(argv: list[str], devices: int = 1) -> int | None:
     starts its backend, and building any `PPOConfig` imports gymnax, which
     starts it. ``auto`` looks at num_envs, num_seeds and the torso as the
     full parse will see them: a flag, else the env's preset, else the
-    library default.
+    library default. Where JAX will likely run on a GPU or TPU
+    (`purejaxppo.cpu_threads.accelerator_expected`), ``auto`` sets nothing.
     """
-    from purejaxppo.cpu_threads import resolve_cpu_threads, uses_cnn
+    from purejaxppo.cpu_threads import accelerator_expected, resolve_cpu_threads, uses_cnn
     from purejaxppo.presets import PRESETS
+
+    if _flag(argv, "cpu_threads", "auto") == "auto" and accelerator_expected():
+        return None
 
     env, use_preset = _env_and_preset(argv)
     values = dict(_FIELD_DEFAULTS)

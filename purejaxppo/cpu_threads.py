@@ -62,6 +62,36 @@ def cpu_threads_for(
     return 1 if num_envs * num_seeds <= SMALL_RUN_MAX_ENVS and not cnn else None
 
 
+def accelerator_expected() -> bool:
+    """Whether JAX will likely run this process on a GPU or TPU, judged before
+    it starts: ``JAX_PLATFORMS`` names another platform first, or, with it
+    unset, a PJRT plugin (the ``jax_plugins`` packages and entry points JAX
+    loads: CUDA, ROCm) or ``libtpu`` is installed.
+
+    The CLI's ``auto`` rules (this module's pool, `purejaxppo.devices`' CPU
+    devices) are for XLA's CPU kernels; ``PJRT_NPROC`` also sizes a GPU
+    client's host thread pools, so there they are left alone. A plugin
+    installed on a machine without its device makes this True while JAX
+    falls back to the CPU: the pool then stays XLA's default unless asked
+    for (``--cpu-threads 1``)."""
+    import importlib.metadata
+    import importlib.util
+    import pkgutil
+
+    platforms = os.environ.get("JAX_PLATFORMS", "").strip().lower()
+    if platforms:
+        return platforms.split(",")[0].strip() != "cpu"
+    if importlib.util.find_spec("libtpu") is not None:
+        return True
+    try:
+        import jax_plugins
+    except ImportError:
+        jax_plugins = None
+    if jax_plugins is not None and any(pkgutil.iter_modules(jax_plugins.__path__)):
+        return True
+    return any(True for _ in importlib.metadata.entry_points(group="jax_plugins"))
+
+
 def backend_started() -> bool:
     """Whether JAX has started its backends (after which the pool is fixed)."""
     from jax._src import xla_bridge

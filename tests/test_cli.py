@@ -97,7 +97,33 @@ def test_cli_resumes_from_its_checkpoints_in_a_new_process(tmp_path):
 ])
 def test_cli_cpu_threads_read_before_the_parse(monkeypatch, argv, expected):
     monkeypatch.delenv("PJRT_NPROC", raising=False)
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")  # the rule is the CPU's, wherever the test runs
     assert cpu_threads_from_argv(argv) == expected
+
+
+def test_cli_cpu_rules_stay_off_an_accelerator(monkeypatch):
+    """Where JAX will run on a GPU or TPU, ``auto`` sets no CPU pool (its
+    variable also sizes a GPU client's host threads) and no CPU devices; a
+    count asked for is still applied."""
+    from purejaxppo import cpu_threads
+    from purejaxppo.cli import apply_cpu_devices
+
+    monkeypatch.delenv("PJRT_NPROC", raising=False)
+    monkeypatch.delenv("JAX_NUM_CPU_DEVICES", raising=False)
+    for platforms, expected in [("cuda", True), ("tpu,cpu", True), ("cpu", False), ("CPU,cuda", False)]:
+        monkeypatch.setenv("JAX_PLATFORMS", platforms)
+        assert cpu_threads.accelerator_expected() is expected, platforms
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda")
+    assert cpu_threads_from_argv([]) is None and cpu_threads_from_argv(["--cpu-threads", "1"]) == 1
+    assert apply_cpu_devices(["--num-seeds", "8"]) == 1 and "JAX_NUM_CPU_DEVICES" not in os.environ
+    # With JAX_PLATFORMS unset, an installed plugin (here a stand-in entry point) decides.
+    monkeypatch.delenv("JAX_PLATFORMS")
+    import importlib.metadata
+
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group=None, **kw: ["xla_cuda12"] if group == "jax_plugins" else real(group=group, **kw))
+    assert cpu_threads.accelerator_expected()
 
 
 def test_cli_cpu_vector_width_errors(capsys, monkeypatch):
