@@ -95,7 +95,8 @@ class PPOConfig:
         env_kwargs: keyword arguments for the environment's constructor
             (a dict or a tuple of pairs).
         env_params: overrides of fields of the env's default ``EnvParams``,
-            e.g. ``{"max_steps_in_episode": 200}`` (a dict or pairs).
+            e.g. ``{"max_steps_in_episode": 200}`` (a dict or pairs). The
+            command line takes both as ``KEY=VALUE`` lists (`purejaxppo.cli`).
         total_timesteps: environment steps over the whole run (all envs
             together). The run does ``num_updates = total_timesteps //
             batch_size`` updates; the remainder is not run.
@@ -180,7 +181,6 @@ class PPOConfig:
     """
 
     env_name: Annotated[str, tyro.conf.arg(aliases=("--env",))] = "CartPole-v1"
-    # The command line takes these two as KEY=VALUE lists (`purejaxppo.cli`).
     env_kwargs: Annotated[tuple[tuple[str, Any], ...], tyro.conf.Suppress] = ()
     env_params: Annotated[tuple[tuple[str, Any], ...], tyro.conf.Suppress] = ()
     total_timesteps: int = 500_000
