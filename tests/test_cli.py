@@ -249,3 +249,16 @@ def test_cli_reports_bad_config(capsys):
         main(["--env", "CartPol"])
     assert exc.value.code == 2
     assert "Did you mean 'CartPole-v1'" in capsys.readouterr().err
+
+
+def test_cli_help_describes_each_flag_as_its_own(capsys):
+    """Every PPOConfig field is a flag; the env's EnvParams and constructor
+    arguments as KEY=VALUE lists, described on those two flags only (tyro
+    reads a comment above a field as the next fields' description)."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = re.sub(r"[│ ]+", " ", capsys.readouterr().out)
+    for flag in ("--env-params", "--env-kwargs", "--total-timesteps", "--num-envs", "--reference-kl-coef",
+                 "--init-from", "--cpu-devices"):
+        assert flag in text, flag
+    assert text.count("KEY=VALUE") == 2
