@@ -2,11 +2,13 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from purejaxppo import PPOConfig
 from purejaxppo.envs import make_env
 from purejaxppo.flops import actor_forward_cost, cost_per_env_step, critic_forward_cost
+from purejaxppo.config import ACTIVATIONS
 from purejaxppo.networks import make_network
 
 B = 256
@@ -70,3 +72,40 @@ def test_cost_per_env_step_composition():
     reduced = cost_per_env_step(config, spec, truncation_period=500)
     assert reduced["critic_flops"] == round(c.flops * 130 / 128)
     assert reduced["update_flops"] == cost["update_flops"] and reduced["rollout_flops"] == a.flops
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_transcendentals_of_every_activation_match_xla(activation):
+    config = PPOConfig(activation=activation, hidden_sizes=(32, 16))
+    spec, net, params, obs = _setup(config)
+    actor = lambda p, o: net.apply(p, o, method=net.policy).log_probs
+    value = lambda p, o: net.apply(p, o, method=net.value)
+    assert _xla_cost(actor, params, obs)[1] == actor_forward_cost(config, spec).transcendentals
+    assert _xla_cost(value, params, obs)[1] == critic_forward_cost(config, spec).transcendentals
+
+
+@pytest.mark.parametrize("config", CONFIGS[:2], ids=lambda c: c.env_name)
+def test_forward_flops_are_two_per_weight_of_the_dense_kernels(config):
+    """Exact: 2 FLOPs per multiply-add, one multiply-add per kernel weight
+    and sample, summed over the kernels of each network's own layers."""
+    spec, net, params, obs = _setup(config)
+    kernels = lambda *parts: sum(2 * int(np.prod(leaf.shape)) for path, leaf in
+                                 jax.tree_util.tree_leaves_with_path(params)
+                                 if path[-1].key == "kernel" and path[1].key in parts)
+    assert actor_forward_cost(config, spec).flops == kernels("actor_torso", "policy_head")
+    assert critic_forward_cost(config, spec).flops == kernels("critic_torso", "value_head")
+
+
+def test_backward_adds_no_transcendentals():
+    """The update counts its passes' transcendentals once per epoch and
+    network (the backward reuses tanh's output), as XLA's count of a
+    forward and backward pass shows."""
+    config = CONFIGS[0]
+    spec, net, params, obs = _setup(config)
+    value = lambda p, o: jnp.sum(net.apply(p, o, method=net.value))
+    assert _xla_cost(jax.value_and_grad(value), params, obs)[1] == _xla_cost(value, params, obs)[1]
+    a, c = actor_forward_cost(config, spec), critic_forward_cost(config, spec)
+    cost = cost_per_env_step(config, spec)
+    epochs = config.update_epochs
+    assert cost["transcendentals"] == a.transcendentals + 2 * c.transcendentals + epochs * (
+        a.transcendentals + c.transcendentals)

@@ -66,6 +66,21 @@ def test_action_noise_from_bits_has_the_right_distribution(discrete, cdf):
     assert stats.kstest(noise + 0.02, cdf).pvalue < 1e-6
 
 
+def test_actions_from_noise_follow_the_policy():
+    """Gumbel-max on the rollout's noise samples softmax(logits) (a sign
+    slip, argmax(logits - g), does not), and the Gaussian's actions have its
+    mean and std: frequencies and moments of 200,000 draws."""
+    bits = jax.random.bits(jax.random.PRNGKey(1), (200_000, 3), jnp.uint32)
+    logits = jnp.array([0.0, 1.0, 2.0])
+    actions = np.asarray(Categorical(logits).sample_from_noise(action_noise(bits, True)))
+    freq = np.bincount(actions, minlength=3) / len(actions)
+    np.testing.assert_allclose(freq, np.asarray(jax.nn.softmax(logits)), atol=0.005)
+    mean, log_std = jnp.array([0.5, -1.0, 2.0]), jnp.array([0.0, -1.0, 0.7])
+    samples = np.asarray(DiagGaussian(mean, log_std).sample_from_noise(action_noise(bits, False)))
+    np.testing.assert_allclose(samples.mean(0), mean, atol=0.02)
+    np.testing.assert_allclose(samples.std(0), np.exp(log_std), rtol=0.01)
+
+
 @pytest.mark.parametrize("env_name,discrete", [("CartPole-v1", True), ("Pendulum-v1", False), ("Breakout-MinAtar", True)])
 def test_head_follows_action_space(env_name, discrete):
     _, _, spec = make_env(env_name)

@@ -17,8 +17,8 @@ def _stream(seed, batches, shape, loc=3.0, scale=2.0):
 
 def test_safe_start_is_identity_then_clipped():
     stats = RunningMeanStd.create((3,))
-    x = jnp.array([[0.5, -2.0, 30.0]])
-    np.testing.assert_allclose(stats.normalize(x, 10.0), [[0.5, -2.0, 10.0]], rtol=1e-6)
+    x = jnp.array([[0.5, -2.0, 30.0], [-30.0, 10.0, -10.5]])
+    np.testing.assert_allclose(stats.normalize(x, 10.0), [[0.5, -2.0, 10.0], [-10.0, 10.0, -10.0]], rtol=1e-6)
     assert float(stats.count) == pytest.approx(START_COUNT)
 
 
@@ -165,3 +165,8 @@ def test_evaluation_clips_observations_as_the_run_did():
     evaluate(params, jax.random.PRNGKey(1), default)
     evaluate(params, jax.random.PRNGKey(1), swept, obs_clip=2.5)
     assert set(default.clips) == {10.0} and set(swept.clips) == {2.5}
+
+
+def test_scaled_rewards_are_clipped_on_both_sides():
+    scaler = RewardScaler.create(3)
+    np.testing.assert_array_equal(scaler.scale(jnp.array([-1e9, 2.0, 1e9]), 3.0), [-3.0, 2.0, 3.0])

@@ -110,3 +110,54 @@ def test_only_small_carries_are_packed(env_name, num_envs, packed):
     assert packs(carry) == packed == (size <= PACK_MAX_SIZE)
     seeds = jax.vmap(make_train(config).init)(jax.random.split(jax.random.PRNGKey(0), 8)).env
     assert jax.vmap(lambda c: jnp.asarray(packs(c)))(seeds).all() == packed
+
+
+def test_a_carry_of_exactly_the_limit_is_packed():
+    at_limit = {"a": jnp.zeros((PACK_MAX_SIZE - 8,)), "b": jnp.zeros((2, 4), jnp.int32)}
+    assert packs(at_limit)
+    assert not packs({**at_limit, "c": jnp.zeros((1,))})
+
+
+def test_episode_summary_averages_the_envs_that_finished_one():
+    """`EpisodeStats`: each env's last finished episode, averaged over the
+    envs that have one (NaN while none has), against a plain loop over envs."""
+    from purejaxppo.rollout import EpisodeStats
+
+    rewards = np.array([[1.0, 2.0, 0.5], [1.0, 0.0, 0.5], [1.0, 2.0, 0.5], [3.0, 1.0, 0.5],
+                        [1.0, 1.0, 0.5]], np.float32)
+    dones = np.array([[0, 0, 0], [0, 1, 0], [1, 0, 0], [0, 0, 0], [0, 1, 0]], bool)
+    stats = EpisodeStats.zeros(3)
+    running, length, last = np.zeros(3), np.zeros(3), {}
+    for t in range(len(rewards)):
+        stats = stats.record(jnp.asarray(rewards[t]), jnp.asarray(dones[t]))
+        running, length = running + rewards[t], length + 1
+        for env in np.flatnonzero(dones[t]):
+            last[env] = (running[env], length[env])
+            running[env] = length[env] = 0
+        summary = jax.tree.map(float, stats.summary())
+        if not last:
+            assert np.isnan(summary["episode_return"]) and np.isnan(summary["episode_length"])
+        else:
+            assert summary["episode_return"] == pytest.approx(np.mean([r for r, _ in last.values()]))
+            assert summary["episode_length"] == pytest.approx(np.mean([n for _, n in last.values()]))
+    # Env 0 ended one episode (return 3, 3 steps), env 1 two (the last: return 4, 3 steps), env 2 none.
+    assert jax.tree.map(float, stats.summary()) == {"episode_return": 3.5, "episode_length": 3.0}
+    np.testing.assert_array_equal(stats.num_finished, [1, 2, 0])
+
+
+def test_rollout_randomness_takes_each_part_from_its_own_words():
+    """`RolloutRandomness.from_words`: per env and step, the action noise,
+    then the env key, then the reset key, each from its own words (a reset
+    state drawn from the env key's words would be tied to its transition)."""
+    from purejaxppo.rollout import RolloutRandomness, key_words, keys_from_words
+
+    env, env_params, spec = make_env("CartPole-v1")
+    vec = VecEnv(env, env_params, spec, 3)
+    key = jax.random.PRNGKey(0)
+    T, a, w = 2, spec.action_dim, key_words(key)
+    words = jax.random.bits(jax.random.PRNGKey(1), (RolloutRandomness.num_words(vec, T, key),), jnp.uint32)
+    bits = words.reshape(T, 3, a + 2 * w)
+    drawn = RolloutRandomness.from_words(words, vec, T, key)
+    assert_same(drawn.env_keys, keys_from_words(bits[..., a : a + w], key))
+    assert_same(drawn.resets, vec.draw_resets(keys_from_words(bits[..., a + w :], key)))
+    assert not np.array_equal(np.asarray(bits[..., a : a + w]), np.asarray(bits[..., a + w :]))
