@@ -160,12 +160,19 @@ def test_training_starts_from_given_params(pretrained):
 def test_reference_kl_holds_the_policy_near_the_one_it_started_from(pretrained):
     """Fine-tuning with reference_kl: the reference stays the given policy, the
     penalty's KL is reported, and a larger coefficient keeps the policy
-    closer to it (the KL at the end is measured independently, over states
-    the final policy visits)."""
+    closer to it. The KL at the end is measured independently, over the
+    1,024 states of a rollout of the final policy, after a fine-tuning long
+    and fast enough that an unpenalised policy moves away (a KL of 0.03-0.05
+    against 0.0006-0.0016 with the penalty, over six pretraining and
+    fine-tuning seeds: session 22)."""
+    from purejaxppo.envs import VecEnv, make_env
+    from purejaxppo.rollout import EnvCarry, EpisodeStats, collect_rollout
+
     config, params, obs_norm = pretrained
     finals = {}
     for coef in (1e-4, 3.0):
-        tuned = config.replace(reference_kl=True, reference_kl_coef=coef, total_timesteps=4 * 32 * 8, lr=1e-3)
+        tuned = config.replace(reference_kl=True, reference_kl_coef=coef, total_timesteps=4 * 32 * 24,
+                               lr=3e-3, ent_coef=0.0)
         train = make_train(tuned)
         result = jax.jit(train)(jax.random.PRNGKey(1), None, params, obs_norm)
         # The reference stays the given policy: its parameters, and the
@@ -175,11 +182,20 @@ def test_reference_kl_holds_the_policy_near_the_one_it_started_from(pretrained):
             np.testing.assert_array_equal(got, given)
         kl = np.asarray(result.metrics["reference_kl"])
         assert kl.shape == (tuned.num_updates,) and (kl >= 0).all() and kl[-1] > 0
-        obs = result.train_state.obs_norm.normalize(result.train_state.env.obs, tuned.obs_clip)
-        ref_dist, _ = train.network.apply(params, obs)
-        dist, _ = train.network.apply(result.train_state.params, obs)
+        net = train.network
+        normalize = lambda o: result.train_state.obs_norm.normalize(o, tuned.obs_clip)
+        env, env_params, spec = make_env(tuned.env_name)
+        vec = VecEnv(env, env_params, spec, 16)
+        obs, env_state = vec.reset(jax.random.PRNGKey(2))
+        _, traj = jax.jit(lambda p: collect_rollout(
+            lambda p, o: net.apply(p, normalize(o), method=net.policy), p, vec,
+            EnvCarry(env_state, obs, EpisodeStats.zeros(16)), jax.random.PRNGKey(3), 64,
+        ))(result.train_state.params)
+        states = normalize(traj.obs.reshape(-1, *spec.obs_shape))
+        ref_dist, _ = net.apply(params, states)
+        dist, _ = net.apply(result.train_state.params, states)
         finals[coef] = float(jnp.mean(ref_dist.kl(dist)))
-    assert finals[3.0] < 0.5 * finals[1e-4], finals
+    assert finals[3.0] < 0.25 * finals[1e-4], finals
     tuned = make_train(config.replace(reference_kl=True, reference_kl_coef=0.1))
     with pytest.raises(ValueError, match=r"reference_kl=True .* train\(rng, params=\.\.\.\)"):
         tuned.init(jax.random.PRNGKey(0))
