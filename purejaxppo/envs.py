@@ -115,7 +115,9 @@ def make_env(
     """Construct a gymnax environment; return ``(env, env_params, spec)``.
 
     ``env_kwargs`` go to the env's constructor; ``env_params`` replace fields
-    of its default ``EnvParams`` (an unknown field is a ``ValueError``).
+    of its default ``EnvParams``. A keyword the constructor refuses, an
+    unknown field, and a value not of its scalar field's kind (a number, or
+    a bool) are each a ``ValueError`` naming it.
     """
     import dataclasses
 
@@ -145,7 +147,7 @@ def make_env(
         default = getattr(default_params, name)
         if np.ndim(default) != 0 or not isinstance(default, (int, float, np.generic, np.ndarray, jax.Array)):
             continue
-        if isinstance(default, (bool, np.bool_)):
+        if np.asarray(default).dtype == np.bool_:
             ok, kind = isinstance(value, (bool, np.bool_)), "a bool"
         else:
             ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
