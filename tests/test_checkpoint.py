@@ -84,6 +84,17 @@ def test_an_interrupted_run_resumes_to_the_same_bits(train, seeds_run, tmp_path)
     assert resumed.result.metrics["policy_loss"].shape == (3, CONFIG.num_updates)
 
 
+def test_the_callback_gets_each_chunks_metrics(train, seeds_run, tmp_path):
+    keys, _, whole = seeds_run
+    got = []
+    train_with_checkpoints(train, keys, tmp_path, every=3, callback=lambda done, m: got.append((done, m)))
+    assert [done for done, _ in got] == [3, 6, 7]
+    for name, value in whole.result.metrics.items():
+        chunks = np.concatenate([metrics[name] for _, metrics in got], axis=-1)
+        assert chunks.dtype == np.asarray(value).dtype, name
+        np.testing.assert_array_equal(chunks, np.asarray(value), err_msg=name)
+
+
 def test_every_part_of_the_state_is_saved(train, seeds_run):
     """The checkpoint after 3 updates, restored, continues exactly as the run did;
     and a state missing any one of its parts would not (checked per part)."""

@@ -115,7 +115,11 @@ def test_cli_cpu_rules_stay_off_an_accelerator(monkeypatch):
         assert cpu_threads.accelerator_expected() is expected, platforms
     monkeypatch.setenv("JAX_PLATFORMS", "cuda")
     assert cpu_threads_from_argv([]) is None and cpu_threads_from_argv(["--cpu-threads", "1"]) == 1
-    assert apply_cpu_devices(["--num-seeds", "8"]) == 1 and "JAX_NUM_CPU_DEVICES" not in os.environ
+    from purejaxppo.devices import current_cpu_devices
+
+    before = current_cpu_devices()  # another test of this process may have asked for some
+    assert apply_cpu_devices(["--num-seeds", "8"]) == (before or 1)
+    assert "JAX_NUM_CPU_DEVICES" not in os.environ and current_cpu_devices() == before
     # With JAX_PLATFORMS unset, an installed plugin (here a stand-in entry point) decides.
     monkeypatch.delenv("JAX_PLATFORMS")
     import importlib.metadata

@@ -199,3 +199,53 @@ def test_reference_policy_kl_penalty():
     # No gradient flows into the reference parameters.
     g = jax.grad(lambda r: ppo_loss(params, _linear_apply, batch, hp, static, reference_params=r)[0])(ref)
     assert float(jnp.abs(g["w"]).sum()) == 0.0
+
+
+@pytest.mark.parametrize("objective", ["clip", "kl_penalty", "pg"])
+def test_ppo_loss_and_diagnostics_against_numpy(objective):
+    """The whole loss and every diagnostic of `ppo_loss`, recomputed in NumPy
+    from the same minibatch: advantages centred and scaled, the objective
+    (clip, PPO-Penalty with +beta's sign, or log pi * A), the clipped value
+    loss with its 1/2 and vf_coef, the entropy bonus's sign, the (r - 1) -
+    log r KL estimate and the clip fractions on the normalised advantages."""
+    hp = PPOConfig(vf_coef=0.7, ent_coef=0.3, kl_coef=0.4, clip_eps=0.2,
+                   policy_objective="kl_penalty").hyperparams()  # kl_coef read by kl_penalty only
+    static = LossStatic(norm_adv=True, clip_vloss=True, policy_objective=objective)
+    params = {"w": jax.random.normal(jax.random.PRNGKey(1), (3, 4)), "v": jax.random.normal(jax.random.PRNGKey(2), (3,))}
+    batch = _batch(jax.random.PRNGKey(3), b=64)
+    batch = batch.replace(advantages=batch.advantages * 2.0 + 0.7)  # a mean and scale to remove
+    loss, d = ppo_loss(params, _linear_apply, batch, hp, static)
+
+    f64 = lambda x: np.asarray(x, np.float64)
+    logits = f64(batch.obs) @ f64(params["w"])
+    logp_all = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    logp = logp_all[np.arange(64), np.asarray(batch.actions)]
+    values = f64(batch.obs) @ f64(params["v"])
+    log_ratio = logp - f64(batch.log_probs)
+    r = np.exp(log_ratio)
+    adv = f64(batch.advantages)
+    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    kl = (r - 1) - log_ratio
+    objective_value = {
+        "clip": np.minimum(r * adv, np.clip(r, 0.8, 1.2) * adv),
+        "kl_penalty": r * adv - 0.4 * kl,
+        "pg": logp * adv,
+    }[objective]
+    old_v, ret = f64(batch.values), f64(batch.returns)
+    clipped_v = old_v + np.clip(values - old_v, -0.2, 0.2)
+    v_loss = 0.5 * np.mean(np.maximum((values - ret) ** 2, (clipped_v - ret) ** 2))
+    entropy = np.mean(-(np.exp(logp_all) * logp_all).sum(-1))
+    expected = {
+        "policy_loss": -objective_value.mean(),
+        "value_loss": v_loss,
+        "entropy": entropy,
+        "approx_kl": kl.mean(),
+        "clip_fraction": np.mean(np.abs(r - 1) > 0.2),
+        "clip_fraction_pos_adv": np.mean((adv > 0) & (r > 1.2)),
+        "clip_fraction_neg_adv": np.mean((adv < 0) & (r < 0.8)),
+    }
+    expected["loss"] = expected["policy_loss"] + 0.7 * v_loss - 0.3 * entropy
+    assert 0 < expected["clip_fraction_pos_adv"] and 0 < expected["clip_fraction_neg_adv"]
+    for name, want in expected.items():
+        np.testing.assert_allclose(float(d[name]), want, rtol=2e-5, atol=1e-6, err_msg=name)
+    assert float(loss) == pytest.approx(expected["loss"], rel=2e-5)
