@@ -54,8 +54,9 @@ def key_data(x):
 def assert_trees_equal(a, b):
     assert jax.tree.structure(a) == jax.tree.structure(b)
     for path, x, y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(a), jax.tree.leaves(b)):
-        np.testing.assert_array_equal(np.asarray(key_data(x)), np.asarray(key_data(y)),
-                                      err_msg=jax.tree_util.keystr(path[0]))
+        x, y = np.asarray(key_data(x)), np.asarray(key_data(y))
+        assert x.dtype == y.dtype, (jax.tree_util.keystr(path[0]), x.dtype, y.dtype)
+        np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path[0]))
 
 
 @pytest.fixture(scope="module")
