@@ -10,8 +10,8 @@ results are those of the one-device run up to float summation order
 where each device trains two seeds or more; to float rounding with jaxlib
 0.12 (2.3e-10 apart in the test), whose CPU compiler orders some sums
 differently for a device's share of the seeds, and with one seed per device,
-whose program XLA compiles for a single seed (3e-8 apart on CartPole
-defaults); metrics that average over a batch, such as
+whose program XLA compiles for a single seed (3e-8 apart after 5 updates
+of CartPole's defaults, a session-22 check); metrics that average over a batch, such as
 ``explained_variance``, within float rounding. So a checkpointed run resumed
 on another device count continues within float rounding, not bit for bit,
 where a device held one seed.

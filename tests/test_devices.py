@@ -138,7 +138,7 @@ def test_seeds_over_two_cpu_devices_equal_one_device(seeds):
     differs by orders of magnitude more), metrics to float rounding. Two
     seeds, one per device, agree to float rounding only, on every jaxlib:
     a device's program is then of one seed, which XLA compiles with other
-    summation orders (up to 3e-8 apart on CartPole defaults)."""
+    summation orders (3e-8 apart after 5 updates of CartPole's defaults)."""
     # A batch of 4 x 64 = 256 samples, a power of two: the shuffle has no
     # cycle-walking loop, whose stopping test, under vmap, is one boolean
     # over all seeds (a scalar all-reduce between devices per iteration).

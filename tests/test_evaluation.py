@@ -11,7 +11,7 @@ from purejaxppo.envs import VecEnv, make_env
 from purejaxppo.evaluation import final_return, make_evaluate
 
 
-def _loop_returns(config, params, rng, num_episodes, deterministic=True):
+def _loop_returns(config, params, rng, num_episodes):
     """`make_evaluate`'s returns by a host loop: the same env keys, the
     policy's mode, each env's rewards summed until its first done."""
     train = make_train(config)

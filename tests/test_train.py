@@ -164,7 +164,7 @@ def test_reference_kl_holds_the_policy_near_the_one_it_started_from(pretrained):
     1,024 states of a rollout of the final policy, after a fine-tuning long
     and fast enough that an unpenalised policy moves away (a KL of 0.03-0.05
     against 0.0006-0.0016 with the penalty, over six pretraining and
-    fine-tuning seeds: session 22)."""
+    fine-tuning seeds in a session-22 scratch run of this loop)."""
     from purejaxppo.envs import VecEnv, make_env
     from purejaxppo.rollout import EnvCarry, EpisodeStats, collect_rollout
 
