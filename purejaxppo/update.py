@@ -234,8 +234,8 @@ def ppo_update(
         batch: a flat `Minibatch` of all B = T * N samples of the rollout.
         key: PRNG key for the shuffles (one `random_permutations` row per
             epoch), or their round keys already drawn: uint32
-            (update_epochs, rounds) random words (`make_train` draws them with
-            the rest of an update's randomness, in one call).
+            (update_epochs, FEISTEL_ROUNDS) random words (`make_train` draws
+            them with the rest of an update's randomness, in one call).
         hp, static: see `purejaxppo.losses.ppo_loss`.
         num_chunks: chunks per minibatch gradient (`minibatch_gradient`).
         reference_params: parameters of a fixed reference policy (a pytree
@@ -272,7 +272,8 @@ def ppo_update(
     # num_minibatches steps (one loop for XLA to compile, not two nested).
     size = batch.advantages.shape[0]
     if key.ndim == 2:  # round keys (a PRNG key is a scalar or one row of words)
-        chex.assert_shape(key, (update_epochs, None))
+        # Fewer rounds would shuffle measurably worse (`random_permutations`).
+        chex.assert_shape(key, (update_epochs, FEISTEL_ROUNDS))
         perms = permutations_from_round_keys(key, size)
     else:
         perms = random_permutations(key, update_epochs, size)
