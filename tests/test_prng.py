@@ -118,3 +118,64 @@ def test_64_bit_draws_equal_jax_threefry():
         for shape in [(), (5, 3)]:
             _eq(jax.random.bits(ours, shape, jnp.uint64), jax.random.bits(ref, shape, jnp.uint64))
         _eq(jax.random.uniform(ours, (4,), jnp.float64), jax.random.uniform(ref, (4,), jnp.float64))
+
+
+@pytest.fixture
+def default_prng_impl():
+    """Sets JAX's default PRNG implementation for one test (``set(name)``),
+    restoring the previous one afterwards, whatever happens."""
+    before = jax.config.jax_default_prng_impl
+
+    def set_impl(name):
+        jax.config.update("jax_default_prng_impl", name)
+
+    try:
+        yield set_impl
+    finally:
+        jax.config.update("jax_default_prng_impl", before)
+
+
+@pytest.mark.parametrize("default", ["threefry2x32", "rbg", "unsafe_rbg"])
+def test_is_threefry_under_each_default_prng(default_prng_impl, default):
+    """Typed keys are judged by their own implementation, whatever the
+    default; raw uint32 keys are threefry only while threefry is JAX's
+    default (`is_threefry`), also inside a trace."""
+    default_prng_impl(default)
+    typed = {impl: jax.random.key(3, impl=impl) for impl in ("threefry2x32", "rbg", "unsafe_rbg")}
+    assert is_threefry(typed["threefry2x32"]) and is_threefry(jax.random.split(typed["threefry2x32"], (2, 3)))
+    for impl in ("rbg", "unsafe_rbg"):
+        assert not is_threefry(typed[impl]) and not is_threefry(jax.random.split(typed[impl], 4)), impl
+    assert not is_threefry(jax.random.key(3, impl=STRAIGHT_THREEFRY))  # not JAX's threefry2x32
+    assert is_threefry(jax.random.key(3)) == (default == "threefry2x32")  # the default's typed key
+
+    raw_default = jax.random.PRNGKey(3)  # uint32[2] under threefry, uint32[4] under the rbgs
+    assert raw_default.shape == ((2,) if default == "threefry2x32" else (4,))
+    raw_keys = [raw_default, jax.random.split(raw_default, 5), jax.random.key_data(typed[default])]
+    raw_is_threefry = default == "threefry2x32"
+    if not raw_is_threefry:  # raw words are not threefry's under another default, whatever their shape
+        raw_keys.append(jax.random.key_data(typed["threefry2x32"]))  # uint32[2]
+    for raw in raw_keys:
+        assert raw.dtype == jnp.uint32
+        assert is_threefry(raw) == raw_is_threefry, (raw.shape, default)
+        traced = []
+        jax.jit(lambda k: traced.append(is_threefry(k)) or k)(raw)
+        assert traced == [raw_is_threefry]
+    for not_a_key in (jnp.zeros((2,), jnp.float32), jnp.zeros((2,), jnp.int32), jnp.zeros((4,), jnp.uint8)):
+        assert not is_threefry(not_a_key)
+
+
+def test_straight_leaves_rbg_keys_and_their_draws_as_they_are(default_prng_impl):
+    """Raw uint32[4] keys under the rbg default and typed rbg keys pass
+    through `straight` unchanged (wrapped as threefry, their four words
+    would not even fit), so what is drawn from them is rbg's."""
+    default_prng_impl("rbg")
+    raw = jax.random.PRNGKey(5)
+    batched = jax.random.split(raw, 3)
+    typed = jax.random.key(5, impl="rbg")
+    for key in (raw, batched, typed):
+        assert straight(key) is key
+    expected = jax.random.bits(raw, (6,), jnp.uint32)
+    _eq(jax.jit(lambda k: jax.random.bits(straight(k), (6,), jnp.uint32))(raw), expected)
+    # Under the rbg default, a threefry key still converts (typed keys carry their impl).
+    threefry = jax.random.key(5, impl="threefry2x32")
+    assert jax.random.key_impl(straight(threefry)) == STRAIGHT_THREEFRY
