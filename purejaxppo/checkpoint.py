@@ -153,9 +153,23 @@ def _key_info(rng: jax.Array) -> dict[str, Any]:
     return {
         "typed": bool(typed),
         "impl": str(jax.random.key_impl(rng)) if typed else None,
+        # Raw key data means JAX's default PRNG of the time: recorded, since
+        # another default reads the same words as another run (or not at all).
+        "default_impl": None if typed else str(jax.config.jax_default_prng_impl),
         "shape": list(data.shape),
         "data": data.reshape(-1).tolist(),
     }
+
+
+def _check_default_impl(info: dict[str, Any], where: str) -> None:
+    """A run saved from raw key data is restored under the same default PRNG."""
+    saved, now = info.get("default_impl"), str(jax.config.jax_default_prng_impl)
+    if not info["typed"] and saved is not None and saved != now:
+        raise ValueError(
+            f"{where} holds a run started from raw key data under jax_default_prng_impl="
+            f"{saved!r}, but the default is now {now!r}; restore it with "
+            f"jax.config.update('jax_default_prng_impl', {saved!r})"
+        )
 
 
 def _key_from_info(info: dict[str, Any]) -> jax.Array:
@@ -336,6 +350,7 @@ def restore_checkpoint(
                              f"this version of purejaxppo reads format {FORMAT}")
         saved_config = config_from_json(record["config"])
         where = f"checkpoint {directory}/{step}"
+        _check_default_impl(record["rng"], where)
         if config is not None:
             check_same_config(saved_config, config, where)
         if rng is not None:
@@ -468,6 +483,8 @@ def check_same_config(saved: PPOConfig, given: PPOConfig, where: str) -> None:
 
 def _check_same_key(saved: dict[str, Any], rng: jax.Array, where: str) -> None:
     given = _key_info(rng)
+    if "default_impl" not in saved:  # written before the default was recorded
+        given.pop("default_impl")
     if saved != given:
         describe = lambda info: (f"{'typed ' + info['impl'] if info['typed'] else 'raw'} key(s) of shape "
                                  f"{tuple(info['shape'])}: {info['data'][:8]}{' ...' if len(info['data']) > 8 else ''}")
