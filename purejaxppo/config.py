@@ -326,6 +326,14 @@ def _interval(low: float, high: float, low_in: bool, high_in: bool) -> str:
     return f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
 
 
+def _minibatch_counts_that_work(c) -> list[int]:
+    """The ``num_minibatches`` values up to 64 that divide ``c.batch_size``,
+    leaving at least 2 samples per minibatch where ``norm_adv`` needs them."""
+    smallest = 2 if c.norm_adv else 1
+    return [d for d in range(1, min(c.batch_size, 64) + 1)
+            if c.batch_size % d == 0 and c.batch_size // d >= smallest]
+
+
 def _divisors_near(n: int, v: int, count: int = 8) -> list[int]:
     """The ``count`` divisors of ``n`` closest to ``v`` (on a log scale), ascending."""
     divisors = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
@@ -423,8 +431,7 @@ def _validate(c: PPOConfig) -> None:
         raise ValueError(
             f"num_minibatches={c.num_minibatches} must divide batch_size="
             f"num_envs*num_steps={c.num_envs}*{c.num_steps}={c.batch_size}; "
-            f"divisors of {c.batch_size} that work: "
-            f"{[d for d in range(1, min(c.batch_size, 64) + 1) if c.batch_size % d == 0]}"
+            f"divisors of {c.batch_size} that work: {_minibatch_counts_that_work(c)}"
         )
     if c.grad_chunk_size is not None:
         v = c.grad_chunk_size

@@ -239,3 +239,132 @@ def test_hyperparams_validate_checks_a_sweeps_values():
         hp.replace(lr=jnp.float32(jnp.nan)).validate()
     with pytest.raises(TypeError, match="needs concrete values"):
         jax.jit(lambda h: h.validate())(hp)
+
+
+# ---------------------------------------------------------------- boundaries
+# The intervals the PPOConfig docstring promises, at their edges: an inclusive
+# end is accepted, an exclusive one refused, with the field, the value and the
+# interval named.
+@pytest.mark.parametrize("field, value", [
+    ("gamma", 0.0), ("gamma", 1.0), ("gae_lambda", 0.0), ("gae_lambda", 1.0),
+    ("ent_coef", 0.0), ("vf_coef", 0.0), ("obs_clip", 1e-6), ("reward_clip", 1e-6),
+])
+def test_inclusive_ends_of_the_allowed_intervals_are_accepted(field, value):
+    assert getattr(PPOConfig(**{field: value}), field) == value
+
+
+@pytest.mark.parametrize("field, value, allowed", [
+    ("obs_clip", 0.0, "(0, inf)"), ("obs_clip", -1.0, "(0, inf)"),
+    ("reward_clip", 0.0, "(0, inf)"), ("reward_clip", -1.0, "(0, inf)"),
+    ("reward_clip", float("inf"), "(0, inf)"), ("gamma", 1.0000001, "[0, 1]"),
+])
+def test_clip_ranges_and_edges_are_refused(field, value, allowed):
+    with pytest.raises(ValueError, match=rf"^{field} must be finite and in {re.escape(allowed)}, got {value}$"):
+        PPOConfig(**{field: value})
+
+
+@pytest.mark.parametrize("field", ["anneal_lr", "norm_adv", "clip_vloss", "reference_kl",
+                                   "normalize_obs", "normalize_reward"])
+def test_every_toggle_must_be_a_bool(field):
+    with pytest.raises(TypeError, match=rf"^{field} must be a bool, got 1 \(int\)$"):
+        PPOConfig(**{field: 1})
+
+
+@pytest.mark.parametrize("field", ["lr", "gamma", "gae_lambda", "clip_eps", "ent_coef", "vf_coef",
+                                   "max_grad_norm", "kl_coef", "reference_kl_coef", "obs_clip",
+                                   "reward_clip"])
+def test_every_number_must_be_a_number_not_a_bool(field):
+    # A bool is an int to Python; True silently meaning 1.0 is refused.
+    with pytest.raises(TypeError, match=rf"^{field} must be a float, got True \(bool\)$"):
+        PPOConfig(**{field: True})
+
+
+@pytest.mark.parametrize("field, value", [("total_timesteps", 0), ("num_steps", -3),
+                                          ("update_epochs", 0), ("num_minibatches", -1)])
+def test_non_positive_size_message_is_exact(field, value):
+    with pytest.raises(ValueError, match=rf"^{field} must be a positive int, got {value}$"):
+        PPOConfig(**{field: value})
+
+
+def test_structured_fields_are_type_checked():
+    with pytest.raises(TypeError, match=r"^env_name must be a str, got 5$"):
+        PPOConfig(env_name=5)
+    with pytest.raises(TypeError, match=r"hidden_sizes must be a tuple of ints, got \(64, True\)"):
+        PPOConfig(hidden_sizes=(64, True))
+    for name in ("env_kwargs", "env_params"):
+        for bad in ((("a", 1, 2),), (("a",),), ((1, 2),), "a=1"):
+            with pytest.raises(TypeError, match=rf"{name} must be a dict or a tuple of \(name, value\) pairs"):
+                PPOConfig(**{name: bad})
+
+
+@pytest.mark.parametrize("bad", [(), (16, 0), (-1,), (16, True), (8.0,)])
+def test_bad_cnn_channels(bad):
+    with pytest.raises(ValueError, match=re.escape(f"cnn_channels must be a non-empty tuple of positive ints, got {bad!r}")):
+        PPOConfig(cnn_channels=bad)
+
+
+def test_numpy_and_list_cnn_channels_are_normalised():
+    c = PPOConfig(cnn_channels=[np.int32(8), np.int64(4)])
+    assert c.cnn_channels == (8, 4) and all(type(x) is int for x in c.cnn_channels)
+    hash(c)
+
+
+def test_unknown_torso():
+    with pytest.raises(ValueError, match=r"^torso='resnet' is unknown; allowed: auto, mlp, cnn$"):
+        PPOConfig(torso="resnet")
+    assert PPOConfig(torso="cnn").torso == "cnn"
+
+
+def test_minibatch_divisor_hint_lists_every_divisor_up_to_64():
+    with pytest.raises(ValueError, match=re.escape("divisors of 512 that work: [1, 2, 4, 8, 16, 32, 64]")):
+        PPOConfig(num_minibatches=3)
+    # A batch of 64 or fewer: every divisor, itself included (with norm_adv off,
+    # one-sample minibatches are allowed).
+    with pytest.raises(ValueError, match=re.escape("divisors of 48 that work: [1, 2, 3, 4, 6, 8, 12, 16, 24, 48]")):
+        PPOConfig(num_envs=3, num_steps=16, num_minibatches=5, total_timesteps=480, norm_adv=False)
+    assert PPOConfig(num_envs=3, num_steps=16, num_minibatches=48, total_timesteps=480, norm_adv=False).minibatch_size == 1
+    # With norm_adv (the default) a minibatch needs 2 samples: 48 is not offered,
+    # and every value offered is accepted.
+    message = "divisors of 48 that work: [1, 2, 3, 4, 6, 8, 12, 16, 24]"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        PPOConfig(num_envs=3, num_steps=16, num_minibatches=5, total_timesteps=480)
+    for count in (1, 2, 3, 4, 6, 8, 12, 16, 24):
+        assert PPOConfig(num_envs=3, num_steps=16, num_minibatches=count, total_timesteps=480).minibatch_size >= 2
+
+
+def test_mapping_order_does_not_change_the_config():
+    """Dicts are stored as sorted pairs, so configs compare (and key caches)
+    by content, whatever order the mapping was written in."""
+    a = PPOConfig(env_params={"max_steps_in_episode": 50, "gravity": 9.8})
+    b = PPOConfig(env_params={"gravity": 9.8, "max_steps_in_episode": 50})
+    assert a == b and hash(a) == hash(b)
+    assert a.env_params == (("gravity", 9.8), ("max_steps_in_episode", 50))
+    assert PPOConfig(env_kwargs={"b": 1, "a": 2}).env_kwargs == (("a", 2), ("b", 1))
+
+
+def test_budget_edges():
+    # Exactly one update's batch is a run of one update.
+    assert PPOConfig(total_timesteps=512).num_updates == 1
+    with pytest.raises(ValueError, match=r"total_timesteps=511 is fewer than one update's batch_size=num_envs\*num_steps=512; "
+                                         r"allowed: total_timesteps >= 512$"):
+        PPOConfig(total_timesteps=511)
+    # 2**31 - 1 gradient steps fit the int32 counters; one more does not.
+    one = dict(num_envs=1, num_steps=1, num_minibatches=1, update_epochs=1, norm_adv=False)
+    assert PPOConfig(**one, total_timesteps=2**31 - 1).num_gradient_steps == 2**31 - 1
+    with pytest.raises(ValueError, match=r"allowed: total_timesteps <= 2,147,483,647 "):
+        PPOConfig(**one, total_timesteps=2**31)
+
+
+def test_automatic_grad_chunks_accept_a_chunk_of_exactly_1024():
+    # 1024 * 8209 (a prime): the largest divisor <= 8192 is 1024, which is
+    # "at least 1,024 samples", so the minibatch is split in 8209 chunks.
+    c = PPOConfig(num_envs=8209, num_steps=1024, num_minibatches=1, total_timesteps=8209 * 1024)
+    assert c.num_grad_chunks("cpu") == 8209 and c.num_grad_chunks("gpu") == 1
+
+
+def test_hyperparams_validate_names_the_first_bad_index():
+    import jax.numpy as jnp
+
+    hp = PPOConfig().hyperparams().replace(ent_coef=jnp.array([[0.0, -1.0], [0.1, -2.0]]))
+    with pytest.raises(ValueError, match=re.escape("hyperparams.ent_coef[0, 1] = -1; allowed: finite values in [0, inf)")):
+        hp.validate()
