@@ -2,6 +2,8 @@
 before JAX starts is the one XLA runs on, with the same numbers."""
 
 import json
+import os
+import re
 import subprocess
 import sys
 
@@ -122,3 +124,57 @@ def test_one_thread_pool_runs_the_same_training(tiny_config):
     for a, b in zip(results[1]["params"], results[None]["params"]):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(results[1]["loss"], results[None]["loss"], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("4", 4), (" 2 ", 2), ("0", 1), ("-3", 1), ("x", None), ("", None),
+])
+def test_current_cpu_threads_reads_the_variable_as_xla_does(monkeypatch, value, expected):
+    """XLA reads a PJRT_NPROC below 1 as one thread per CPU device (here 1);
+    a value that is not an int is no request."""
+    monkeypatch.setenv(ENV_VAR, value)
+    assert current_cpu_threads() == expected
+    monkeypatch.delenv(ENV_VAR)
+    assert current_cpu_threads() is None
+
+
+def test_set_cpu_threads_before_start_writes_and_removes_the_variable(monkeypatch):
+    from purejaxppo import cpu_threads
+
+    monkeypatch.setattr(cpu_threads, "backend_started", lambda: False)
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    set_cpu_threads(3)
+    assert os.environ[ENV_VAR] == "3" and current_cpu_threads() == 3
+    set_cpu_threads(None)
+    assert ENV_VAR not in os.environ and current_cpu_threads() is None
+
+
+@pytest.mark.parametrize("bad", [2.5, 3.0, "+3", " 3x"])
+def test_parse_counts_refuse_what_is_not_a_plain_int(bad):
+    """3.0 and 2.5 are not ints: neither is silently truncated to a count."""
+    from purejaxppo.devices import parse_cpu_devices
+
+    with pytest.raises(ValueError, match="^" + re.escape(f"cpu_threads={bad!r} is not allowed; allowed: 'auto', 'default' or an int >= 1") + "$"):
+        parse_cpu_threads(bad)
+    with pytest.raises(ValueError, match="^" + re.escape(f"cpu_devices={bad!r} is not allowed; allowed: 'auto' or an int >= 1") + "$"):
+        parse_cpu_devices(bad)
+
+
+def test_auto_with_seeds_over_devices_is_one_thread(monkeypatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    assert resolve_cpu_threads("auto", num_envs=64) is None
+    assert resolve_cpu_threads("auto", num_envs=64, num_seeds=8, cnn=True, devices=2) == 1
+    assert resolve_cpu_threads("auto", num_envs=4, cnn=True) is None
+    with pytest.raises(ValueError, match="num_seeds must be a positive int, got 0"):
+        cpu_threads_for(4, 0)
+
+
+@pytest.mark.parametrize("platforms, expected", [
+    ("cpu", False), ("CPU", False), (" cpu ", False), ("cpu,cuda", False), ("cuda", True),
+    ("tpu,cpu", True), ("Cuda", True), ("rocm, cpu", True),
+])
+def test_accelerator_expected_follows_the_first_named_platform(monkeypatch, platforms, expected):
+    from purejaxppo.cpu_threads import accelerator_expected
+
+    monkeypatch.setenv("JAX_PLATFORMS", platforms)
+    assert accelerator_expected() is expected

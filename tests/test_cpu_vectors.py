@@ -2,6 +2,7 @@
 that the width reaches LLVM's code."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -178,3 +179,38 @@ def test_width_reaches_llvm_in_a_fresh_process(tmp_path, width):
         checked += 1
     if not checked:
         pytest.skip("no kernel's code to read: no objdump, and no LLVM IR in this XLA's dump")
+
+
+def test_rule_needs_only_the_avx512_foundation_flag(tmp_path):
+    """AVX-512 is the avx512f (foundation) flag; other AVX-512 extensions are
+    not asked for."""
+    assert cpu_vectors.cpu_vector_width_for(_cpuinfo(tmp_path, "AuthenticAMD", ["avx2", "avx512f"])) == 512
+    assert cpu_vectors.cpu_vector_width_for(_cpuinfo(tmp_path, "AuthenticAMD", ["avx2", "avx512bw"])) is None
+
+
+@pytest.mark.parametrize("flags", [f"{FLAG}=wide", f"{FLAG}=", FLAG, f"{FLAG}=-256", f"{FLAG}_x=512"])
+def test_current_width_ignores_settings_that_are_not_a_width(monkeypatch, flags):
+    monkeypatch.setenv("XLA_FLAGS", f"--x=1 {flags}")
+    assert cpu_vectors.current_cpu_vector_width() is None
+
+
+@pytest.mark.parametrize("value", [512.0, 256.5, "+512", " 512x"])
+def test_parse_refuses_what_is_not_a_plain_width(value):
+    """A float is no width, even one equal to an allowed int: 512.0 would
+    reach XLA as "512.0", which aborts the process."""
+    with pytest.raises(ValueError, match="^" + re.escape(f"cpu_vector_width={value!r} is not allowed")):
+        cpu_vectors.parse_cpu_vector_width(value)
+
+
+def test_set_before_start_edits_only_its_flag(monkeypatch):
+    from purejaxppo import cpu_threads
+
+    monkeypatch.setattr(cpu_threads, "backend_started", lambda: False)
+    monkeypatch.setenv("XLA_FLAGS", f"--x=1 {FLAG}=128 --y=2")
+    cpu_vectors.set_cpu_vector_width(512)
+    assert os.environ["XLA_FLAGS"] == f"--x=1 --y=2 {FLAG}=512"
+    cpu_vectors.set_cpu_vector_width(None)
+    assert os.environ["XLA_FLAGS"] == "--x=1 --y=2"
+    monkeypatch.setenv("XLA_FLAGS", f"{FLAG}=512")
+    cpu_vectors.set_cpu_vector_width(None)
+    assert os.environ.get("XLA_FLAGS", "") == ""

@@ -165,3 +165,62 @@ def test_seeds_over_two_cpu_devices_equal_one_device(seeds):
     for name, (a, b) in result["metrics"].items():
         np.testing.assert_allclose(np.asarray(b, float), np.asarray(a, float),
                                    rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_cpu_devices_rule_with_no_cores_is_one_device():
+    # A core count below 1 (an odd affinity report) still gives a valid count.
+    assert cpu_devices_for(4, 0) == 1 and cpu_devices_for(6, -2) == 1
+
+
+def test_shard_seeds_edge_trees():
+    assert shard_seeds({}) == {}
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    with pytest.raises(ValueError, match=r"seed axis first, of size 2; got a leaf of shape \(\)"):
+        shard_seeds({"k": keys, "scale": np.float32(1.0)})
+
+
+_DEVICES_CHILD = r"""
+import json, os
+from purejaxppo.devices import ENV_VAR, current_cpu_devices, seed_sharding, set_cpu_devices, shard_seeds
+out = {}
+os.environ[ENV_VAR] = "3"
+out["env3"] = current_cpu_devices()
+os.environ[ENV_VAR] = "x"
+out["envx"] = current_cpu_devices()
+del os.environ[ENV_VAR]
+out["unset"] = current_cpu_devices()
+set_cpu_devices(4)
+out["set4"] = [os.environ.get(ENV_VAR), current_cpu_devices()]
+set_cpu_devices(None)
+out["set_none"] = [os.environ.get(ENV_VAR), current_cpu_devices()]
+set_cpu_devices(1)
+out["set1"] = [os.environ.get(ENV_VAR), current_cpu_devices()]
+set_cpu_devices(4)
+import jax
+out["devices"] = len(jax.devices())
+out["mesh"] = [seed_sharding(n).mesh.devices.size for n in range(1, 9)]
+out["placed"] = [len(shard_seeds(jax.random.split(jax.random.PRNGKey(0), n)).sharding.device_set)
+                 for n in (6, 7)]
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_set_cpu_devices_and_seed_sharding_in_a_fresh_process():
+    """Before JAX starts: the count is read from JAX_NUM_CPU_DEVICES (digits
+    only), set_cpu_devices writes it for child processes and None removes it;
+    on the four devices it then asks for, n seeds go to the largest divisor of
+    n up to 4 (1, 2, 3, 4, 1, 3, 1, 4 devices for 1..8 seeds)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS")}
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run([sys.executable, "-c", _DEVICES_CHILD], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1]
+    out = json.loads(line[len("RESULT "):])
+    assert (out["env3"], out["envx"], out["unset"]) == (3, None, None)
+    assert out["set4"] == ["4", 4]
+    assert out["set_none"] == [None, None]
+    assert out["set1"] == [None, None]  # one device is the default: nothing to set
+    assert out["devices"] == 4
+    assert out["mesh"] == [1, 2, 3, 4, 1, 3, 1, 4]
+    assert out["placed"] == [3, 1]

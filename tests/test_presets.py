@@ -77,3 +77,79 @@ def test_preset_smoke_training(name):
     obs = result.train_state.env.obs
     assert obs.shape == (2, 4, *train.env_spec.obs_shape)
     assert result.train_state.obs_norm.mean.shape == (2, *train.env_spec.obs_shape)
+
+
+def _readme_returns_table():
+    """{label: (seeds, budget, target)} from the README's returns table."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = text.split("<!-- returns-table:start -->")[1].split("<!-- returns-table:end -->")[0]
+    rows = {}
+    for line in table.strip().splitlines()[2:]:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        target = None if cells[6] == "—" else float(cells[6].split()[0])
+        rows[cells[0]] = (int(cells[1]), int(cells[2].replace(",", "")), target)
+    return rows
+
+
+def test_presets_match_the_readmes_returns_table():
+    """A preset's budget, seed count and target are those of its row in the
+    README's returns table (the table the README says they are)."""
+    rows = _readme_returns_table()
+    assert set(rows) == set(PRESETS) | set(BASELINES)
+    for label, preset in {**PRESETS, **BASELINES}.items():
+        assert rows[label] == (preset.benchmark_seeds, preset.budget, preset.target), label
+
+
+_BSUITE = dict(num_envs=8, num_steps=32, update_epochs=4, num_minibatches=4, lr=5e-4, anneal_lr=False,
+               max_grad_norm=0.5, activation="relu", hidden_sizes=(64, 64), total_timesteps=150_000)
+_UNTUNED_CONTINUOUS = dict(num_envs=16, num_steps=128, update_epochs=10, num_minibatches=16, lr=1e-3,
+                           normalize_obs=True, normalize_reward=True, total_timesteps=200_000)
+_MINATAR = dict(num_envs=64, num_steps=128, update_epochs=4, num_minibatches=8, lr=5e-3, anneal_lr=True,
+                activation="relu", hidden_sizes=(64, 64), torso="mlp", total_timesteps=5_000_000)
+# The values each preset's `source` states, written out from those texts.
+_STATED = {
+    "Acrobot-v1": dict(num_envs=16, num_steps=32, update_epochs=4, num_minibatches=4, lr=5e-4,
+                       anneal_lr=False, max_grad_norm=1.0, activation="relu", total_timesteps=2_000_000),
+    "MountainCar-v0": dict(normalize_obs=True, normalize_reward=True, num_envs=16, num_steps=16,
+                           gae_lambda=0.98, gamma=0.99, update_epochs=4, ent_coef=0.0, lr=3e-4,
+                           anneal_lr=False, minibatch_size=64, activation="tanh", hidden_sizes=(64, 64),
+                           clip_vloss=False, max_grad_norm=0.5, total_timesteps=1_000_000),
+    "Pendulum-v1": dict(update_epochs=10, lr=1e-3, ent_coef=0.0, normalize_obs=True, normalize_reward=True,
+                        num_envs=16, num_steps=128, num_minibatches=16),
+    "MountainCarContinuous-v0": dict(gamma=0.9999, normalize_obs=True, normalize_reward=True, num_envs=16,
+                                     num_steps=256, update_epochs=10, num_minibatches=16, lr=3e-4,
+                                     anneal_lr=False, ent_coef=0.01, activation="tanh",
+                                     hidden_sizes=(64, 64), total_timesteps=1_000_000),
+    "Catch-bsuite": dict(num_envs=16, num_steps=32, update_epochs=4, num_minibatches=4, lr=5e-4,
+                         max_grad_norm=1.0, activation="relu", total_timesteps=100_000, anneal_lr=True,
+                         ent_coef=0.0),
+    "FourRooms-misc": dict(num_envs=16, num_steps=32, update_epochs=4, num_minibatches=4, lr=5e-4,
+                           anneal_lr=False, max_grad_norm=1.0, activation="relu", total_timesteps=200_000),
+    **{env: _BSUITE for env in ("DeepSea-bsuite", "MemoryChain-bsuite", "UmbrellaChain-bsuite",
+                                "DiscountingChain-bsuite", "SimpleBandit-bsuite", "BernoulliBandit-misc",
+                                "GaussianBandit-misc", "MetaMaze-misc", "FrozenLake-misc")},
+    **{env: _UNTUNED_CONTINUOUS for env in ("PointRobot-misc", "Reacher-misc", "Swimmer-misc")},
+    **{env: _MINATAR for env in ("Breakout-MinAtar", "SpaceInvaders-MinAtar", "Asterix-MinAtar",
+                                 "Freeway-MinAtar", "Seaquest-MinAtar")},
+}
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_presets_hold_the_values_their_sources_state(name):
+    if name == "CartPole-v1":  # "The library defaults", at its 5e5-step budget
+        assert PRESETS[name].config() == PPOConfig(total_timesteps=500_000)
+        return
+    config = PRESETS[name].config()
+    for field, value in _STATED[name].items():
+        assert getattr(config, field) == value, (name, field)
+    assert BASELINES["Breakout-MinAtar+cnn"].config() == PRESETS["Breakout-MinAtar"].config(torso="cnn")
+
+
+def test_unknown_preset_suggests_close_names_and_lists_all():
+    with pytest.raises(ValueError, match=r"^no preset for env_name='Acrobot-v2'\. Did you mean 'Acrobot-v1'( or [^?]*)?\? "
+                                         r"Presets exist for: CartPole-v1, Acrobot-v1, .*, Seaquest-MinAtar\.$"):
+        get_preset("Acrobot-v2")
+    with pytest.raises(ValueError, match=r"^no preset for env_name='zzz'\. Presets exist for: CartPole-v1"):
+        get_preset("zzz")
