@@ -347,3 +347,20 @@ def test_a_raw_key_run_is_restored_only_under_its_default_prng(train, tmp_path, 
         assert_trees_equal(restore_checkpoint(tmp_path, CONFIG, rng=key).state, state)
     finally:
         jax.config.update("jax_default_prng_impl", before)
+
+
+def test_a_checkpoint_written_before_the_default_prng_was_recorded_is_read(train, tmp_path):
+    """A raw-key checkpoint whose record has no ``default_impl`` (written by an
+    earlier version) restores, and resumes its own key, as before."""
+    import json
+
+    key = jax.random.PRNGKey(3)
+    state, metrics = jax.jit(lambda s: train.run_updates(s, 1))(jax.jit(train.init)(key))
+    save_checkpoint(tmp_path, CONFIG, state, metrics, CONFIG.hyperparams(), key)
+    record_file = tmp_path / "1" / "run" / "metadata"
+    record = json.loads(record_file.read_text())
+    assert record["rng"].pop("default_impl") == jax.config.jax_default_prng_impl
+    record_file.write_text(json.dumps(record))
+    assert_trees_equal(restore_checkpoint(tmp_path, CONFIG, rng=key).state, state)
+    with pytest.raises(ValueError, match="another key"):
+        restore_checkpoint(tmp_path, CONFIG, rng=jax.random.PRNGKey(4))
