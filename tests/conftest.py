@@ -37,3 +37,20 @@ def tiny_config() -> PPOConfig:
         num_minibatches=2,
         hidden_sizes=(16, 16),
     )
+
+
+@pytest.fixture
+def default_prng_impl():
+    """Sets JAX's default PRNG implementation for one test (``set(name)``, as
+    often as needed), restoring the previous one afterwards, whatever happens."""
+    import jax
+
+    before = jax.config.jax_default_prng_impl
+
+    def set_impl(name):
+        jax.config.update("jax_default_prng_impl", name)
+
+    try:
+        yield set_impl
+    finally:
+        jax.config.update("jax_default_prng_impl", before)

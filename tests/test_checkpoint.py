@@ -282,71 +282,68 @@ def test_one_seeds_policy_is_read_back_to_start_another_run(train, seeds_run):
         restore_policy(directory, step=4)
 
 
+def _one_update_saved(train, directory, key):
+    """A run of ``key`` one update in, saved to ``directory``; its state."""
+    state, metrics = jax.jit(lambda s: train.run_updates(s, 1))(jax.jit(train.init)(key))
+    assert save_checkpoint(directory, CONFIG, state, metrics, CONFIG.hyperparams(), key) == 1
+    return state
+
+
 @pytest.mark.parametrize("kind", ["rbg", "unsafe_rbg", "raw rbg"])
-def test_a_run_from_an_rbg_key_is_restored_with_its_keys_impl(train, tmp_path, kind):
+def test_a_run_from_an_rbg_key_is_restored_with_its_keys_impl(train, tmp_path, kind, default_prng_impl):
     """A run started from a non-default PRNG key (typed rbg or unsafe_rbg, or
     raw uint32[4] words under JAX's rbg default): the checkpoint gives back
     the starting key and the state's keys with their own implementation and
     data, and the restored key draws what the saved one does."""
-    before = jax.config.jax_default_prng_impl
-    try:
-        if kind == "raw rbg":
-            jax.config.update("jax_default_prng_impl", "rbg")
-            key = jax.random.PRNGKey(4)
-            assert key.shape == (4,) and key.dtype == jnp.uint32
-        else:
-            key = jax.random.key(4, impl=kind)
-        step = jax.jit(lambda s: train.run_updates(s, 1))
-        state, metrics = step(jax.jit(train.init)(key))
-        assert save_checkpoint(tmp_path, CONFIG, state, metrics, CONFIG.hyperparams(), key) == 1
-        ckpt = restore_checkpoint(tmp_path, CONFIG, rng=key)
+    if kind == "raw rbg":
+        default_prng_impl("rbg")
+        key = jax.random.PRNGKey(4)
+        assert key.shape == (4,) and key.dtype == jnp.uint32
+    else:
+        key = jax.random.key(4, impl=kind)
+    state = _one_update_saved(train, tmp_path, key)
+    ckpt = restore_checkpoint(tmp_path, CONFIG, rng=key)
 
-        def same_key(restored, saved):
-            assert restored.dtype == saved.dtype and restored.shape == saved.shape, (restored.dtype, saved.dtype)
-            if jax.dtypes.issubdtype(saved.dtype, jax.dtypes.prng_key):
-                assert str(jax.random.key_impl(restored)) == str(jax.random.key_impl(saved)) == kind
-            np.testing.assert_array_equal(key_data(restored), key_data(saved))
+    def same_key(restored, saved):
+        assert restored.dtype == saved.dtype and restored.shape == saved.shape, (restored.dtype, saved.dtype)
+        if jax.dtypes.issubdtype(saved.dtype, jax.dtypes.prng_key):
+            assert str(jax.random.key_impl(restored)) == str(jax.random.key_impl(saved)) == kind
+        np.testing.assert_array_equal(key_data(restored), key_data(saved))
 
-        same_key(ckpt.rng, key)
-        same_key(ckpt.state.rng, state.rng)
-        assert not np.array_equal(key_data(state.rng), key_data(key))  # the run's key moved on
-        keys = [(p, x) for p, x in jax.tree_util.tree_leaves_with_path(state)
-                if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)]
-        restored = dict(jax.tree_util.tree_leaves_with_path(ckpt.state))
-        for path, saved in keys:
-            same_key(restored[path], saved)
-        assert_trees_equal(ckpt.state, state)
-        # The restored key draws and splits as the saved one does (rbg and
-        # unsafe_rbg keys of the same words split differently).
-        draws = jax.jit(lambda k: (jax.random.bits(k, (8,), jnp.uint32), key_data(jax.random.split(k, 3)),
-                                   key_data(jax.random.fold_in(k, 7))))
-        for a, b in zip(draws(ckpt.state.rng), draws(state.rng)):
-            np.testing.assert_array_equal(a, b)
-    finally:
-        jax.config.update("jax_default_prng_impl", before)
+    same_key(ckpt.rng, key)
+    same_key(ckpt.state.rng, state.rng)
+    assert not np.array_equal(key_data(state.rng), key_data(key))  # the run's key moved on
+    keys = [(p, x) for p, x in jax.tree_util.tree_leaves_with_path(state)
+            if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)]
+    restored = dict(jax.tree_util.tree_leaves_with_path(ckpt.state))
+    for path, saved in keys:
+        same_key(restored[path], saved)
+    assert_trees_equal(ckpt.state, state)
+    # The restored key draws and splits as the saved one does (rbg and
+    # unsafe_rbg keys of the same words split differently).
+    draws = jax.jit(lambda k: (jax.random.bits(k, (8,), jnp.uint32), key_data(jax.random.split(k, 3)),
+                               key_data(jax.random.fold_in(k, 7))))
+    for a, b in zip(draws(ckpt.state.rng), draws(state.rng)):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("saved_under, restored_under", [("rbg", "threefry2x32"), ("rbg", "unsafe_rbg")])
-def test_a_raw_key_run_is_restored_only_under_its_default_prng(train, tmp_path, saved_under, restored_under):
+def test_a_raw_key_run_is_restored_only_under_its_default_prng(train, tmp_path, saved_under, restored_under,
+                                                               default_prng_impl):
     """Raw key words mean JAX's default PRNG of the time, so the checkpoint
     records that default. Restored under another default, the same words are
     another PRNG's (rbg and unsafe_rbg both take 4 words: the run would go on
     silently with other draws) or no key at all (threefry takes 2): a
     `ValueError` names both defaults, before anything is read."""
-    before = jax.config.jax_default_prng_impl
-    try:
-        jax.config.update("jax_default_prng_impl", saved_under)
-        key = jax.random.PRNGKey(4)
-        state, metrics = jax.jit(lambda s: train.run_updates(s, 1))(jax.jit(train.init)(key))
-        save_checkpoint(tmp_path, CONFIG, state, metrics, CONFIG.hyperparams(), key)
-        jax.config.update("jax_default_prng_impl", restored_under)
-        for kwargs in ({}, {"rng": key}):
-            with pytest.raises(ValueError, match=f"jax_default_prng_impl='{saved_under}'.*now '{restored_under}'"):
-                restore_checkpoint(tmp_path, CONFIG, **kwargs)
-        jax.config.update("jax_default_prng_impl", saved_under)
-        assert_trees_equal(restore_checkpoint(tmp_path, CONFIG, rng=key).state, state)
-    finally:
-        jax.config.update("jax_default_prng_impl", before)
+    default_prng_impl(saved_under)
+    key = jax.random.PRNGKey(4)
+    state = _one_update_saved(train, tmp_path, key)
+    default_prng_impl(restored_under)
+    for kwargs in ({}, {"rng": key}):
+        with pytest.raises(ValueError, match=f"jax_default_prng_impl='{saved_under}'.*now '{restored_under}'"):
+            restore_checkpoint(tmp_path, CONFIG, **kwargs)
+    default_prng_impl(saved_under)
+    assert_trees_equal(restore_checkpoint(tmp_path, CONFIG, rng=key).state, state)
 
 
 def test_a_checkpoint_written_before_the_default_prng_was_recorded_is_read(train, tmp_path):
@@ -355,8 +352,7 @@ def test_a_checkpoint_written_before_the_default_prng_was_recorded_is_read(train
     import json
 
     key = jax.random.PRNGKey(3)
-    state, metrics = jax.jit(lambda s: train.run_updates(s, 1))(jax.jit(train.init)(key))
-    save_checkpoint(tmp_path, CONFIG, state, metrics, CONFIG.hyperparams(), key)
+    state = _one_update_saved(train, tmp_path, key)
     record_file = tmp_path / "1" / "run" / "metadata"
     record = json.loads(record_file.read_text())
     assert record["rng"].pop("default_impl") == jax.config.jax_default_prng_impl

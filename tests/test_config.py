@@ -315,7 +315,7 @@ def test_unknown_torso():
     assert PPOConfig(torso="cnn").torso == "cnn"
 
 
-def test_minibatch_divisor_hint_lists_every_divisor_up_to_64():
+def test_minibatch_divisor_hint_lists_the_counts_up_to_64_that_work():
     with pytest.raises(ValueError, match=re.escape("divisors of 512 that work: [1, 2, 4, 8, 16, 32, 64]")):
         PPOConfig(num_minibatches=3)
     # A batch of 64 or fewer: every divisor, itself included (with norm_adv off,

@@ -2,7 +2,6 @@
 and the final-return summary of a run's metrics."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -144,6 +144,9 @@ def test_presets_hold_the_values_their_sources_state(name):
     config = PRESETS[name].config()
     for field, value in _STATED[name].items():
         assert getattr(config, field) == value, (name, field)
+
+
+def test_the_cnn_baseline_is_breakouts_preset_with_the_cnn():
     assert BASELINES["Breakout-MinAtar+cnn"].config() == PRESETS["Breakout-MinAtar"].config(torso="cnn")
 
 

@@ -120,21 +120,6 @@ def test_64_bit_draws_equal_jax_threefry():
         _eq(jax.random.uniform(ours, (4,), jnp.float64), jax.random.uniform(ref, (4,), jnp.float64))
 
 
-@pytest.fixture
-def default_prng_impl():
-    """Sets JAX's default PRNG implementation for one test (``set(name)``),
-    restoring the previous one afterwards, whatever happens."""
-    before = jax.config.jax_default_prng_impl
-
-    def set_impl(name):
-        jax.config.update("jax_default_prng_impl", name)
-
-    try:
-        yield set_impl
-    finally:
-        jax.config.update("jax_default_prng_impl", before)
-
-
 @pytest.mark.parametrize("default", ["threefry2x32", "rbg", "unsafe_rbg"])
 def test_is_threefry_under_each_default_prng(default_prng_impl, default):
     """Typed keys are judged by their own implementation, whatever the
