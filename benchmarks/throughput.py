@@ -621,20 +621,27 @@ def _source_revision(untracked: bool = False) -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
-def machine_name() -> str:
+def machine_name(cpuinfo: str | None = None) -> str:
     """The host: its CPU model (Linux's ``/proc/cpuinfo``, else ``platform``),
-    whether it has AVX-512, and its core count.
+    whether it has AVX-512, its family and model numbers (with the core's
+    name for an AMD CPU with AVX-512), and its core count.
 
     This project's machines change CPU between sessions (an AMD EPYC without
-    AVX-512 in sessions 3-16, one with it in session 17), and CPU timings
-    compare only on one model, so each results file names it.
+    AVX-512 in sessions 3-16, a Zen 5 EPYC in sessions 17-23, a Zen 4 one in
+    session 24, each named only "AMD EPYC"), and CPU timings compare only on
+    one model, so each results file names it. ``cpuinfo``: another file to
+    read than Linux's ``/proc/cpuinfo``.
     """
-    from purejaxppo.cpu_vectors import cpu_info
+    from purejaxppo.cpu_vectors import amd_avx512_core, cpu_info
 
-    info = cpu_info()
+    info = cpu_info() if cpuinfo is None else cpu_info(cpuinfo)
     model = info.model or platform.processor() or platform.machine()
     isa = ", AVX-512" if "avx512f" in info.flags else (", AVX2" if "avx2" in info.flags else "")
-    return f"{model} ({platform.machine()}{isa}), {os.cpu_count()} cores"
+    family = ""
+    if info.family is not None:
+        core = amd_avx512_core(info)
+        family = f", {core + ': ' if core else ''}family {info.family} model {info.model_number}"
+    return f"{model} ({platform.machine()}{isa}{family}), {os.cpu_count()} cores"
 
 
 def run_meta(script: str, probed: dict | None = None) -> dict:

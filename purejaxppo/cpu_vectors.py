@@ -3,19 +3,23 @@
 XLA CPU compiles each kernel with LLVM and asks it for vectors of
 ``--xla_cpu_prefer_vector_width`` bits, 256 unless ``XLA_FLAGS`` says
 otherwise. That default suits CPUs whose 512-bit units lower the clock
-(the first AVX-512 Xeons). AMD's Zen 4 and Zen 5 run AVX-512 at full clock,
-and on a Zen 5 512-bit vectors made the same kernels faster.
+(the first AVX-512 Xeons). AMD's Zen 4 and Zen 5 run AVX-512 without
+lowering the clock, and on both 512-bit vectors made the same kernels faster.
 
-Measured on the project's 2-core AMD EPYC with AVX-512 (a Zen 5; Zen 4 is
-untested; benchmarks/NOTES.md, session 17), with 512 against XLA's default
-256:
-- CartPole defaults trained 6-12% faster (alternating fresh processes);
-- 2048 x 128, the vmapped CartPole cases and Pendulum trained 3-42% faster,
-  the MinAtar CNN within the noise (two alternating runs of
-  ``python benchmarks/throughput.py --no-sweep``);
-- compile time was unchanged;
-- PureJaxRL's PPO gained about the same, so this is the machine's gain, not
-  this library's.
+Measured on the project's 2-core AMD EPYCs with AVX-512, with 512 against
+XLA's default 256 (benchmarks/NOTES.md):
+- a Zen 5 (session 17): CartPole defaults trained 6-12% faster
+  (alternating fresh processes); 2048 x 128, the vmapped CartPole cases and
+  Pendulum 3-42% faster, the MinAtar CNN within the noise (two alternating
+  runs of ``python benchmarks/throughput.py --no-sweep``); PureJaxRL's PPO
+  gained about the same, so this is the machine's gain, not this library's;
+- a Zen 4 (session 24), which runs 512-bit work as two 256-bit halves: 512
+  was faster in every case of two alternating pairs of ``python
+  benchmarks/throughput.py --no-sweep --compile-repeats 1 --repeats 5
+  --cpu-vector-width 256`` / ``512``, by less: CartPole defaults 0.4-2.3%,
+  2048 x 128 0.8-0.9%, 8 seeds 0.7-2.4%, Pendulum 2.9-3.2%, the MinAtar CNN
+  7-9%;
+- compile time was unchanged on both.
 
 The numbers match up to float rounding: different vector widths sum in a
 different order, so long runs drift apart within the spread between seeds.
@@ -48,16 +52,27 @@ CPUINFO = "/proc/cpuinfo"
 
 
 class CpuInfo(NamedTuple):
-    """What Linux's ``/proc/cpuinfo`` says of the first CPU."""
+    """What Linux's ``/proc/cpuinfo`` says of the first CPU: vendor id, model
+    name, feature flags, and the family and model numbers (None where absent)."""
 
     vendor: str
     model: str
     flags: frozenset[str]
+    family: int | None = None
+    model_number: int | None = None
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return None
 
 
 def cpu_info(path: str = CPUINFO) -> CpuInfo:
-    """The first CPU's vendor id, model name and feature flags from Linux's
-    ``/proc/cpuinfo``; empty fields where there is no such file."""
+    """The first CPU's vendor id, model name, feature flags, family and model
+    number from Linux's ``/proc/cpuinfo``; empty fields (None for the
+    numbers) where there is no such file."""
     fields: dict[str, str] = {}
     try:
         with open(path) as f:
@@ -69,13 +84,24 @@ def cpu_info(path: str = CPUINFO) -> CpuInfo:
     except OSError:
         pass
     return CpuInfo(fields.get("vendor_id", ""), fields.get("model name", ""),
-                   frozenset(fields.get("flags", "").split()))
+                   frozenset(fields.get("flags", "").split()),
+                   _int_or_none(fields.get("cpu family")), _int_or_none(fields.get("model")))
+
+
+def amd_avx512_core(info: CpuInfo) -> str | None:
+    """"Zen 4" or "Zen 5" for an AMD CPU with AVX-512 (family 25, the first
+    of AMD's families to have it, or 26), else None. The model name alone
+    ("AMD EPYC" on this project's virtual machines) does not tell them
+    apart, and they run 512-bit work differently (Zen 4 in two halves)."""
+    if info.vendor != "AuthenticAMD" or "avx512f" not in info.flags:
+        return None
+    return {25: "Zen 4", 26: "Zen 5"}.get(info.family)
 
 
 def cpu_vector_width_for(path: str = CPUINFO) -> int | None:
     """512 on an AMD CPU with AVX-512 (Zen 4 and later, which run it at full
-    clock), else None (XLA's default, 256 bits). Measured on a Zen 5 only;
-    Zen 4 runs 512-bit work as two 256-bit halves and is untested. Intel CPUs
+    clock), else None (XLA's default, 256 bits). Measured faster on a Zen 5
+    and on a Zen 4 (module docstring). Intel CPUs
     with AVX-512 keep the default: some of them slow their clock for 512-bit
     work, and none was measured here."""
     info = cpu_info(path)

@@ -15,12 +15,15 @@ from purejaxppo.cli import apply_cpu_vector_width
 FLAG = "--xla_cpu_prefer_vector_width"
 
 
-def _cpuinfo(tmp_path, vendor, flags):
+def _cpuinfo(tmp_path, vendor, flags, family=None, model=None):
     """A cpuinfo file whose first CPU is as given and whose second is not:
     only the first is read."""
     path = tmp_path / "cpuinfo"
-    first = f"processor\t: 0\nvendor_id\t: {vendor}\nmodel name\t: X\nflags\t\t: {' '.join(flags)}\n\n"
-    second = "processor\t: 1\nvendor_id\t: Other\nmodel name\t: Y\nflags\t\t: fpu avx512f\n\n"
+    numbers = "".join(
+        f"{name}\t: {value}\n" for name, value in (("cpu family", family), ("model", model)) if value is not None
+    )
+    first = f"processor\t: 0\nvendor_id\t: {vendor}\n{numbers}model name\t: X\nflags\t\t: {' '.join(flags)}\n\n"
+    second = "processor\t: 1\nvendor_id\t: Other\ncpu family\t: 6\nmodel\t: 85\nmodel name\t: Y\nflags\t\t: fpu avx512f\n\n"
     path.write_text(first + second)
     return str(path)
 
@@ -33,12 +36,46 @@ def _cpuinfo(tmp_path, vendor, flags):
 ])
 def test_rule_picks_512_only_for_amd_with_avx512(tmp_path, vendor, flags, expected):
     path = _cpuinfo(tmp_path, vendor, flags)
-    assert cpu_vectors.cpu_info(path) == (vendor, "X", frozenset(flags))
+    assert cpu_vectors.cpu_info(path) == (vendor, "X", frozenset(flags), None, None)
     assert cpu_vectors.cpu_vector_width_for(path) == expected
 
 
+@pytest.mark.parametrize("vendor, flags, family, expected", [
+    ("AuthenticAMD", ["avx2", "avx512f"], 25, "Zen 4"),
+    ("AuthenticAMD", ["avx2", "avx512f"], 26, "Zen 5"),
+    ("AuthenticAMD", ["avx2"], 25, None),              # Zen 3 is family 25 too, without AVX-512
+    ("AuthenticAMD", ["avx2", "avx512f"], 27, None),   # a later family: not named
+    ("AuthenticAMD", ["avx2", "avx512f"], None, None),
+    ("GenuineIntel", ["avx2", "avx512f"], 6, None),
+])
+def test_cpu_family_read_and_amd_avx512_core_named(tmp_path, vendor, flags, family, expected):
+    info = cpu_vectors.cpu_info(_cpuinfo(tmp_path, vendor, flags, family, 17 if family else None))
+    assert (info.family, info.model_number) == ((family, 17) if family else (None, None))
+    assert cpu_vectors.amd_avx512_core(info) == expected
+    # The width rule goes by vendor and flags alone: 512 on Zen 4 and Zen 5 alike.
+    assert cpu_vectors.cpu_vector_width_for(_cpuinfo(tmp_path, vendor, flags, family)) == (
+        512 if vendor == "AuthenticAMD" and "avx512f" in flags else None
+    )
+
+
+def test_machine_name_gives_the_family_and_core(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    try:
+        import throughput
+    finally:
+        sys.path.pop(0)
+    name = throughput.machine_name(_cpuinfo(tmp_path, "AuthenticAMD", ["avx2", "avx512f"], 25, 17))
+    assert name.startswith("X (") and name.endswith(", AVX-512, Zen 4: family 25 model 17), " + f"{os.cpu_count()} cores")
+    name = throughput.machine_name(_cpuinfo(tmp_path, "GenuineIntel", ["avx2"], 6, 85))
+    assert name.endswith(f", AVX2, family 6 model 85), {os.cpu_count()} cores")
+    assert throughput.machine_name(_cpuinfo(tmp_path, "GenuineIntel", ["avx2"])).endswith(f", AVX2), {os.cpu_count()} cores")
+
+
 def test_rule_without_cpuinfo_keeps_xla_default(tmp_path):
-    assert cpu_vectors.cpu_info(str(tmp_path / "absent")) == ("", "", frozenset())
+    assert cpu_vectors.cpu_info(str(tmp_path / "absent")) == ("", "", frozenset(), None, None)
     assert cpu_vectors.cpu_vector_width_for(str(tmp_path / "absent")) is None
 
 
