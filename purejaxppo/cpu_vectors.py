@@ -19,7 +19,8 @@ XLA's default 256 (benchmarks/NOTES.md):
   --cpu-vector-width 256`` / ``512``, by less: CartPole defaults 0.4-2.3%,
   2048 x 128 0.8-0.9%, 8 seeds 0.7-2.4%, Pendulum 2.9-3.2%, the MinAtar CNN
   7-9%;
-- compile time was unchanged on both.
+- compile time was about the same on both (on the Zen 4 the CNN's 3-9%
+  shorter at 512).
 
 The numbers match up to float rounding: different vector widths sum in a
 different order, so long runs drift apart within the spread between seeds.
