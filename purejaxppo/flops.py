@@ -9,10 +9,14 @@ the heads). Per env step, a run does:
 * critic: one critic forward on s_t, and one on each final observation the
   pass does not already have (`purejaxppo.rollout.critic_rows`): 1 + (1 +
   windows) / T in all with the envs' truncation period, 2 without;
-* update: ``update_epochs`` x (actor + critic) x (forward + backward), with a
-  backward pass counted as twice the forward FLOPs (gradients with respect to
-  weights and inputs) and no transcendentals (the derivative of tanh reuses
-  its output).
+* update: ``update_epochs`` x (actor + critic) x (forward + backward). A
+  backward pass computes each layer's gradient with respect to its weights
+  (the forward's FLOPs again) and with respect to its inputs (once more),
+  except the first layer's: the observations are not differentiated, so
+  forward + backward is three forwards less the first layer's FLOPs. It
+  adds no transcendentals (the derivative of tanh reuses its output). With
+  ``reference_kl`` each epoch also runs the reference policy's actor
+  forward on every sample.
 
 `benchmarks/throughput.py` divides these counts by the device's measured
 matmul and transcendental rates to get the compute floor; the tests check the
@@ -46,25 +50,40 @@ class NetworkCost:
         return NetworkCost(int(round(self.flops * k)), int(round(self.transcendentals * k)))
 
 
-def _torso_cost(config: PPOConfig, spec: EnvSpec) -> tuple[NetworkCost, int]:
-    """Cost of one torso forward and its output width."""
+def _torso_layers(config: PPOConfig, spec: EnvSpec) -> tuple[list[NetworkCost], int]:
+    """The cost of each torso layer's forward, in order, and the torso's output width."""
     per_unit = 1 if config.activation in _TRANSCENDENTAL_ACTIVATIONS else 0
-    flops = transc = 0
+    layers = []
     if resolve_torso(config.torso, spec.obs_shape) == "cnn":
         h, w, c = spec.obs_shape
         for ch in config.cnn_channels:
             h, w = h - 2, w - 2
-            flops += 2 * h * w * 9 * c * ch
-            transc += per_unit * h * w * ch
+            layers.append(NetworkCost(2 * h * w * 9 * c * ch, per_unit * h * w * ch))
             c = ch
         width = h * w * c
     else:
         width = math.prod(spec.obs_shape)
     for hidden in config.hidden_sizes:
-        flops += 2 * width * hidden
-        transc += per_unit * hidden
+        layers.append(NetworkCost(2 * width * hidden, per_unit * hidden))
         width = hidden
-    return NetworkCost(flops, transc), width
+    return layers, width
+
+
+def _torso_cost(config: PPOConfig, spec: EnvSpec) -> tuple[NetworkCost, int]:
+    """Cost of one torso forward and its output width."""
+    layers, width = _torso_layers(config, spec)
+    return sum(layers, NetworkCost(0, 0)), width
+
+
+def forward_backward_flops(config: PPOConfig, spec: EnvSpec) -> tuple[int, int]:
+    """FLOPs of one forward and backward pass for one sample, with gradients
+    with respect to the parameters only: ``(actor, critic)``. Three forwards
+    less the first layer's input gradient, which is not computed."""
+    # The torso always has a layer (`PPOConfig` refuses empty hidden_sizes
+    # and cnn_channels), and actor and critic have torsos of the same shape.
+    first = _torso_layers(config, spec)[0][0].flops
+    actor, critic = actor_forward_cost(config, spec), critic_forward_cost(config, spec)
+    return 3 * actor.flops - first, 3 * critic.flops - first
 
 
 def actor_forward_cost(config: PPOConfig, spec: EnvSpec) -> NetworkCost:
@@ -94,7 +113,10 @@ def cost_per_env_step(
     both = actor + critic
     rollout = actor
     critic_pass = critic.scale(critic_rows(config.num_steps, truncation_period) / config.num_steps)
-    update = NetworkCost(3 * both.flops, both.transcendentals).scale(config.update_epochs)
+    update = NetworkCost(sum(forward_backward_flops(config, spec)), both.transcendentals)
+    if config.reference_kl:
+        update = update + actor
+    update = update.scale(config.update_epochs)
     total = rollout + critic_pass + update
     return {
         "flops": total.flops,
