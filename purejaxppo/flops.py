@@ -20,7 +20,8 @@ the heads). Per env step, a run does:
 
 `benchmarks/throughput.py` divides these counts by the device's measured
 matmul and transcendental rates to get the compute floor; the tests check the
-forward counts against XLA's own cost analysis.
+forward counts, and the forward and backward ones, against XLA's own cost
+analysis.
 """
 
 from __future__ import annotations
