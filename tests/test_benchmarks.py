@@ -82,6 +82,24 @@ def _load_benchmark(name):
     return module
 
 
+def test_machine_name_gives_the_family_and_core(tmp_path):
+    """Results files tell CPUs that share a model name apart (a Zen 4 and a
+    Zen 5 EPYC both say "AMD EPYC")."""
+    throughput = _load_benchmark("throughput")
+
+    def cpuinfo(vendor, flags, numbers=""):
+        path = tmp_path / "cpuinfo"
+        path.write_text(f"processor\t: 0\nvendor_id\t: {vendor}\n{numbers}model name\t: X\nflags\t\t: {flags}\n\n")
+        return str(path)
+
+    cores = f"{os.cpu_count()} cores"
+    name = throughput.machine_name(cpuinfo("AuthenticAMD", "avx2 avx512f", "cpu family\t: 25\nmodel\t\t: 17\n"))
+    assert name.startswith("X (") and name.endswith(f", AVX-512, Zen 4: family 25 model 17), {cores}")
+    name = throughput.machine_name(cpuinfo("GenuineIntel", "avx2", "cpu family\t: 6\nmodel\t\t: 85\n"))
+    assert name.endswith(f", AVX2, family 6 model 85), {cores}")
+    assert throughput.machine_name(cpuinfo("GenuineIntel", "avx2")).endswith(f", AVX2), {cores}")
+
+
 def test_returns_iqm_and_bootstrap():
     import numpy as np
 

@@ -58,22 +58,6 @@ def test_cpu_family_read_and_amd_avx512_core_named(tmp_path, vendor, flags, fami
     )
 
 
-def test_machine_name_gives_the_family_and_core(tmp_path):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-    try:
-        import throughput
-    finally:
-        sys.path.pop(0)
-    name = throughput.machine_name(_cpuinfo(tmp_path, "AuthenticAMD", ["avx2", "avx512f"], 25, 17))
-    assert name.startswith("X (") and name.endswith(", AVX-512, Zen 4: family 25 model 17), " + f"{os.cpu_count()} cores")
-    name = throughput.machine_name(_cpuinfo(tmp_path, "GenuineIntel", ["avx2"], 6, 85))
-    assert name.endswith(f", AVX2, family 6 model 85), {os.cpu_count()} cores")
-    assert throughput.machine_name(_cpuinfo(tmp_path, "GenuineIntel", ["avx2"])).endswith(f", AVX2), {os.cpu_count()} cores")
-
-
 def test_rule_without_cpuinfo_keeps_xla_default(tmp_path):
     assert cpu_vectors.cpu_info(str(tmp_path / "absent")) == ("", "", frozenset(), None, None)
     assert cpu_vectors.cpu_vector_width_for(str(tmp_path / "absent")) is None
