@@ -51,7 +51,7 @@ import orbax.checkpoint as ocp
 
 from purejaxppo.config import HYPERPARAM_FIELDS, HyperParams, PPOConfig
 from purejaxppo.normalization import RunningMeanStd
-from purejaxppo.train import TrainResult, TrainState, make_train
+from purejaxppo.train import ENV_AXIS, TrainResult, TrainState, make_train
 
 FORMAT = 1  # bumped when what a checkpoint holds changes
 
@@ -588,6 +588,13 @@ def train_with_checkpoints(
     sharding = getattr(rng, "sharding", None)
     if not isinstance(sharding, (jax.sharding.NamedSharding, jax.sharding.SingleDeviceSharding)):
         sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    env_devices = getattr(train, "env_devices", None)
+    if env_devices:
+        # Envs split over devices (`make_train`'s env_devices): states are kept
+        # whole on each of them between chunks; each program splits the envs.
+        mesh = jax.sharding.Mesh(np.array(env_devices), (ENV_AXIS,))
+        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        rng = jax.device_put(rng, sharding)
 
     compile_s = run_s = save_s = 0.0
 

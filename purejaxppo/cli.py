@@ -92,8 +92,15 @@ class Args:
     or 128, 256 or 512 (purejaxppo.cpu_vectors)."""
     cpu_devices: str = "auto"
     """CPU devices the seeds are split over: auto (the most, up to one per core,
-    that divide num_seeds; a JAX_NUM_CPU_DEVICES already set wins) or a count
+    that divide num_seeds; for one seed, the devices --env-devices auto splits
+    its envs over; a JAX_NUM_CPU_DEVICES already set wins) or a count
     (purejaxppo.devices). Seeds always go over the backend's devices (GPUs too)."""
+    env_devices: str = "auto"
+    """Devices one seed's envs are split over, data parallel (make_train's
+    env_devices): auto (on a CPU with one seed, the most devices, up to one per
+    core, that leave each at least 256 samples of every minibatch: 2048 envs
+    x 128 steps trained 28-35% faster on two cores; else 1), or a count of
+    the backend's devices (GPUs too)."""
 
 
 def _flag(argv: list[str], field: str, default=None):
@@ -136,12 +143,51 @@ def _int_flag(argv: list[str], field: str, default) -> int:
         return 1
 
 
+def _flag_defaults(argv: list[str]) -> dict:
+    """Each `PPOConfig` field's default as the full parse will see it: the
+    env's preset (unless ``--no-preset``), else the library default."""
+    from purejaxppo.presets import PRESETS
+
+    env, use_preset = _env_and_preset(argv)
+    values = dict(_FIELD_DEFAULTS)
+    if use_preset and env in PRESETS:
+        values.update(PRESETS[env].overrides)
+    return values
+
+
+def resolve_env_devices(choice: str, num_seeds: int, config: PPOConfig) -> int:
+    """The device count ``--env-devices`` asks for, once JAX has started:
+    ``auto`` is `purejaxppo.devices.auto_env_devices`; a count is taken as
+    it is (`make_train` checks it)."""
+    from purejaxppo.cpu_threads import parse_count
+    from purejaxppo.devices import auto_env_devices
+
+    if choice != "auto":
+        return parse_count("env_devices", choice, "'auto' or an int >= 1")
+    return auto_env_devices(config.num_envs, config.minibatch_size, num_seeds)
+
+
 def cpu_devices_from_argv(argv: list[str]) -> int | None:
     """The CPU device count (`purejaxppo.devices`) that ``argv`` asks for;
     None leaves the environment's choice. Read before JAX starts, like the pool."""
-    from purejaxppo.devices import resolve_cpu_devices
+    from purejaxppo.devices import resolve_cpu_devices, user_set_cpu_devices
 
-    return resolve_cpu_devices(_flag(argv, "cpu_devices", "auto"), _int_flag(argv, "num_seeds", 1))
+    num_seeds = _int_flag(argv, "num_seeds", 1)
+    env_choice = _flag(argv, "env_devices", "auto")
+    if num_seeds == 1 and env_choice != "auto" and _flag(argv, "cpu_devices", "auto") == "auto":
+        # --env-devices N: N CPU devices for one seed's envs (a bad value is
+        # the full parse's to report).
+        count = _int_flag(argv, "env_devices", 1)
+        return None if user_set_cpu_devices() else count
+    num_envs = minibatch_size = None
+    if num_seeds == 1:
+        values = _flag_defaults(argv)
+        num_envs = _int_flag(argv, "num_envs", values["num_envs"])
+        batch = num_envs * _int_flag(argv, "num_steps", values["num_steps"])
+        minibatches = _int_flag(argv, "num_minibatches", values["num_minibatches"])
+        if batch % minibatches == 0:
+            minibatch_size = batch // minibatches
+    return resolve_cpu_devices(_flag(argv, "cpu_devices", "auto"), num_seeds, num_envs, minibatch_size)
 
 
 def apply_cpu_devices(argv: list[str]) -> int:
@@ -170,15 +216,12 @@ def cpu_threads_from_argv(argv: list[str], devices: int = 1) -> int | None:
     (`purejaxppo.cpu_threads.accelerator_expected`), ``auto`` sets nothing.
     """
     from purejaxppo.cpu_threads import accelerator_expected, resolve_cpu_threads, uses_cnn
-    from purejaxppo.presets import PRESETS
 
     if _flag(argv, "cpu_threads", "auto") == "auto" and accelerator_expected():
         return None
 
-    env, use_preset = _env_and_preset(argv)
-    values = dict(_FIELD_DEFAULTS)
-    if use_preset and env in PRESETS:
-        values.update(PRESETS[env].overrides)
+    env, _ = _env_and_preset(argv)
+    values = _flag_defaults(argv)
 
     return resolve_cpu_threads(
         _flag(argv, "cpu_threads", "auto"),
@@ -281,13 +324,18 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
     params, obs_norm = (start.params, start.obs_norm) if start else (None, None)
     if args.compile_cache:
         enable_compilation_cache()
-    # The seeds split over the backend's devices (one when there is one).
-    keys = shard_seeds(jax.random.split(jax.random.PRNGKey(args.seed), args.num_seeds))
-    num_devices = len(keys.sharding.device_set)
+    env_devices = resolve_env_devices(args.env_devices, args.num_seeds, config)
+    make = lambda: make_train(config, env_devices=env_devices if env_devices > 1 else None)
+    keys = jax.random.split(jax.random.PRNGKey(args.seed), args.num_seeds)
+    num_devices = 1
+    if env_devices == 1:
+        # The seeds split over the backend's devices (one when there is one).
+        keys = shard_seeds(keys)
+        num_devices = len(keys.sharding.device_set)
     steps = config.num_updates * config.batch_size
     steps_run, resumed_note = steps, ""
     if args.checkpoint_dir is None:
-        train = jax.vmap(make_train(config), in_axes=(0, None, None, None))
+        train = jax.vmap(make(), in_axes=(0, None, None, None))
         with CacheCounter() as cache:
             compiled, compile_s = compile_timed(train, keys, None, params, obs_norm)
         result, run_s, _ = run_timed(compiled, keys, None, params, obs_norm)
@@ -295,7 +343,7 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
         from purejaxppo.checkpoint import train_with_checkpoints
 
         with CacheCounter() as cache:
-            run_ = train_with_checkpoints(make_train(config), keys, args.checkpoint_dir,
+            run_ = train_with_checkpoints(make(), keys, args.checkpoint_dir,
                                           every=args.checkpoint_every, params=params,
                                           obs_norm=obs_norm)
         result, compile_s, run_s = run_.result, run_.compile_s, run_.run_s
@@ -308,7 +356,9 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
     evals = None
     if args.eval_episodes:
         evaluate = jax.jit(jax.vmap(make_evaluate(config, args.eval_episodes)))
-        eval_keys = shard_seeds(jax.random.split(jax.random.PRNGKey(args.seed + 1), args.num_seeds))
+        eval_keys = jax.random.split(jax.random.PRNGKey(args.seed + 1), args.num_seeds)
+        if env_devices == 1:  # as the seeds were placed (a split run's params are on its devices)
+            eval_keys = shard_seeds(eval_keys)
         evals = np.asarray(
             evaluate(result.train_state.params, eval_keys, result.train_state.obs_norm)
         ).mean(axis=1)
@@ -324,6 +374,7 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
           f"| backend {jax.default_backend()}"
           + start_note
           + (f" | seeds over {num_devices} devices" if num_devices > 1 else "")
+          + (f" | envs over {env_devices} devices" if env_devices > 1 else "")
           + (f" | cpu threads {cpu_threads_note}" if cpu_threads_note and jax.default_backend() == "cpu" else "")
           + (f" | cpu vectors {cpu_vectors_note}" if cpu_vectors_note and jax.default_backend() == "cpu" else ""))
     cache_note = {"hit": " (from the compilation cache)", "miss": " (cold)", "off": ""}[cache.status] if compile_s else ""
@@ -360,6 +411,7 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
         "cpu_threads": cpu_threads_note,
         "cpu_vector_width": cpu_vectors_note if jax.default_backend() == "cpu" else None,
         "devices": num_devices,
+        "env_devices": env_devices,
     }
     if args.json_out is not None:
         medians = {k: _median_over_seeds(v) for k, v in result.metrics.items()}

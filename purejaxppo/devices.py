@@ -1,4 +1,5 @@
-"""Seeds over devices: one vmapped training run, split across devices by its keys.
+"""Seeds over devices: one vmapped training run, split across devices by its keys
+(and when to split one seed's envs over devices instead).
 
 ``jax.jit(jax.vmap(train))(keys)`` trains one seed per key. Put the keys on
 a device mesh first, ``keys = shard_seeds(keys)``, and ``jax.jit`` partitions
@@ -27,10 +28,18 @@ benchmarks/NOTES.md, session 11) ran CartPole defaults over 8 seeds at
 248k env steps/s on two devices, where the run before, on one device, gave
 140k; over 64 seeds, 244k against 109k.
 
+One seed can use the devices too: ``make_train(config, env_devices=D)``
+splits its envs over D devices, data parallel, with one all-reduce per
+gradient step (`purejaxppo.train.split_envs_over_devices`). `env_devices_for`
+is the rule for when that pays on a CPU (each device keeps at least
+`MIN_ENV_SHARE` samples of every minibatch), and `auto_env_devices` applies
+it once JAX has started.
+
 `cpu_devices_for` is the rule the CLI's ``--cpu-devices auto`` and the
-benchmarks apply; `set_cpu_devices` applies a count before JAX starts. As
-with the thread pool, ``import purejaxppo`` changes nothing here: it is a
-process-wide choice.
+benchmarks apply (for one seed, the devices its envs will be split over);
+`set_cpu_devices` applies a count before JAX starts. As with the thread
+pool, ``import purejaxppo`` changes nothing here: it is a process-wide
+choice.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ import numpy as np
 
 ENV_VAR = "JAX_NUM_CPU_DEVICES"
 SEED_AXIS = "seeds"
+MIN_ENV_SHARE = 256  # samples of a minibatch per device, for `env_devices_for`
 _XLA_DEVICE_FLAG = "--xla_force_host_platform_device_count"
 
 
@@ -57,13 +67,55 @@ def largest_divisor_at_most(n: int, limit: int) -> int:
     return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
 
 
-def cpu_devices_for(num_seeds: int, cores: int | None = None) -> int:
+def env_devices_for(num_envs: int, minibatch_size: int, cores: int | None = None) -> int:
+    """The devices to split one seed's envs over (`purejaxppo.train.make_train`'s
+    ``env_devices``): the most, up to one per core, that divide ``num_envs``
+    and ``minibatch_size`` and leave each device at least `MIN_ENV_SHARE`
+    samples of every minibatch; 1 (no split) when none does.
+
+    Below that share, the gradient's all-reduce between CPU devices (one per
+    gradient step) costs more than the split gains: on the project's 2-core
+    CPU, CartPole with 16 envs (shares of 256) trained 14% faster over two
+    devices, with 8 envs (128) 15% slower, Pendulum's 16 envs (minibatches
+    of 128, shares of 64) 38% slower; 2048 envs x 128 steps 28-35% faster
+    (benchmarks/NOTES.md, session 25). Plain values, decided before JAX starts."""
+    for name, value in (("num_envs", num_envs), ("minibatch_size", minibatch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    limit = available_cores() if cores is None else max(cores, 1)
+    fits = [d for d in range(1, limit + 1)
+            if num_envs % d == 0 and minibatch_size % d == 0 and minibatch_size // d >= MIN_ENV_SHARE]
+    return max(fits, default=1)
+
+
+def auto_env_devices(num_envs: int, minibatch_size: int, num_seeds: int = 1) -> int:
+    """``--env-devices auto``, once JAX has started: on the CPU backend with
+    one seed, `env_devices_for` over the CPU devices JAX has (which
+    `cpu_devices_for` asked for before it started); else 1 (several seeds go
+    over the devices instead; GPUs and TPUs are not measured yet)."""
+    import jax
+
+    if num_seeds != 1 or jax.default_backend() != "cpu":
+        return 1
+    return env_devices_for(num_envs, minibatch_size, cores=len(jax.devices()))
+
+
+def cpu_devices_for(
+    num_seeds: int,
+    cores: int | None = None,
+    num_envs: int | None = None,
+    minibatch_size: int | None = None,
+) -> int:
     """The CPU device count for ``num_seeds`` vmapped seeds: the most devices,
-    up to one per core, that split the seeds evenly (1 for one seed).
-    Plain values, decided before JAX starts."""
+    up to one per core, that split the seeds evenly. For one seed, given its
+    ``num_envs`` and ``minibatch_size``, the count `env_devices_for` splits
+    its envs over (else 1). Plain values, decided before JAX starts."""
     if isinstance(num_seeds, bool) or not isinstance(num_seeds, int) or num_seeds < 1:
         raise ValueError(f"num_seeds must be a positive int, got {num_seeds!r}")
-    return largest_divisor_at_most(num_seeds, available_cores() if cores is None else max(cores, 1))
+    cores = available_cores() if cores is None else max(cores, 1)
+    if num_seeds == 1 and num_envs is not None and minibatch_size is not None:
+        return env_devices_for(num_envs, minibatch_size, cores)
+    return largest_divisor_at_most(num_seeds, cores)
 
 
 def current_cpu_devices() -> int | None:
@@ -123,16 +175,22 @@ def parse_cpu_devices(value: str | int | None) -> str | int:
     return parse_count("cpu_devices", value, "'auto' or an int >= 1")
 
 
-def resolve_cpu_devices(choice: str | int | None, num_seeds: int) -> int | None:
+def resolve_cpu_devices(
+    choice: str | int | None,
+    num_seeds: int,
+    num_envs: int | None = None,
+    minibatch_size: int | None = None,
+) -> int | None:
     """The CPU device count a run asks for; None leaves the environment's
     choice alone (``"auto"`` when ``JAX_NUM_CPU_DEVICES`` or XLA's device
-    flag is set already). A count is taken as it is."""
+    flag is set already). A count is taken as it is; ``"auto"`` is
+    `cpu_devices_for`."""
     choice = parse_cpu_devices(choice)
     if choice != "auto":
         return choice
     if user_set_cpu_devices():
         return None
-    return cpu_devices_for(num_seeds)
+    return cpu_devices_for(num_seeds, num_envs=num_envs, minibatch_size=minibatch_size)
 
 
 def seed_sharding(num_seeds: int, devices=None):

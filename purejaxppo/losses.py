@@ -91,9 +91,23 @@ def value_loss(
     return 0.5 * jnp.mean(squared)
 
 
-def normalize(x: jax.Array, eps: float = 1e-8) -> jax.Array:
-    """(x - mean) / (std + eps) over all elements."""
-    return (x - jnp.mean(x)) / (jnp.std(x) + eps)
+def normalize(x: jax.Array, eps: float = 1e-8, axis_name: str | None = None) -> jax.Array:
+    """(x - mean) / (std + eps) over all elements (population std).
+
+    With ``axis_name``, over the union of ``x`` along that mapped axis
+    (devices under `jax.shard_map`), whose members must all have ``x``'s
+    shape. Each member's mean and sum of squared deviations are gathered
+    (one collective) and merged exactly, as `RunningMeanStd` merges
+    batches: ``M2 = sum_i M2_i + n * sum_i (mean_i - mean)^2``.
+    """
+    if axis_name is None:
+        return (x - jnp.mean(x)) / (jnp.std(x) + eps)
+    local_mean = jnp.mean(x)
+    local_m2 = jnp.sum(jnp.square(x - local_mean))
+    means, m2s = jax.lax.all_gather(jnp.stack([local_mean, local_m2]), axis_name).T
+    mean = jnp.mean(means)
+    var = (jnp.sum(m2s) + x.size * jnp.sum(jnp.square(means - mean))) / (x.size * means.shape[0])
+    return (x - mean) / (jnp.sqrt(var) + eps)
 
 
 @struct.dataclass

@@ -51,16 +51,19 @@ class EpisodeStats:
             num_finished=self.num_finished + done.astype(jnp.int32),
         )
 
-    def summary(self) -> dict[str, jax.Array]:
+    def summary(self, axis_name: str | None = None) -> dict[str, jax.Array]:
         """Mean return and length of each env's most recently finished episode.
 
         Envs with no finished episode yet are left out of the mean; while no
         env has finished one, both are NaN (there is nothing to report).
+        With ``axis_name``, over the envs of every member of that mapped axis
+        (devices each holding a share of the envs).
         """
+        total = lambda x: x if axis_name is None else jax.lax.psum(x, axis_name)
         has = self.num_finished > 0
-        count = jnp.sum(has)
+        count = total(jnp.sum(has))
         mean = lambda x: jnp.where(
-            count > 0, jnp.sum(jnp.where(has, x, 0.0)) / jnp.maximum(count, 1), jnp.nan
+            count > 0, total(jnp.sum(jnp.where(has, x, 0.0))) / jnp.maximum(count, 1), jnp.nan
         )
         return {
             "episode_return": mean(self.last_return),

@@ -24,8 +24,10 @@ from typing import Any, Callable
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
+from jax.sharding import PartitionSpec as P
 
 from purejaxppo.advantages import gae
 from purejaxppo.config import HyperParams, PPOConfig
@@ -124,17 +126,29 @@ class UpdateRandomness:
     shuffle_keys: jax.Array
 
 
-def explained_variance(predictions: jax.Array, targets: jax.Array) -> jax.Array:
-    """1 - Var(targets - predictions) / Var(targets); NaN if Var(targets) == 0."""
-    var_targets = jnp.var(targets)
+def explained_variance(
+    predictions: jax.Array, targets: jax.Array, axis_name: str | None = None
+) -> jax.Array:
+    """1 - Var(targets - predictions) / Var(targets); NaN if Var(targets) == 0.
+
+    With ``axis_name``, the variances are those of the union of the arrays
+    along that mapped axis (equal shares; `purejaxppo.losses.normalize`).
+    """
+    def var(x):
+        if axis_name is None:
+            return jnp.var(x)
+        mean = jax.lax.pmean(jnp.mean(x), axis_name)
+        return jax.lax.pmean(jnp.mean(jnp.square(x - mean)), axis_name)
+
+    var_targets = var(targets)
     return jnp.where(
         var_targets > 0,
-        1.0 - jnp.var(targets - predictions) / jnp.where(var_targets > 0, var_targets, 1.0),
+        1.0 - var(targets - predictions) / jnp.where(var_targets > 0, var_targets, 1.0),
         jnp.nan,
     )
 
 
-def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
+def make_train(config: PPOConfig, env_devices: Any = None) -> Callable[..., TrainResult]:
     """Build the training function for ``config``.
 
     The env, network and static shapes are fixed here, in Python; nothing of
@@ -158,9 +172,34 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
         ``train.random_params(key)`` draws the network's initialisation;
         ``train.network`` is the `ActorCritic` (``network.apply(params,
         obs)``), ``train.config`` and ``train.env_spec`` what it was built for.
+
+    ``env_devices`` (an int D, or a sequence of D devices; default None, one
+    device) splits each run's ``num_envs`` envs over D devices, data
+    parallel (`jax.shard_map`): each device steps, rolls out and shuffles
+    its N / D envs, and every gradient step averages the devices' gradients
+    over the union of their minibatches (`purejaxppo.update.ppo_update`),
+    so the parameters stay the same on every device. The maths of each
+    update is that of one device's, with a minibatch drawn from each
+    device's share rather than from the whole batch; running statistics and
+    metrics are over all envs. The random streams differ from the
+    one-device run's (each device draws its own), so results agree in
+    distribution, not bit for bit (benchmarks/NOTES.md, session 25). The
+    state's env leaves are split over the devices, the rest replicated;
+    ``train.init``, ``train.update`` and ``train.run_updates`` take and
+    return such states. See `split_envs_over_devices`.
     """
     if not isinstance(config, PPOConfig):
         raise TypeError(f"config must be a PPOConfig, got {type(config).__name__}")
+    if env_devices is not None:
+        return split_envs_over_devices(config, env_devices)
+    return _build_train(config)
+
+
+def _build_train(config: PPOConfig, axis_name: str | None = None) -> Callable[..., TrainResult]:
+    """`make_train`'s body. With ``axis_name``, the functions it returns run
+    on one device's share of the envs (``config.num_envs`` of them) inside a
+    `jax.shard_map` over that axis: the rollout's randomness is drawn per
+    device, statistics, gradients and metrics are reduced across the axis."""
     env, env_params, spec = make_env(config.env_name, config.env_kwargs, config.env_params)
     vec_env = VecEnv(env, env_params, spec, config.num_envs)
     # On XLA CPU the kernels' gradients can multiply an explicit transpose,
@@ -212,6 +251,25 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
             shuffle_keys=words[2 * w + n_rollout :].reshape(config.update_epochs, FEISTEL_ROUNDS),
         )
 
+    def draw_update_randomness(key: jax.Array) -> tuple[UpdateRandomness, jax.Array]:
+        """An update's draws, and the key the network's initialisation takes.
+
+        On one device: `draw_randomness` and its spare key. Under
+        ``axis_name``: the next key and the network's key are drawn alike
+        on every device (so the parameters start the same), and the rollout,
+        the shuffles and the spare key from a key folded with the device's
+        index (so each device's envs and minibatches differ)."""
+        if axis_name is None:
+            draws = draw_randomness(key)
+            return draws, draws.spare_key
+        w = key_words(key)
+        words = random_words(key, 3 * w)
+        next_key, net_key, device_base = (
+            keys_from_words(words[i * w : (i + 1) * w], key) for i in range(3)
+        )
+        device_key = jax.random.fold_in(device_base, jax.lax.axis_index(axis_name))
+        return draw_randomness(device_key).replace(next_key=next_key), net_key
+
     dummy_obs = jnp.zeros((1, *spec.obs_shape), jnp.float32)
 
     def random_params(key: jax.Array):
@@ -253,12 +311,14 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
         # The same draw as an update's. The envs start in the reset states it
         # holds for the first step (gymnax's reset, as `VecEnv.reset` makes),
         # the network comes from its spare key.
-        draws = draw_randomness(rng)
+        draws, net_key = draw_update_randomness(rng)
         if draws.rollout.resets is not None:
-            net_key = draws.spare_key
             obs, env_state = jax.tree.map(lambda x: x[0], draws.rollout.resets)
         else:
-            net_key, env_key = jax.random.split(draws.spare_key)
+            if axis_name is None:
+                net_key, env_key = jax.random.split(draws.spare_key)
+            else:
+                env_key = draws.spare_key  # this device's
             obs, env_state = vec_env.reset(env_key)
         if params is None:
             params = random_params(net_key)
@@ -284,7 +344,7 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
         hp = config.hyperparams() if hp is None else hp
         tx, lr_schedule = optimizer(hp)
         with jax.named_scope("draw"):
-            draws = draw_randomness(state.rng)
+            draws, _ = draw_update_randomness(state.rng)
 
         # 1. Rollout: T steps of N envs with the current policy, acting on
         #    observations normalised by the statistics frozen for this rollout.
@@ -298,12 +358,12 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
         if config.normalize_obs and not config.reference_kl:
             # Raw obs; used from the next rollout. With a reference policy the
             # given statistics stay fixed, so that pi_ref stays the policy given.
-            obs_norm = obs_norm.update(traj.obs)
+            obs_norm = obs_norm.update(traj.obs, axis_name)
         if config.normalize_obs:
             traj = traj.replace(obs=normalize(traj.obs), final_obs=normalize(traj.final_obs))
         rewards = traj.rewards
         if config.normalize_reward:
-            reward_scaler = reward_scaler.update(traj.rewards, traj.done, hp.gamma)
+            reward_scaler = reward_scaler.update(traj.rewards, traj.done, hp.gamma, axis_name)
             rewards = reward_scaler.scale(traj.rewards, hp.reward_clip)
 
         # 2. Critic on s_t and on the final observations it needs, in one pass.
@@ -335,17 +395,20 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
             params, opt_state, diagnostics = ppo_update(
                 state.params, state.opt_state, tx, apply_fn, batch, draws.shuffle_keys, hp,
                 loss_static, config.update_epochs, config.num_minibatches, num_grad_chunks,
-                reference_params=state.reference_params,
+                reference_params=state.reference_params, axis_name=axis_name,
             )
 
         # 5. Metrics of this update (scalars).
         unpacked = env_carry.unpack() if isinstance(env_carry, PackedCarry) else env_carry
         episode_stats = unpacked.episode_stats
+        episodes_finished = jnp.sum(traj.done).astype(jnp.int32)
+        if axis_name is not None:
+            episodes_finished = jax.lax.psum(episodes_finished, axis_name)
         metrics = {
-            **episode_stats.summary(),
-            "episodes_finished": jnp.sum(traj.done).astype(jnp.int32),
+            **episode_stats.summary(axis_name),
+            "episodes_finished": episodes_finished,
             **diagnostics,
-            "explained_variance": explained_variance(values, returns),
+            "explained_variance": explained_variance(values, returns, axis_name),
             "learning_rate": jnp.asarray(lr, jnp.float32),
         }
         new_state = TrainState(
@@ -391,4 +454,129 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
     train.config = config
     train.network = plain_network
     train.env_spec = spec
+    return train
+
+
+ENV_AXIS = "envs"
+
+
+def _resolve_env_devices(env_devices: Any) -> list:
+    """``env_devices`` as a list of devices: an int D takes the first D of
+    `jax.devices()`; a sequence is taken as given."""
+    if isinstance(env_devices, bool) or not isinstance(env_devices, (int, list, tuple)):
+        raise TypeError(
+            f"env_devices must be None, an int >= 1 or a sequence of devices, got {env_devices!r}"
+        )
+    if isinstance(env_devices, int):
+        available = jax.devices()
+        if not 1 <= env_devices <= len(available):
+            hint = (
+                "; on a CPU, ask for more devices before JAX starts "
+                "(purejaxppo.devices.set_cpu_devices, or JAX_NUM_CPU_DEVICES)"
+                if available[0].platform == "cpu" else ""
+            )
+            raise ValueError(
+                f"env_devices={env_devices}: allowed 1 to {len(available)}, the devices "
+                f"JAX sees ({available[0].platform}){hint}"
+            )
+        return list(available[:env_devices])
+    devices = list(env_devices)
+    if not devices or len(set(devices)) != len(devices):
+        raise ValueError(f"env_devices must be distinct devices, at least one; got {env_devices!r}")
+    return devices
+
+
+def split_envs_over_devices(config: PPOConfig, env_devices: Any) -> Callable[..., TrainResult]:
+    """`make_train` (``config``) with each run's envs split over devices.
+
+    ``env_devices``: an int D (the first D of `jax.devices()`) or a sequence
+    of D devices; ``config.num_envs`` must be a multiple of D, and each
+    device's share of a minibatch, ``minibatch_size / D``, a whole number
+    of samples (at least 2 with ``norm_adv``; a multiple of
+    ``grad_chunk_size`` if that is set). Returns ``train`` with the
+    attributes `make_train` documents; ``train.env_devices`` lists the
+    devices.
+
+    Each device runs `make_train`'s functions for ``num_envs / D`` envs
+    under a `jax.shard_map` over the axis `ENV_AXIS`: the same number of
+    updates, epochs and minibatches (so the same learning-rate schedule),
+    each minibatch ``minibatch_size / D`` samples of its own rollout, and one
+    `jax.lax.pmean` of the gradient per step. Everything in a `TrainState`
+    but its env leaves (``state.env``, ``state.reward_scaler.discounted_return``,
+    split along their env axis) is the same on every device.
+    """
+    devices = _resolve_env_devices(env_devices)
+    d = len(devices)
+    problems = []
+    if config.num_envs % d:
+        problems.append(f"num_envs={config.num_envs} is not a multiple of {d}")
+    elif config.minibatch_size % d:
+        problems.append(
+            f"minibatch_size={config.minibatch_size} (batch_size/num_minibatches) is not a "
+            f"multiple of {d}"
+        )
+    else:
+        share = config.minibatch_size // d
+        if config.norm_adv and share < 2:
+            problems.append(f"each device's minibatch share would be {share} sample, with norm_adv=True")
+        if config.grad_chunk_size is not None and share % config.grad_chunk_size:
+            problems.append(
+                f"grad_chunk_size={config.grad_chunk_size} does not divide each device's "
+                f"minibatch share of {share}"
+            )
+    if problems:
+        raise ValueError(
+            f"env_devices={d}: {'; '.join(problems)}; allowed: num_envs and minibatch_size "
+            f"multiples of the device count, or env_devices=None (one device)"
+        )
+    local_config = config.replace(
+        num_envs=config.num_envs // d,
+        total_timesteps=config.num_updates * config.batch_size // d,
+    )
+    inner = _build_train(local_config, axis_name=ENV_AXIS)
+    mesh = jax.sharding.Mesh(np.array(devices), (ENV_AXIS,))
+    split, same = P(ENV_AXIS), P()
+    state_spec = TrainState(
+        params=same,
+        opt_state=same,
+        env=split,
+        obs_norm=same,
+        reward_scaler=RewardScaler(return_stats=same, discounted_return=split),
+        rng=same,
+        update_step=same,
+        reference_params=same if config.reference_kl else None,
+    )
+
+    def sharded(fn, in_specs, out_specs):
+        # check_vma off: the replicated parameters' gradients are averaged
+        # explicitly (`ppo_update`), which the replication type checks would
+        # refuse through `networks.matmul`'s custom backward pass.
+        return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+
+    def init(rng, hp=None, params=None, obs_norm=None) -> TrainState:
+        hp = config.hyperparams() if hp is None else hp
+        return sharded(inner.init, (same, same, same, same), state_spec)(rng, hp, params, obs_norm)
+
+    def update(state: TrainState, hp=None):
+        hp = config.hyperparams() if hp is None else hp
+        return sharded(inner.update, (state_spec, same), (state_spec, same))(state, hp)
+
+    def run_updates(state: TrainState, num_updates: int, hp=None):
+        hp = config.hyperparams() if hp is None else hp
+        body = lambda s, h: inner.run_updates(s, num_updates, h)
+        return sharded(body, (state_spec, same), (state_spec, same))(state, hp)
+
+    def train(rng, hparams=None, params=None, obs_norm=None) -> TrainResult:
+        hp = config.hyperparams() if hparams is None else hparams
+        state, metrics = run_updates(init(rng, hp, params, obs_norm), config.num_updates, hp)
+        return TrainResult(train_state=state, metrics=metrics)
+
+    train.init = init
+    train.update = update
+    train.run_updates = run_updates
+    train.random_params = inner.random_params
+    train.config = config
+    train.network = inner.network
+    train.env_spec = inner.env_spec
+    train.env_devices = devices
     return train

@@ -169,6 +169,7 @@ def minibatch_gradient(
     static: LossStatic,
     num_chunks: int = 1,
     reference_params: Any = None,
+    axis_name: str | None = None,
 ) -> tuple[Any, dict[str, jax.Array]]:
     """Gradient of `ppo_loss` over ``minibatch`` (n samples), and its diagnostics.
 
@@ -187,10 +188,26 @@ def minibatch_gradient(
     ``reference_params``, if given, are those of the fixed reference policy
     of the loss's KL term (in the form ``apply_fn`` takes).
 
+    With ``axis_name`` (a mapped axis of devices, each holding an equal share
+    of the minibatch: `make_train`'s ``env_devices``), the minibatch is the
+    union of the shares: advantages are normalised over the union, and the
+    gradient and diagnostics are averaged across the axis (one `jax.lax.pmean`),
+    the mean of equal shares' means being the union's mean. Every device
+    then holds the same gradient.
+
     Returns:
         ``(grads, diagnostics)``, each diagnostic the minibatch mean.
     """
     grad_fn = functools.partial(jax.grad(ppo_loss, has_aux=True), reference_params=reference_params)
+    if axis_name is not None:
+        if static.norm_adv:
+            advantages = normalize(minibatch.advantages, axis_name=axis_name)
+            minibatch = minibatch.replace(advantages=advantages)
+            static = static.replace(norm_adv=False)
+        local = minibatch_gradient(params, apply_fn, minibatch, hp, static, num_chunks, reference_params)
+        # One all-reduce for the gradient and every diagnostic together.
+        flat, unravel = ravel_pytree(local)
+        return unravel(jax.lax.pmean(flat, axis_name))
     if num_chunks == 1:
         return grad_fn(params, apply_fn, minibatch, hp, static)
     size = minibatch.advantages.shape[0]
@@ -227,6 +244,7 @@ def ppo_update(
     num_minibatches: int,
     num_chunks: int = 1,
     reference_params: Any = None,
+    axis_name: str | None = None,
 ) -> tuple[Any, optax.OptState, dict[str, jax.Array]]:
     """Run ``update_epochs`` epochs over ``batch``, reshuffled every epoch.
 
@@ -240,6 +258,12 @@ def ppo_update(
         num_chunks: chunks per minibatch gradient (`minibatch_gradient`).
         reference_params: parameters of a fixed reference policy (a pytree
             like ``params``) for the loss's KL term, or None.
+        axis_name: a mapped axis of devices (`jax.shard_map`) over which
+            ``batch`` is split in equal shares, or None. Each device shuffles
+            its own share, and a gradient step's minibatch is the union of
+            the devices' minibatches (`minibatch_gradient`): every device
+            takes the same optimizer step, so ``params`` and ``opt_state``
+            stay identical across the axis.
 
     Returns:
         ``(params, opt_state, diagnostics)``; ``opt_state`` is the state of
@@ -260,7 +284,7 @@ def ppo_update(
         params, opt_state = carry
         minibatch = take_minibatch(batch, indices)
         grads, diagnostics = minibatch_gradient(
-            params, flat_apply, minibatch, hp, static, num_chunks, flat_reference
+            params, flat_apply, minibatch, hp, static, num_chunks, flat_reference, axis_name
         )
         diagnostics["grad_norm"] = _global_norm(grads)
         updates, opt_state = tx.update(grads, opt_state, params)

@@ -413,13 +413,25 @@ def test_cpu_settings_and_floors_apply_to_the_cpu_only(monkeypatch):
     monkeypatch.delenv("PJRT_NPROC", raising=False)
     monkeypatch.delenv("JAX_NUM_CPU_DEVICES", raising=False)
     monkeypatch.setenv("XLA_FLAGS", "")
+    from purejaxppo import devices as devices_module
+
+    monkeypatch.setattr(devices_module, "available_cores", lambda: 2)
     throughput = _load_benchmark("throughput")
     for name, (overrides, seeds) in throughput.CASES.items():
-        devices = throughput.case_cpu_devices(seeds, "auto")
+        devices = throughput.case_cpu_devices(seeds, "auto", overrides)
         assert throughput.case_cpu_settings(overrides, seeds, "cpu") == (
             throughput.case_cpu_threads(overrides, seeds, "auto", devices), devices)
         for backend in ("gpu", "tpu"):
             assert throughput.case_cpu_settings(overrides, seeds, backend, "2", "4") == (None, None)
+    # On two cores: one seed's envs over two devices where each keeps 256
+    # samples of a minibatch (2048 x 128; the CNN's 64 envs), seeds over
+    # two devices, small runs on one; every split device on one thread.
+    settings = {name: throughput.case_cpu_settings(overrides, seeds, "cpu")
+                for name, (overrides, seeds) in throughput.CASES.items()}
+    assert settings == {
+        "cartpole_default": (1, 1), "cartpole_2048x128": (1, 2), "cartpole_default_x8": (1, 2),
+        "cartpole_default_x64": (1, 2), "pendulum": (1, 1), "breakout_minatar_cnn": (1, 2),
+        "breakout_minatar_cnn_x4": (1, 2)}
     assert [throughput.floor_devices(b, 4) for b in ("cpu", "gpu", "tpu")] == [1, 4, 4]
     assert throughput.threads_text(1, "cpu") == "1" and throughput.threads_text(None, "cpu") == "cores"
     assert throughput.threads_text(None, "gpu") == "-"
@@ -430,6 +442,10 @@ def test_versus_reference_floors_count_each_sides_accelerators(monkeypatch):
     seeds split over two, the reference on one, so the fractions' ratio is
     half the rates' ratio; on the CPU one floor serves both. No pool or
     device count is asked for off the CPU."""
+    # A device count already in the environment (an earlier in-process CLI
+    # run of this worker sets one) would be left alone, as the CLI leaves it.
+    monkeypatch.delenv("JAX_NUM_CPU_DEVICES", raising=False)
+    monkeypatch.setenv("XLA_FLAGS", "")
     versus = _load_benchmark("versus_reference")
     asked = []
 
