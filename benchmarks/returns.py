@@ -201,8 +201,10 @@ def quick_config(config):
 
 
 # -------------------------------------------------------------- child side
-def run_preset(name: str, seeds: int, quick: bool, eval_episodes: int) -> dict:
-    """Train and score preset ``name`` in this process; return its row."""
+def run_preset(name: str, seeds: int, quick: bool, eval_episodes: int, env_devices: int = 1) -> dict:
+    """Train and score preset ``name`` in this process; return its row. With
+    ``env_devices`` > 1, each seed's envs split over that many devices
+    (`make_train`'s ``env_devices``), the seeds vmapped over the split run."""
     import purejaxppo  # noqa: F401  (XLA guard before jax starts)
     import jax
 
@@ -216,7 +218,8 @@ def run_preset(name: str, seeds: int, quick: bool, eval_episodes: int) -> dict:
         config = quick_config(config)
 
     keys = jax.random.split(jax.random.PRNGKey(TRAIN_SEED), seeds)
-    compiled, compile_s = compile_timed(jax.vmap(make_train(config)), keys)
+    train = make_train(config, env_devices=env_devices if env_devices > 1 else None)
+    compiled, compile_s = compile_timed(jax.vmap(train), keys)
     result, run_s, _ = run_timed(compiled, keys, repeats=1)
     episode_return = np.asarray(result.metrics["episode_return"])
     final_returns = final_return({"episode_return": episode_return}, window=FINAL_WINDOW)
@@ -240,7 +243,8 @@ def run_preset(name: str, seeds: int, quick: bool, eval_episodes: int) -> dict:
     device = jax.devices()[0]
     return {
         "env": preset.env_name,
-        "label": name,
+        "label": row_name(name, env_devices),
+        "env_devices": env_devices,
         "seeds": seeds,
         "budget": config.total_timesteps,
         "env_steps_per_seed": steps_per_seed,
@@ -297,10 +301,25 @@ def _probe_device() -> None:
     print("DEVICE " + device_name())
 
 
-def _spawn(cmd_args: list[str], marker: str, timeout: float) -> str:
-    """Run this script with ``cmd_args``; return the text after ``marker`` on stdout."""
+def row_name(name: str, env_devices: int) -> str:
+    """A row's name: the preset's, marked when its envs were split over devices
+    (so that such a row never replaces the preset's own)."""
+    return name if env_devices <= 1 else f"{name} (envs over {env_devices} devices)"
+
+
+def _spawn(cmd_args: list[str], marker: str, timeout: float, env_devices: int = 1) -> str:
+    """Run this script with ``cmd_args``; return the text after ``marker`` on
+    stdout. With ``env_devices`` > 1 the child gets that many CPU devices (on
+    a CPU; a GPU or TPU backend has its own), each on one thread, as the
+    CLI's ``--env-devices`` gives them."""
     cmd = [sys.executable, str(Path(__file__).resolve()), *cmd_args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    env = None
+    if env_devices > 1:
+        from purejaxppo.cpu_threads import ENV_VAR as THREADS_VAR
+        from purejaxppo.devices import ENV_VAR as DEVICES_VAR
+
+        env = {**os.environ, DEVICES_VAR: str(env_devices), THREADS_VAR: "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     for line in proc.stdout.splitlines():
         if line.startswith(marker):
             return line[len(marker):]
@@ -472,13 +491,18 @@ def main() -> None:
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     parser.add_argument("--eval-episodes", type=int, default=16, help="greedy episodes per seed")
     parser.add_argument("--timeout", type=int, default=4 * 3600, help="seconds per preset")
+    parser.add_argument("--env-devices", type=int, default=1,
+                        help="split each seed's envs over this many devices (make_train's "
+                             "env_devices; on a CPU, that many CPU devices); its rows are named "
+                             "'<preset> (envs over N devices)'")
     parser.add_argument("--child-preset", help=argparse.SUPPRESS)
     parser.add_argument("--probe-device", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.probe_device:
         return _probe_device()
     if args.child_preset:
-        row = run_preset(args.child_preset, args.seeds, args.quick, args.eval_episodes)
+        row = run_preset(args.child_preset, args.seeds, args.quick, args.eval_episodes,
+                         args.env_devices)
         print("RESULT " + json.dumps(json_safe(row)))
         return
 
@@ -495,6 +519,8 @@ def main() -> None:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
     if args.eval_episodes < 1:
         parser.error(f"--eval-episodes must be >= 1, got {args.eval_episodes}")
+    if args.env_devices < 1:
+        parser.error(f"--env-devices must be >= 1, got {args.env_devices}")
 
     device = _spawn(["--probe-device"], "DEVICE ", timeout=600)
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -506,9 +532,11 @@ def main() -> None:
     failed = []
     for name in names:
         seeds = args.seeds or (QUICK_SEEDS if args.quick else allowed[name].benchmark_seeds)
-        child = ["--child-preset", name, "--seeds", str(seeds), "--eval-episodes", str(args.eval_episodes)]
+        child = ["--child-preset", name, "--seeds", str(seeds), "--eval-episodes", str(args.eval_episodes),
+                 "--env-devices", str(args.env_devices)]
         try:
-            row = json.loads(_spawn(child + (["--quick"] if args.quick else []), "RESULT ", args.timeout))
+            row = json.loads(_spawn(child + (["--quick"] if args.quick else []), "RESULT ", args.timeout,
+                                    args.env_devices))
         except (RuntimeError, subprocess.TimeoutExpired) as err:
             print(f"{name}: FAILED ({err})", file=sys.stderr, flush=True)
             failed.append(name)
@@ -516,7 +544,7 @@ def main() -> None:
         row["command"] = command
         row["commit"] = git_commit()
         rows = _load_rows(json_path)  # re-read: another invocation may have added rows meanwhile
-        rows[name] = row
+        rows[row_name(name, args.env_devices)] = row
         meta = {
             "device": device,
             "backend": row["backend"],

@@ -92,24 +92,36 @@ SWEEP_SEEDS = (1, 8, 64)
 QUICK = dict(total_timesteps=4 * 32 * 2, num_envs=4, num_steps=32, num_minibatches=2)
 
 
-def case_cpu_devices(seeds: int, choice: str) -> int | None:
-    """The CPU devices a case's seeds are split over (`purejaxppo.devices`):
-    ``choice`` "auto" applies the library's rule, as the CLI does; None
+def case_cpu_devices(seeds: int, choice: str, overrides: dict | None = None) -> int | None:
+    """The CPU devices a case's seeds, or one seed's envs, are split over
+    (`purejaxppo.devices`): ``choice`` "auto" applies the library's rule, as
+    the CLI does (for one seed it needs the case's ``overrides``); None
     leaves a count the environment sets."""
     from purejaxppo.devices import resolve_cpu_devices
 
-    return resolve_cpu_devices(choice, max(seeds, 1))
+    num_envs = minibatch_size = None
+    if overrides is not None and seeds <= 1:
+        fields = _fields(overrides)
+        num_envs = fields["num_envs"]
+        minibatch_size = num_envs * fields["num_steps"] // fields["num_minibatches"]
+    return resolve_cpu_devices(choice, max(seeds, 1), num_envs, minibatch_size)
+
+
+def _fields(overrides: dict) -> dict:
+    """Every `PPOConfig` field of a case: the library defaults and its overrides."""
+    import dataclasses
+
+    from purejaxppo.config import PPOConfig
+
+    return {f.name: f.default for f in dataclasses.fields(PPOConfig)} | overrides
 
 
 def case_cpu_threads(overrides: dict, seeds: int, choice: str, devices: int | None = 1) -> int | None:
     """The CPU pool size a case's processes run with (`purejaxppo.cpu_threads`):
     ``choice`` "auto" applies the library's rule to the case, as the CLI does."""
-    import dataclasses
-
-    from purejaxppo.config import PPOConfig
     from purejaxppo.cpu_threads import resolve_cpu_threads, uses_cnn
 
-    fields = {f.name: f.default for f in dataclasses.fields(PPOConfig)} | overrides
+    fields = _fields(overrides)
     return resolve_cpu_threads(choice, fields["num_envs"], max(seeds, 1),
                                uses_cnn(fields["env_name"], fields["torso"]), devices or 1)
 
@@ -226,7 +238,7 @@ def case_cpu_settings(overrides: dict, seeds: int, backend: str, cpu_threads: st
     the CPU's kernels is not applied to a GPU's or TPU's host."""
     if backend != "cpu":
         return None, None
-    devices = case_cpu_devices(seeds, cpu_devices)
+    devices = case_cpu_devices(seeds, cpu_devices, overrides)
     return case_cpu_threads(overrides, seeds, cpu_threads, devices), devices
 
 
@@ -407,10 +419,13 @@ def _train_fn(overrides: dict, seeds: int):
     import purejaxppo  # noqa: F401
     from purejaxppo import PPOConfig, make_train
 
-    from purejaxppo.devices import shard_seeds
+    from purejaxppo.devices import auto_env_devices, shard_seeds
 
     config = PPOConfig(**overrides)
-    train = make_train(config)
+    # One seed's envs split over the CPU devices there are, as the CLI's
+    # --env-devices auto does (`purejaxppo.devices.auto_env_devices`).
+    env_devices = 1 if seeds > 1 else auto_env_devices(config.num_envs, config.minibatch_size)
+    train = make_train(config, env_devices=env_devices if env_devices > 1 else None)
     key = jax.random.PRNGKey(0)
     # Seeds split over the devices there are (`purejaxppo.devices`), as the CLI does.
     keys = shard_seeds(jax.random.split(key, seeds)) if seeds else key
@@ -454,7 +469,10 @@ def run_case(overrides: dict, seeds: int, repeats: int, rates: dict | None) -> d
     }
 
     env, env_params, spec = make_env(config.env_name, config.env_kwargs, config.env_params)
-    vec = VecEnv(env, env_params, spec, config.num_envs)
+    # With the envs split over devices, each device's share, as its training runs them.
+    env_devices = getattr(train, "env_devices", None) or [jax.devices()[0]]
+    num_envs = config.num_envs // len(env_devices)
+    vec = VecEnv(env, env_params, spec, num_envs)
     T, U = config.num_steps, config.num_updates
 
     def random_policy(_, obs):
@@ -465,7 +483,7 @@ def run_case(overrides: dict, seeds: int, repeats: int, rates: dict | None) -> d
 
     def env_only(rng):
         obs, state = vec.reset(rng)
-        carry = EnvCarry(state, obs, EpisodeStats.zeros(config.num_envs))
+        carry = EnvCarry(state, obs, EpisodeStats.zeros(num_envs))
 
         def body(c, k):
             c, traj = collect_rollout(random_policy, None, vec, c, k, T)
@@ -474,27 +492,30 @@ def run_case(overrides: dict, seeds: int, repeats: int, rates: dict | None) -> d
         return jax.lax.scan(body, carry, jax.random.split(rng, U))[1]
 
     def rollout_only(rng):
-        state = train.init(rng)
+        params = train.random_params(rng)
+        obs, env_state = vec.reset(rng)
+        carry = EnvCarry(env_state, obs, EpisodeStats.zeros(num_envs))
         policy = lambda p, o: train.network.apply(p, o, method=train.network.policy)
         value = lambda p, o: train.network.apply(p, o, method=train.network.value)
 
         def body(c, k):
-            c, traj = collect_rollout(policy, state.params, vec, c, k, T)
-            values, next_values = critic_values(value, state.params, traj, vec.truncation_period())
+            c, traj = collect_rollout(policy, params, vec, c, k, T)
+            values, next_values = critic_values(value, params, traj, vec.truncation_period())
             adv, _ = gae(traj.rewards, values, next_values, traj.terminated, traj.done,
                          config.gamma, config.gae_lambda)
             return c, jnp.mean(adv)
 
-        return jax.lax.scan(body, state.env, jax.random.split(rng, U))[1]
+        return jax.lax.scan(body, carry, jax.random.split(rng, U))[1]
 
     for name, f in (("env_only", env_only), ("rollout_only", rollout_only)):
-        f = jax.vmap(f) if seeds else f
+        f = jax.vmap(f) if seeds else _on_each_device(f, env_devices)
         c_s, r_s, _, _ = _time_compiled(f, (keys,), repeats)
         row[f"{name}_steps_per_s"] = steps / r_s
         row[f"{name}_compile_s"] = c_s
 
     row["cost_per_env_step"] = cost = case_cost(config)
-    used = sorted(keys.sharding.device_set, key=lambda d: d.id) if seeds else [jax.devices()[0]]
+    used = sorted(keys.sharding.device_set, key=lambda d: d.id) if seeds else env_devices
+    row["env_devices"] = 1 if seeds else len(env_devices)
     row["devices"] = len(used)
     row["backend"] = backend = jax.default_backend()
     row.update(_memory(used))  # before the probes below, whose arrays are not the case's
@@ -509,6 +530,24 @@ def run_case(overrides: dict, seeds: int, repeats: int, rates: dict | None) -> d
         row["fraction_of_case_floor"] = row["steps_per_s"] / row["case_floor_steps_per_s"]
     row["xla_cpu_pool_threads"] = _xla_pool_threads()
     return row
+
+
+def _on_each_device(fn, devices):
+    """``fn(rng)`` run on each of ``devices`` at once, each with its own key
+    (``rng`` folded with the device's index), its outputs stacked: the
+    env-only and rollout-only rates of a case whose envs are split over
+    devices, each device stepping its share. ``fn`` itself on one device."""
+    import jax
+    import numpy as np
+
+    from purejaxppo.train import ENV_AXIS
+
+    if len(devices) == 1:
+        return fn
+    mesh = jax.sharding.Mesh(np.array(devices), (ENV_AXIS,))
+    each = lambda rng: fn(jax.random.fold_in(rng, jax.lax.axis_index(ENV_AXIS)))[None]
+    return jax.shard_map(each, mesh=mesh, in_specs=jax.sharding.PartitionSpec(),
+                         out_specs=jax.sharding.PartitionSpec(ENV_AXIS), check_vma=False)
 
 
 def case_cost(config) -> dict:
@@ -700,7 +739,8 @@ def _table(rows: dict, device: str, meta: dict) -> str:
         "",
         "CPU threads: the size of XLA's CPU pool the case ran on (`purejaxppo.cpu_threads`; "
         "\"cores\": XLA's default, one per core; \"-\": not set, off the CPU). Devices: the "
-        "devices the seeds were split over (`purejaxppo.devices`). Floor: the steps/s the network's "
+        "devices the seeds, or a single seed's envs (`make_train`'s `env_devices`, data parallel), "
+        "were split over (`purejaxppo.devices`). Floor: the steps/s the network's "
         "FLOPs and transcendentals per env step (`purejaxppo.flops`) allow at the matmul and tanh "
         "rates above, measured on the whole machine; its threads' floor: the same at the rates "
         "measured in the case's own process, on its XLA CPU pool (which its devices share)."

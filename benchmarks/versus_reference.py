@@ -114,7 +114,14 @@ def measure(impl: str, overrides: dict, seeds: int, repeats: int) -> dict:
                 return jax.vmap(reference_final_return)(metrics)
             return reference_final_return(metrics)
 
-    train = make_train(config)
+    if impl == "purejaxppo":
+        from purejaxppo.devices import auto_env_devices
+
+        # One seed's envs split over the CPU devices there are, as its CLI does.
+        env_devices = 1 if seeds > 1 else auto_env_devices(config.num_envs, config.minibatch_size)
+        train = make_train(config, env_devices=env_devices if env_devices > 1 else None)
+    else:
+        train, env_devices = make_train(config), 1
     key = jax.random.PRNGKey(0)
     fn, args = (jax.vmap(train), place(jax.random.split(key, seeds))) if seeds else (train, key)
     compiled, compile_s = compile_timed(fn, args)
@@ -125,7 +132,7 @@ def measure(impl: str, overrides: dict, seeds: int, repeats: int) -> dict:
         "run_s": float(run_s),
         "run_times_s": times,
         "env_steps_per_call": steps,
-        "devices": len(args.sharding.device_set) if seeds else 1,
+        "devices": len(args.sharding.device_set) if seeds else env_devices,
         "backend": jax.default_backend(),
         "steps_per_s": steps / run_s,
         "final_return": float(jnp.nanmean(final_return(out))),
