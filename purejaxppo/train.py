@@ -437,6 +437,13 @@ def _build_train(config: PPOConfig, axis_name: str | None = None) -> Callable[..
             state = state.replace(env=state.env.unpack())
         return state, metrics
 
+    return _assemble_train(config, init, update, run_updates, random_params, plain_network, spec)
+
+
+def _assemble_train(config, init, update, run_updates, random_params, network, env_spec, **attributes):
+    """``train``: ``init`` then ``config.num_updates`` updates in one
+    ``run_updates``, with the halves and the rest as its attributes."""
+
     def train(
         rng: jax.Array,
         hparams: HyperParams | None = None,
@@ -452,8 +459,10 @@ def _build_train(config: PPOConfig, axis_name: str | None = None) -> Callable[..
     train.run_updates = run_updates
     train.random_params = random_params
     train.config = config
-    train.network = plain_network
-    train.env_spec = spec
+    train.network = network
+    train.env_spec = env_spec
+    for name, value in attributes.items():
+        setattr(train, name, value)
     return train
 
 
@@ -566,17 +575,5 @@ def split_envs_over_devices(config: PPOConfig, env_devices: Any) -> Callable[...
         body = lambda s, h: inner.run_updates(s, num_updates, h)
         return sharded(body, (state_spec, same), (state_spec, same))(state, hp)
 
-    def train(rng, hparams=None, params=None, obs_norm=None) -> TrainResult:
-        hp = config.hyperparams() if hparams is None else hparams
-        state, metrics = run_updates(init(rng, hp, params, obs_norm), config.num_updates, hp)
-        return TrainResult(train_state=state, metrics=metrics)
-
-    train.init = init
-    train.update = update
-    train.run_updates = run_updates
-    train.random_params = inner.random_params
-    train.config = config
-    train.network = inner.network
-    train.env_spec = inner.env_spec
-    train.env_devices = devices
-    return train
+    return _assemble_train(config, init, update, run_updates, inner.random_params, inner.network,
+                           inner.env_spec, env_devices=devices)
