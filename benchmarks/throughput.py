@@ -99,12 +99,12 @@ def case_cpu_devices(seeds: int, choice: str, overrides: dict | None = None) -> 
     leaves a count the environment sets."""
     from purejaxppo.devices import resolve_cpu_devices
 
-    num_envs = minibatch_size = None
+    num_envs = minibatch_size = chunk = None
     if overrides is not None and seeds <= 1:
         fields = _fields(overrides)
-        num_envs = fields["num_envs"]
+        num_envs, chunk = fields["num_envs"], fields["grad_chunk_size"]
         minibatch_size = num_envs * fields["num_steps"] // fields["num_minibatches"]
-    return resolve_cpu_devices(choice, max(seeds, 1), num_envs, minibatch_size)
+    return resolve_cpu_devices(choice, max(seeds, 1), num_envs, minibatch_size, chunk)
 
 
 def _fields(overrides: dict) -> dict:
@@ -424,7 +424,8 @@ def _train_fn(overrides: dict, seeds: int):
     config = PPOConfig(**overrides)
     # One seed's envs split over the CPU devices there are, as the CLI's
     # --env-devices auto does (`purejaxppo.devices.auto_env_devices`).
-    env_devices = 1 if seeds > 1 else auto_env_devices(config.num_envs, config.minibatch_size)
+    env_devices = 1 if seeds > 1 else auto_env_devices(config.num_envs, config.minibatch_size, 1,
+                                                       config.grad_chunk_size)
     train = make_train(config, env_devices=env_devices if env_devices > 1 else None)
     key = jax.random.PRNGKey(0)
     # Seeds split over the devices there are (`purejaxppo.devices`), as the CLI does.

@@ -118,7 +118,8 @@ def measure(impl: str, overrides: dict, seeds: int, repeats: int) -> dict:
         from purejaxppo.devices import auto_env_devices
 
         # One seed's envs split over the CPU devices there are, as its CLI does.
-        env_devices = 1 if seeds > 1 else auto_env_devices(config.num_envs, config.minibatch_size)
+        env_devices = 1 if seeds > 1 else auto_env_devices(config.num_envs, config.minibatch_size, 1,
+                                                           config.grad_chunk_size)
         train = make_train(config, env_devices=env_devices if env_devices > 1 else None)
     else:
         train, env_devices = make_train(config), 1

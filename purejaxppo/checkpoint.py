@@ -74,6 +74,9 @@ class Checkpoint:
         config: the run's `PPOConfig`.
         start: fingerprints (SHA-256) of the ``params`` and ``obs_norm`` the
             run was started from, None for each it was not given.
+        env_devices: the devices each run's envs were split over
+            (`make_train`'s ``env_devices``; 1 for checkpoints written
+            before it was recorded).
     """
 
     state: TrainState
@@ -83,6 +86,7 @@ class Checkpoint:
     rng: jax.Array
     config: PPOConfig
     start: dict[str, str | None]
+    env_devices: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,6 +231,7 @@ def save_checkpoint(
     start: dict[str, str | None] | None = None,
     max_to_keep: int | None = 2,
     manager: ocp.CheckpointManager | None = None,
+    env_devices: int = 1,
 ) -> int:
     """Write ``state`` and the run's record to ``directory``; return the step.
 
@@ -237,7 +242,9 @@ def save_checkpoint(
     write is asynchronous: call ``manager.wait_until_finished()`` before
     reading it. Without one, this waits for the write. ``start`` records
     what the run started from (`train_with_checkpoints` passes fingerprints
-    of given ``params`` and ``obs_norm``).
+    of given ``params`` and ``obs_norm``), ``env_devices`` the devices its
+    envs are split over (`make_train`'s ``env_devices``), which a resumed
+    run must split them over too.
 
     A directory holds one run's checkpoints, in order: where it holds some
     already, the step must come after the latest one, and (without a
@@ -268,6 +275,7 @@ def save_checkpoint(
         "metrics": {name: [list(v.shape), str(v.dtype)] for name, v in metrics.items()},
         "hparams": {name: list(np.shape(getattr(hparams, name))) for name in HYPERPARAM_FIELDS},
         "start": start or {"params": None, "obs_norm": None},
+        "env_devices": int(env_devices),
     }
     for name, value in metrics.items():
         if value.shape[-1:] != (step,):
@@ -382,6 +390,7 @@ def restore_checkpoint(
         rng=key,
         config=saved_config,
         start=record["start"],
+        env_devices=int(record.get("env_devices", 1)),
     )
 
 
@@ -589,6 +598,7 @@ def train_with_checkpoints(
     if not isinstance(sharding, (jax.sharding.NamedSharding, jax.sharding.SingleDeviceSharding)):
         sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     env_devices = getattr(train, "env_devices", None)
+    num_env_devices = len(env_devices) if env_devices else 1
     if env_devices:
         # Envs split over devices (`make_train`'s env_devices): states are kept
         # whole on each of them between chunks; each program splits the envs.
@@ -624,6 +634,16 @@ def train_with_checkpoints(
     if resumed_from is not None:
         ckpt = restore_checkpoint(directory, config, sharding=sharding, rng=rng)
         _check_same_hparams(ckpt.hparams, hp, where)
+        if ckpt.env_devices != num_env_devices:
+            # Each device draws its own envs' randomness: another split would
+            # go on as another run, not this one.
+            raise ValueError(
+                f"{where} holds a run whose envs were split over {ckpt.env_devices} device(s) "
+                f"(make_train's env_devices); this train splits them over {num_env_devices}, "
+                "which would not continue the same run. Resume with "
+                f"env_devices={ckpt.env_devices if ckpt.env_devices > 1 else None} "
+                "(the CLI: --env-devices), or write to another directory"
+            )
         for name, given in started_from.items():  # what was passed must be what the run started from
             if given is not None and given != ckpt.start[name]:
                 raise ValueError(
@@ -654,7 +674,7 @@ def train_with_checkpoints(
             done += n
             start = time.perf_counter()
             save_checkpoint(directory, config, state, so_far, hp, rng, start=started_from,
-                            manager=manager)
+                            manager=manager, env_devices=num_env_devices)
             save_s += time.perf_counter() - start
             if callback is not None:
                 callback(done, {name: so_far[name][..., -n:] for name in so_far})

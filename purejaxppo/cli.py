@@ -164,7 +164,7 @@ def resolve_env_devices(choice: str, num_seeds: int, config: PPOConfig) -> int:
 
     if choice != "auto":
         return parse_count("env_devices", choice, "'auto' or an int >= 1")
-    return auto_env_devices(config.num_envs, config.minibatch_size, num_seeds)
+    return auto_env_devices(config.num_envs, config.minibatch_size, num_seeds, config.grad_chunk_size)
 
 
 def cpu_devices_from_argv(argv: list[str]) -> int | None:
@@ -174,20 +174,23 @@ def cpu_devices_from_argv(argv: list[str]) -> int | None:
 
     num_seeds = _int_flag(argv, "num_seeds", 1)
     env_choice = _flag(argv, "env_devices", "auto")
-    if num_seeds == 1 and env_choice != "auto" and _flag(argv, "cpu_devices", "auto") == "auto":
-        # --env-devices N: N CPU devices for one seed's envs (a bad value is
-        # the full parse's to report).
+    if env_choice != "auto" and _flag(argv, "cpu_devices", "auto") == "auto":
+        # --env-devices N: N CPU devices for each seed's envs (the seeds then
+        # stay together; a bad value is the full parse's to report).
         count = _int_flag(argv, "env_devices", 1)
         return None if user_set_cpu_devices() else count
-    num_envs = minibatch_size = None
+    num_envs = minibatch_size = grad_chunk_size = None
     if num_seeds == 1:
         values = _flag_defaults(argv)
+        chunk = _flag(argv, "grad_chunk_size", values["grad_chunk_size"])
+        grad_chunk_size = None if chunk in (None, "None") else _int_flag(argv, "grad_chunk_size", 1)
         num_envs = _int_flag(argv, "num_envs", values["num_envs"])
         batch = num_envs * _int_flag(argv, "num_steps", values["num_steps"])
         minibatches = _int_flag(argv, "num_minibatches", values["num_minibatches"])
         if batch % minibatches == 0:
             minibatch_size = batch // minibatches
-    return resolve_cpu_devices(_flag(argv, "cpu_devices", "auto"), num_seeds, num_envs, minibatch_size)
+    return resolve_cpu_devices(_flag(argv, "cpu_devices", "auto"), num_seeds, num_envs, minibatch_size,
+                               grad_chunk_size)
 
 
 def apply_cpu_devices(argv: list[str]) -> int:

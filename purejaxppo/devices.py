@@ -30,7 +30,8 @@ benchmarks/NOTES.md, session 11) ran CartPole defaults over 8 seeds at
 
 One seed can use the devices too: ``make_train(config, env_devices=D)``
 splits its envs over D devices, data parallel, with one all-reduce per
-gradient step (`purejaxppo.train.split_envs_over_devices`). `env_devices_for`
+gradient step (and, with ``norm_adv``, one gather of each device's advantage
+mean and spread) (`purejaxppo.train.split_envs_over_devices`). `env_devices_for`
 is the rule for when that pays on a CPU (each device keeps at least
 `MIN_ENV_SHARE` samples of every minibatch), and `auto_env_devices` applies
 it once JAX has started.
@@ -67,14 +68,17 @@ def largest_divisor_at_most(n: int, limit: int) -> int:
     return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
 
 
-def env_devices_for(num_envs: int, minibatch_size: int, cores: int | None = None) -> int:
+def env_devices_for(
+    num_envs: int, minibatch_size: int, cores: int | None = None, grad_chunk_size: int | None = None
+) -> int:
     """The devices to split one seed's envs over (`purejaxppo.train.make_train`'s
     ``env_devices``): the most, up to one per core, that divide ``num_envs``
     and ``minibatch_size`` and leave each device at least `MIN_ENV_SHARE`
-    samples of every minibatch; 1 (no split) when none does.
+    samples of every minibatch (a multiple of ``grad_chunk_size``, where
+    that is set); 1 (no split) when none does.
 
-    Below that share, the gradient's all-reduce between CPU devices (one per
-    gradient step) costs more than the split gains: on the project's 2-core
+    Below that share, the collectives between CPU devices (two per
+    gradient step) cost more than the split gains: on the project's 2-core
     CPU, CartPole with 16 envs (shares of 256) trained 14% faster over two
     devices, with 8 envs (128) 15% slower, Pendulum's 16 envs (minibatches
     of 128, shares of 64) 38% slower; 2048 envs x 128 steps 28-35% faster
@@ -84,11 +88,14 @@ def env_devices_for(num_envs: int, minibatch_size: int, cores: int | None = None
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     limit = available_cores() if cores is None else max(cores, 1)
     fits = [d for d in range(1, limit + 1)
-            if num_envs % d == 0 and minibatch_size % d == 0 and minibatch_size // d >= MIN_ENV_SHARE]
+            if num_envs % d == 0 and minibatch_size % d == 0 and minibatch_size // d >= MIN_ENV_SHARE
+            and (grad_chunk_size is None or (minibatch_size // d) % grad_chunk_size == 0)]
     return max(fits, default=1)
 
 
-def auto_env_devices(num_envs: int, minibatch_size: int, num_seeds: int = 1) -> int:
+def auto_env_devices(
+    num_envs: int, minibatch_size: int, num_seeds: int = 1, grad_chunk_size: int | None = None
+) -> int:
     """``--env-devices auto``, once JAX has started: on the CPU backend with
     one seed, `env_devices_for` over the CPU devices JAX has (which
     `cpu_devices_for` asked for before it started); else 1 (several seeds go
@@ -97,7 +104,7 @@ def auto_env_devices(num_envs: int, minibatch_size: int, num_seeds: int = 1) -> 
 
     if num_seeds != 1 or jax.default_backend() != "cpu":
         return 1
-    return env_devices_for(num_envs, minibatch_size, cores=len(jax.devices()))
+    return env_devices_for(num_envs, minibatch_size, len(jax.devices()), grad_chunk_size)
 
 
 def cpu_devices_for(
@@ -105,6 +112,7 @@ def cpu_devices_for(
     cores: int | None = None,
     num_envs: int | None = None,
     minibatch_size: int | None = None,
+    grad_chunk_size: int | None = None,
 ) -> int:
     """The CPU device count for ``num_seeds`` vmapped seeds: the most devices,
     up to one per core, that split the seeds evenly. For one seed, given its
@@ -114,7 +122,7 @@ def cpu_devices_for(
         raise ValueError(f"num_seeds must be a positive int, got {num_seeds!r}")
     cores = available_cores() if cores is None else max(cores, 1)
     if num_seeds == 1 and num_envs is not None and minibatch_size is not None:
-        return env_devices_for(num_envs, minibatch_size, cores)
+        return env_devices_for(num_envs, minibatch_size, cores, grad_chunk_size)
     return largest_divisor_at_most(num_seeds, cores)
 
 
@@ -180,6 +188,7 @@ def resolve_cpu_devices(
     num_seeds: int,
     num_envs: int | None = None,
     minibatch_size: int | None = None,
+    grad_chunk_size: int | None = None,
 ) -> int | None:
     """The CPU device count a run asks for; None leaves the environment's
     choice alone (``"auto"`` when ``JAX_NUM_CPU_DEVICES`` or XLA's device
@@ -190,7 +199,8 @@ def resolve_cpu_devices(
         return choice
     if user_set_cpu_devices():
         return None
-    return cpu_devices_for(num_seeds, num_envs=num_envs, minibatch_size=minibatch_size)
+    return cpu_devices_for(num_seeds, num_envs=num_envs, minibatch_size=minibatch_size,
+                           grad_chunk_size=grad_chunk_size)
 
 
 def seed_sharding(num_seeds: int, devices=None):

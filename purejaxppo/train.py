@@ -19,6 +19,7 @@ metadata carries into profiles and HLO dumps
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Callable
 
 import chex
@@ -470,26 +471,35 @@ ENV_AXIS = "envs"
 
 
 def _resolve_env_devices(env_devices: Any) -> list:
-    """``env_devices`` as a list of devices: an int D takes the first D of
-    `jax.devices()`; a sequence is taken as given."""
-    if isinstance(env_devices, bool) or not isinstance(env_devices, (int, list, tuple)):
-        raise TypeError(
-            f"env_devices must be None, an int >= 1 or a sequence of devices, got {env_devices!r}"
-        )
-    if isinstance(env_devices, int):
+    """``env_devices`` as a list of devices: an int D (a Python or NumPy
+    integer) takes the first D of `jax.devices()`; a sequence or array of
+    devices (e.g. a `Mesh`'s ``devices``) is taken as given."""
+    bad = TypeError(
+        f"env_devices must be None, an int >= 1 or a sequence of devices, got {env_devices!r}"
+    )
+    if isinstance(env_devices, (bool, np.bool_, str, bytes)):
+        raise bad
+    try:
+        count = operator.index(env_devices)
+    except TypeError:
+        count = None
+    if count is not None:
         available = jax.devices()
-        if not 1 <= env_devices <= len(available):
+        if not 1 <= count <= len(available):
             hint = (
                 "; on a CPU, ask for more devices before JAX starts "
                 "(purejaxppo.devices.set_cpu_devices, or JAX_NUM_CPU_DEVICES)"
                 if available[0].platform == "cpu" else ""
             )
             raise ValueError(
-                f"env_devices={env_devices}: allowed 1 to {len(available)}, the devices "
+                f"env_devices={count}: allowed 1 to {len(available)}, the devices "
                 f"JAX sees ({available[0].platform}){hint}"
             )
-        return list(available[:env_devices])
-    devices = list(env_devices)
+        return list(available[:count])
+    if not hasattr(env_devices, "__iter__"):
+        raise bad
+    devices = list(np.asarray(list(env_devices) if not hasattr(env_devices, "shape") else env_devices,
+                              dtype=object).ravel())
     if not devices or len(set(devices)) != len(devices):
         raise ValueError(f"env_devices must be distinct devices, at least one; got {env_devices!r}")
     return devices
@@ -509,35 +519,34 @@ def split_envs_over_devices(config: PPOConfig, env_devices: Any) -> Callable[...
     Each device runs `make_train`'s functions for ``num_envs / D`` envs
     under a `jax.shard_map` over the axis `ENV_AXIS`: the same number of
     updates, epochs and minibatches (so the same learning-rate schedule),
-    each minibatch ``minibatch_size / D`` samples of its own rollout, and one
-    `jax.lax.pmean` of the gradient per step. Everything in a `TrainState`
+    each minibatch ``minibatch_size / D`` samples of its own rollout, and per
+    gradient step one `jax.lax.pmean` of the gradient and diagnostics (one
+    raveled vector) and, with ``norm_adv``, one `jax.lax.all_gather` of each
+    share's advantage mean and spread. A checkpoint records D
+    (`purejaxppo.checkpoint`). Everything in a `TrainState`
     but its env leaves (``state.env``, ``state.reward_scaler.discounted_return``,
     split along their env axis) is the same on every device.
     """
     devices = _resolve_env_devices(env_devices)
     d = len(devices)
-    problems = []
+    problem = None
+    share = config.minibatch_size // d
     if config.num_envs % d:
-        problems.append(f"num_envs={config.num_envs} is not a multiple of {d}")
+        problem = (f"num_envs={config.num_envs} is not a multiple of {d}; allowed: a num_envs "
+                   f"that {d} divides")
     elif config.minibatch_size % d:
-        problems.append(
-            f"minibatch_size={config.minibatch_size} (batch_size/num_minibatches) is not a "
-            f"multiple of {d}"
-        )
-    else:
-        share = config.minibatch_size // d
-        if config.norm_adv and share < 2:
-            problems.append(f"each device's minibatch share would be {share} sample, with norm_adv=True")
-        if config.grad_chunk_size is not None and share % config.grad_chunk_size:
-            problems.append(
-                f"grad_chunk_size={config.grad_chunk_size} does not divide each device's "
-                f"minibatch share of {share}"
-            )
-    if problems:
-        raise ValueError(
-            f"env_devices={d}: {'; '.join(problems)}; allowed: num_envs and minibatch_size "
-            f"multiples of the device count, or env_devices=None (one device)"
-        )
+        problem = (f"minibatch_size={config.minibatch_size} (batch_size/num_minibatches = "
+                   f"{config.batch_size}/{config.num_minibatches}) is not a multiple of {d}; allowed: "
+                   f"a num_minibatches that leaves minibatches of a multiple of {d} samples")
+    elif config.norm_adv and share < 2:
+        problem = (f"norm_adv=True with each device's minibatch share of {share} sample "
+                   f"(minibatch_size={config.minibatch_size} over {d} devices); allowed: fewer "
+                   "num_minibatches, fewer devices, or norm_adv=False")
+    elif config.grad_chunk_size is not None and share % config.grad_chunk_size:
+        problem = (f"grad_chunk_size={config.grad_chunk_size} does not divide each device's "
+                   f"minibatch share of {share} samples; allowed: None or a divisor of {share}")
+    if problem:
+        raise ValueError(f"env_devices={d}: {problem}; or env_devices=None (one device)")
     local_config = config.replace(
         num_envs=config.num_envs // d,
         total_timesteps=config.num_updates * config.batch_size // d,

@@ -155,6 +155,9 @@ def test_ppo_update_over_shares_is_the_whole_batch_update():
 def test_env_devices_rule(num_envs, minibatch, cores, expected):
     assert MIN_ENV_SHARE == 256
     assert env_devices_for(num_envs, minibatch, cores) == expected
+    # A grad_chunk_size each share must hold: the whole minibatch leaves no split.
+    assert env_devices_for(num_envs, minibatch, cores, grad_chunk_size=minibatch) == 1
+    assert env_devices_for(num_envs, minibatch, cores, grad_chunk_size=1) == expected
     # The CPU device count asked for before JAX starts: the envs' for one seed, the seeds' else.
     assert cpu_devices_for(1, cores, num_envs, minibatch) == expected
     assert cpu_devices_for(8, cores, num_envs, minibatch) == largest_divisor_at_most(8, cores)
@@ -262,9 +265,31 @@ out["resumed_metrics_equal"] = all(
     np.array_equal(np.asarray(resumed.result.metrics[k]), np.asarray(whole.metrics[k]), equal_nan=True)
     for k in whole.metrics)
 
+# Resuming that directory with another split is refused.
+try:
+    train_with_checkpoints(make_train(config), keys1, directory, every=2)
+except ValueError as error:
+    out["other_split"] = str(error)
+
+# Normalised observations and rewards, continuous actions, chunked gradients:
+# the running statistics are merged across the devices, so the same on both.
+pendulum = PPOConfig(env_name="Pendulum-v1", num_envs=8, num_steps=64, total_timesteps=8 * 64 * 3,
+                     update_epochs=2, num_minibatches=2, hidden_sizes=(16, 16), normalize_obs=True,
+                     normalize_reward=True, grad_chunk_size=64)
+p_state = jax.jit(make_train(pendulum, env_devices=2))(jax.random.PRNGKey(2)).train_state
+stats = []
+for leaf in jax.tree.leaves((p_state.params, p_state.obs_norm, p_state.reward_scaler.return_stats)):
+    copies = [np.asarray(s.data) for s in leaf.addressable_shards]
+    stats.append(len(copies) == 2 and np.array_equal(copies[0], copies[1]))
+out["pendulum_replicated_same"] = all(stats)
+out["pendulum_obs_count"] = float(np.asarray(p_state.obs_norm.count))
+out["pendulum_return_count"] = float(np.asarray(p_state.reward_scaler.return_stats.count))
+
 # The split's errors name the field and what is allowed.
 errors = {}
-for name, fields in {"envs": dict(num_envs=7), "minibatch": dict(num_envs=8, num_steps=3, num_minibatches=12)}.items():
+for name, fields in {"envs": dict(num_envs=7), "minibatch": dict(num_envs=8, num_steps=3, num_minibatches=8),
+                     "share": dict(num_envs=8, num_steps=3, num_minibatches=12),
+                     "chunk": dict(num_envs=8, num_steps=32, num_minibatches=2, grad_chunk_size=128)}.items():
     try:
         make_train(config.replace(**fields, total_timesteps=4096), env_devices=2)
     except ValueError as error:
@@ -305,9 +330,24 @@ def test_split_run_under_vmap_and_resumed_from_a_checkpoint(two_device_run):
 
 def test_split_run_errors(two_device_run):
     errors = two_device_run["errors"]
-    assert "env_devices=2: num_envs=7 is not a multiple of 2" in errors["envs"]
-    assert "allowed: num_envs and minibatch_size multiples of the device count" in errors["envs"]
-    assert "each device's minibatch share would be 1 sample, with norm_adv=True" in errors["minibatch"]
+    assert "env_devices=2: num_envs=7 is not a multiple of 2; allowed: a num_envs that 2 divides" in errors["envs"]
+    assert ("minibatch_size=3 (batch_size/num_minibatches = 24/8) is not a multiple of 2; allowed"
+            in errors["minibatch"])
+    assert ("norm_adv=True with each device's minibatch share of 1 sample (minibatch_size=2 over 2 "
+            "devices); allowed: fewer num_minibatches, fewer devices, or norm_adv=False") in errors["share"]
+    assert ("grad_chunk_size=128 does not divide each device's minibatch share of 64 samples; "
+            "allowed: None or a divisor of 64") in errors["chunk"]
+    assert all("or env_devices=None (one device)" in e for e in errors.values())
+
+
+def test_split_run_merges_running_statistics_and_keeps_its_split_in_checkpoints(two_device_run):
+    r = two_device_run
+    # Observation and return statistics over both devices' envs: 3 updates x 64 steps x 8 envs.
+    assert r["pendulum_replicated_same"]
+    assert r["pendulum_obs_count"] == r["pendulum_return_count"] == 3 * 64 * 8
+    assert ("holds a run whose envs were split over 2 device(s) (make_train's env_devices); this "
+            "train splits them over 1") in r["other_split"]
+    assert "Resume with env_devices=2" in r["other_split"]
 
 
 def test_cli_reads_the_env_split_before_the_parse(monkeypatch):
@@ -328,6 +368,10 @@ def test_cli_reads_the_env_split_before_the_parse(monkeypatch):
     assert cpu_devices_from_argv(["--env-devices=2", "--cpu-devices", "1"]) == 1
     assert cpu_devices_from_argv([*big, "--cpu-devices", "1"]) == 1
     assert cpu_devices_from_argv([*big, "--num-seeds", "3"]) == 1  # seeds: 3 over 2 cores
+    assert cpu_devices_from_argv([*big, "--num-seeds", "3", "--env-devices", "2"]) == 2
+    # A chunk size that a device's share (32,768) does not hold: no split.
+    assert cpu_devices_from_argv([*big, "--grad-chunk-size", "65536"]) == 1
+    assert cpu_devices_from_argv([*big, "--grad-chunk-size", "8192"]) == 2
     assert cpu_devices_from_argv(["--num-envs", "8"]) == 1  # shares of 128
     assert cpu_devices_from_argv(["--num-envs", "16"]) == 2  # shares of 256
     assert cpu_devices_from_argv(["--num-envs", "16", "--num-minibatches", "8"]) == 1
