@@ -91,22 +91,28 @@ def value_loss(
     return 0.5 * jnp.mean(squared)
 
 
-def normalize(x: jax.Array, eps: float = 1e-8, axis_name: str | None = None) -> jax.Array:
-    """(x - mean) / (std + eps) over all elements (population std).
-
-    With ``axis_name``, over the union of ``x`` along that mapped axis
-    (devices under `jax.shard_map`), whose members must all have ``x``'s
-    shape. Each member's mean and sum of squared deviations are gathered
-    (one collective) and merged exactly, as `RunningMeanStd` merges
-    batches: ``M2 = sum_i M2_i + n * sum_i (mean_i - mean)^2``.
-    """
-    if axis_name is None:
-        return (x - jnp.mean(x)) / (jnp.std(x) + eps)
+def union_mean_var(x: jax.Array, axis_name: str) -> tuple[jax.Array, jax.Array]:
+    """Mean and population variance of all elements of ``x`` over the union
+    of ``x`` along the mapped axis ``axis_name`` (devices under
+    `jax.shard_map`, or a `jax.vmap` axis), whose members must all have
+    ``x``'s shape. Each member's mean and sum of squared deviations are
+    gathered (one collective) and merged exactly, as `RunningMeanStd` merges
+    batches: ``M2 = sum_i M2_i + n * sum_i (mean_i - mean)^2``."""
     local_mean = jnp.mean(x)
     local_m2 = jnp.sum(jnp.square(x - local_mean))
     means, m2s = jax.lax.all_gather(jnp.stack([local_mean, local_m2]), axis_name).T
     mean = jnp.mean(means)
     var = (jnp.sum(m2s) + x.size * jnp.sum(jnp.square(means - mean))) / (x.size * means.shape[0])
+    return mean, var
+
+
+def normalize(x: jax.Array, eps: float = 1e-8, axis_name: str | None = None) -> jax.Array:
+    """(x - mean) / (std + eps) over all elements (population std); with
+    ``axis_name``, over the union of ``x`` along that mapped axis
+    (`union_mean_var`)."""
+    if axis_name is None:
+        return (x - jnp.mean(x)) / (jnp.std(x) + eps)
+    mean, var = union_mean_var(x, axis_name)
     return (x - mean) / (jnp.sqrt(var) + eps)
 
 

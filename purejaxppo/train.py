@@ -34,7 +34,7 @@ from purejaxppo.advantages import gae
 from purejaxppo.config import HyperParams, PPOConfig
 from purejaxppo.distributions import random_words
 from purejaxppo.envs import VecEnv, make_env
-from purejaxppo.losses import LossStatic, Minibatch
+from purejaxppo.losses import LossStatic, Minibatch, union_mean_var
 from purejaxppo.networks import init_params, make_network, transposed_grad_pays
 from purejaxppo.normalization import RewardScaler, RunningMeanStd
 from purejaxppo.rollout import (
@@ -133,13 +133,9 @@ def explained_variance(
     """1 - Var(targets - predictions) / Var(targets); NaN if Var(targets) == 0.
 
     With ``axis_name``, the variances are those of the union of the arrays
-    along that mapped axis (equal shares; `purejaxppo.losses.normalize`).
+    along that mapped axis (`purejaxppo.losses.union_mean_var`).
     """
-    def var(x):
-        if axis_name is None:
-            return jnp.var(x)
-        mean = jax.lax.pmean(jnp.mean(x), axis_name)
-        return jax.lax.pmean(jnp.mean(jnp.square(x - mean)), axis_name)
+    var = jnp.var if axis_name is None else (lambda x: union_mean_var(x, axis_name)[1])
 
     var_targets = var(targets)
     return jnp.where(

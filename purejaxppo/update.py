@@ -199,36 +199,35 @@ def minibatch_gradient(
         ``(grads, diagnostics)``, each diagnostic the minibatch mean.
     """
     grad_fn = functools.partial(jax.grad(ppo_loss, has_aux=True), reference_params=reference_params)
-    if axis_name is not None:
-        if static.norm_adv:
-            advantages = normalize(minibatch.advantages, axis_name=axis_name)
-            minibatch = minibatch.replace(advantages=advantages)
-            static = static.replace(norm_adv=False)
-        local = minibatch_gradient(params, apply_fn, minibatch, hp, static, num_chunks, reference_params)
-        # One all-reduce for the gradient and every diagnostic together.
-        flat, unravel = ravel_pytree(local)
-        return unravel(jax.lax.pmean(flat, axis_name))
-    if num_chunks == 1:
-        return grad_fn(params, apply_fn, minibatch, hp, static)
     size = minibatch.advantages.shape[0]
     if size % num_chunks:
         raise ValueError(f"num_chunks={num_chunks} must divide the minibatch size {size}")
-    if static.norm_adv:
-        minibatch = minibatch.replace(advantages=normalize(minibatch.advantages))
+    if static.norm_adv and (num_chunks > 1 or axis_name is not None):
+        # Normalised over the whole minibatch (every device's share) before
+        # the loss sees a part of it.
+        minibatch = minibatch.replace(advantages=normalize(minibatch.advantages, axis_name=axis_name))
         static = static.replace(norm_adv=False)
-    chunks = jax.tree.map(
-        lambda x: x.reshape((num_chunks, size // num_chunks) + x.shape[1:]), minibatch
-    )
+    if num_chunks == 1:
+        grads = grad_fn(params, apply_fn, minibatch, hp, static)
+    else:
+        chunks = jax.tree.map(
+            lambda x: x.reshape((num_chunks, size // num_chunks) + x.shape[1:]), minibatch
+        )
 
-    chunk_grad = lambda chunk: grad_fn(params, apply_fn, chunk, hp, static)
+        chunk_grad = lambda chunk: grad_fn(params, apply_fn, chunk, hp, static)
 
-    def add_chunk(total, chunk: Minibatch):
-        return jax.tree.map(jnp.add, total, chunk_grad(chunk)), None
+        def add_chunk(total, chunk: Minibatch):
+            return jax.tree.map(jnp.add, total, chunk_grad(chunk)), None
 
-    shapes = jax.eval_shape(chunk_grad, jax.tree.map(lambda x: x[0], chunks))
-    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-    total, _ = jax.lax.scan(add_chunk, zeros, chunks)
-    return jax.tree.map(lambda x: x / num_chunks, total)
+        shapes = jax.eval_shape(chunk_grad, jax.tree.map(lambda x: x[0], chunks))
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        total, _ = jax.lax.scan(add_chunk, zeros, chunks)
+        grads = jax.tree.map(lambda x: x / num_chunks, total)
+    if axis_name is None:
+        return grads
+    # One all-reduce for the gradient and every diagnostic together.
+    flat, unravel = ravel_pytree(grads)
+    return unravel(jax.lax.pmean(flat, axis_name))
 
 
 def ppo_update(
