@@ -21,8 +21,8 @@ the median of the pairs' ratios, for the compile time (below 1: head
 compiles faster) and for env steps/s (above 1: head trains faster).
 
 Both sides run with the same ``XLA_FLAGS`` (the vector width
-`purejaxppo.cpu_vectors` picks, as the CLI applies it), on the CPU pool
-this checkout's `purejaxppo.cpu_threads` rule picks for the case, and on
+`purejaxppo.platform.cpu_vectors` picks, as the CLI applies it), on the CPU pool
+this checkout's `purejaxppo.platform.cpu_threads` rule picks for the case, and on
 one device (a vmapped case's seeds are not split over devices, since older
 revisions cannot). The cases are `throughput.py`'s. The processes use only
 ``purejaxppo.PPOConfig`` (its ``num_updates`` and the case's fields) and

@@ -11,7 +11,7 @@ optimized HLO dumped, then reports:
   code generation. Both are CPU seconds over XLA's compile threads, so
   they can exceed the wall time. Between them they take most of the
   compile here: about 12 ms (MLIR) and 16-18 ms (LLVM) a kernel on this
-  project's CPU (benchmarks/NOTES.md, session 9);
+  project's CPU (benchmarks/NOTES.md);
 * the slowest kernels (MLIR + LLVM), each with its shape and the JAX op it came from
   (the ``op_name`` metadata: e.g. ``jit(_uniform)`` is a threefry draw;
   a bare ``jax.random.bits`` draw shows only as ``while/body/...``);
@@ -27,7 +27,7 @@ Usage::
     python benchmarks/compile_profile.py --seeds 8             # jax.vmap over 8 seeds
     python benchmarks/compile_profile.py --reference           # PureJaxRL's PPO (reference_ppo.py)
 
-``--reference`` profiles the baseline of issue #4's targets instead, for
+``--reference`` profiles the baseline of the speed targets instead, for
 the kernel counts and codegen times behind the compile ratio that
 ``versus_reference.py`` measures. It has no named scopes, so its kernels
 all fall under ``other`` (or ``no op_name``).
@@ -177,7 +177,8 @@ def profile(overrides: dict, top: int, seeds: int = 1, reference: bool = False) 
         timing = json.loads(proc.stdout.strip().splitlines()[-1])
         times = _by_instruction(kernel_times(proc.stderr))
         mlir_times = _by_instruction(kernel_times(proc.stderr, "MLIR"))
-        dumps = sorted(Path(dump).glob("*jit_train*cpu_after_optimizations.txt"))
+        # The training program is the largest module compiled.
+        dumps = sorted(Path(dump).glob("*jit_*cpu_after_optimizations.txt"), key=lambda p: p.stat().st_size)
         origins = kernel_origins(dumps[-1].read_text()) if dumps else {}
     rows = []
     for kernel in set(times) | set(mlir_times):

@@ -3,7 +3,7 @@
 Issue #4 states each speed target beside the figure of PureJaxRL's
 single-file ``ppo.py`` on this machine class (compile 5.5 s, 118k steps/s
 for CartPole defaults, 185k over 8 seeds, 159k at 2048 x 128). Figures
-like these move with this shared machine by up to 3x from one session
+like these move with this shared machine by up to 3x from one day
 to the next, so the targets can be read
 only against a baseline timed beside ours, in the same minutes. This module
 is that baseline. ``python benchmarks/versus_reference.py`` times it against

@@ -57,6 +57,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # timing.py beside this script
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 FINAL_WINDOW = 10  # updates averaged by `final_return` (its default)
@@ -210,7 +212,7 @@ def run_preset(name: str, seeds: int, quick: bool, eval_episodes: int, env_devic
 
     from purejaxppo import make_train
     from purejaxppo.evaluation import final_return, make_evaluate
-    from purejaxppo.timing import compile_timed, run_timed
+    from timing import compile_timed, run_timed
 
     preset = available_presets()[name]
     config = preset.config()
@@ -315,8 +317,8 @@ def _spawn(cmd_args: list[str], marker: str, timeout: float, env_devices: int = 
     cmd = [sys.executable, str(Path(__file__).resolve()), *cmd_args]
     env = None
     if env_devices > 1:
-        from purejaxppo.cpu_threads import ENV_VAR as THREADS_VAR
-        from purejaxppo.devices import ENV_VAR as DEVICES_VAR
+        from purejaxppo.platform.cpu_threads import ENV_VAR as THREADS_VAR
+        from purejaxppo.platform.cpu_devices import ENV_VAR as DEVICES_VAR
 
         env = {**os.environ, DEVICES_VAR: str(env_devices), THREADS_VAR: "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)

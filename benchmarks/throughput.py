@@ -13,7 +13,7 @@ runs in its own subprocess, so its peak host RSS is its own. Per case:
   one process's compile varies by +-15% on a shared machine); and the same
   compile in a further new process served from
   JAX's persistent compilation cache, which one more process filled first
-  (warm; `purejaxppo.compile_cache`, what a second run of the CLI pays);
+  (warm; `purejaxppo.platform.compile_cache`, what a second run of the CLI pays);
 * steady state: the median of ``--repeats`` calls of the compiled function,
   each ended by ``block_until_ready``; env steps/s = steps per call / median;
 * env-only rate (uniformly random actions, no network) and rollout-only rate
@@ -22,7 +22,7 @@ runs in its own subprocess, so its peak host RSS is its own. Per case:
   (evaluations/s), measured in the same run (each the best over a few
   problem sizes of the median of 9 calls: `device_rates`), and the network FLOPs and
   transcendentals per env step counted from the config
-  (`purejaxppo.flops`, checked against XLA's cost analysis); the floor is
+  (`benchmarks/flops.py`, checked against XLA's cost analysis); the floor is
   the steps/s those two rates allow, and the table gives the fraction of it
   that training achieves. The rates come from the whole machine (a probe
   process, on XLA's default pool), and again from each case's own
@@ -43,7 +43,7 @@ a fresh process, the median of ``--compile-repeats`` processes; and the same
 with gymnax's plotting imports loaded first, as ``import gymnax`` loads them
 (what `purejaxppo.envs.import_gymnax` defers).
 
-Every process of a run compiles with the vector width `purejaxppo.cpu_vectors`
+Every process of a run compiles with the vector width `purejaxppo.platform.cpu_vectors`
 picks for the CPU, as the CLI applies it (``--cpu-vector-width``), and each
 case on the CPU pool and devices the CLI would pick for it (``--cpu-threads``,
 ``--cpu-devices``); on a GPU or TPU backend, no pool or device count is set.
@@ -69,7 +69,9 @@ import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # timing.py and flops.py beside this script
+RESULTS = HERE / "results"
 
 _BREAKOUT_CNN = dict(env_name="Breakout-MinAtar", num_envs=64, num_steps=128, update_epochs=4,
                      num_minibatches=8, activation="relu", total_timesteps=64 * 128 * 4)
@@ -97,7 +99,7 @@ def case_cpu_devices(seeds: int, choice: str, overrides: dict | None = None) -> 
     (`purejaxppo.devices`): ``choice`` "auto" applies the library's rule, as
     the CLI does (for one seed it needs the case's ``overrides``); None
     leaves a count the environment sets."""
-    from purejaxppo.devices import resolve_cpu_devices
+    from purejaxppo.platform.cpu_devices import resolve_cpu_devices
 
     num_envs = minibatch_size = chunk = None
     if overrides is not None and seeds <= 1:
@@ -117,9 +119,9 @@ def _fields(overrides: dict) -> dict:
 
 
 def case_cpu_threads(overrides: dict, seeds: int, choice: str, devices: int | None = 1) -> int | None:
-    """The CPU pool size a case's processes run with (`purejaxppo.cpu_threads`):
+    """The CPU pool size a case's processes run with (`purejaxppo.platform.cpu_threads`):
     ``choice`` "auto" applies the library's rule to the case, as the CLI does."""
-    from purejaxppo.cpu_threads import resolve_cpu_threads, uses_cnn
+    from purejaxppo.platform.cpu_threads import resolve_cpu_threads, uses_cnn
 
     fields = _fields(overrides)
     return resolve_cpu_threads(choice, fields["num_envs"], max(seeds, 1),
@@ -141,14 +143,14 @@ def _checked_arg(parse):
 
 def cpu_threads_arg(value: str) -> str:
     """argparse type of ``--cpu-threads``."""
-    from purejaxppo.cpu_threads import parse_cpu_threads
+    from purejaxppo.platform.cpu_threads import parse_cpu_threads
 
     return _checked_arg(parse_cpu_threads)(value)
 
 
 def cpu_vector_width_arg(value: str) -> str:
     """argparse type of ``--cpu-vector-width``."""
-    from purejaxppo.cpu_vectors import parse_cpu_vector_width
+    from purejaxppo.platform.cpu_vectors import parse_cpu_vector_width
 
     return _checked_arg(parse_cpu_vector_width)(value)
 
@@ -156,7 +158,7 @@ def cpu_vector_width_arg(value: str) -> str:
 def apply_cpu_vector_width(choice: str) -> int:
     """Set XLA CPU's vector width in this process's ``XLA_FLAGS``, which every
     child process inherits, before JAX starts; return the width in bits."""
-    from purejaxppo.cpu_vectors import XLA_DEFAULT_WIDTH, resolve_cpu_vector_width, set_cpu_vector_width
+    from purejaxppo.platform.cpu_vectors import XLA_DEFAULT_WIDTH, resolve_cpu_vector_width, set_cpu_vector_width
 
     width = resolve_cpu_vector_width(choice)
     set_cpu_vector_width(width)
@@ -165,7 +167,7 @@ def apply_cpu_vector_width(choice: str) -> int:
 
 def cpu_devices_arg(value: str) -> str:
     """argparse type of ``--cpu-devices``."""
-    from purejaxppo.devices import parse_cpu_devices
+    from purejaxppo.platform.cpu_devices import parse_cpu_devices
 
     return _checked_arg(parse_cpu_devices)(value)
 
@@ -191,7 +193,7 @@ def add_cpu_args(parser: argparse.ArgumentParser, scope: str, devices_help: str 
         parser.add_argument("--cpu-devices", default="auto", type=cpu_devices_arg, help=devices_help)
     parser.add_argument("--cpu-vector-width", default="auto", type=cpu_vector_width_arg,
                         help=f"SIMD bits XLA's CPU compiler prefers, for {scope}: auto "
-                             "(purejaxppo.cpu_vectors' rule, as its CLI applies it), default "
+                             "(purejaxppo.platform.cpu_vectors' rule, as its CLI applies it), default "
                              "(XLA's, 256) or 128, 256 or 512")
 
 
@@ -303,8 +305,8 @@ def probe_device(rates: bool = True, timeout: int = 1800) -> dict:
 def child_env(threads: int | None, devices: int | None = None) -> dict:
     """The environment of a benchmark child process with that CPU pool size
     and, unless None (the environment's own), that many CPU devices."""
-    from purejaxppo import cpu_threads
-    from purejaxppo import devices as devices_module
+    from purejaxppo.platform import cpu_threads
+    from purejaxppo.platform import cpu_devices as devices_module
 
     env = {k: v for k, v in os.environ.items() if k != cpu_threads.ENV_VAR}
     if threads is not None:
@@ -324,7 +326,7 @@ def device_name() -> str:
 
 
 def _time_compiled(fn, args, repeats):
-    from purejaxppo.timing import compile_timed, run_timed
+    from timing import compile_timed, run_timed
 
     compiled, compile_s = compile_timed(fn, *args)
     _, run_s, times = run_timed(compiled, *args, repeats=repeats)
@@ -419,7 +421,8 @@ def _train_fn(overrides: dict, seeds: int):
     import purejaxppo  # noqa: F401
     from purejaxppo import PPOConfig, make_train
 
-    from purejaxppo.devices import auto_env_devices, shard_seeds
+    from purejaxppo.devices import shard_seeds
+    from purejaxppo.platform.cpu_devices import auto_env_devices
 
     config = PPOConfig(**overrides)
     # One seed's envs split over the CPU devices there are, as the CLI's
@@ -436,8 +439,8 @@ def _train_fn(overrides: dict, seeds: int):
 def compile_case(overrides: dict, seeds: int, cache_dir: str | None = None) -> dict:
     """Compile the case's training function, cold or (with ``cache_dir``) with
     the persistent cache there; the compile time and the cache's status."""
-    from purejaxppo.compile_cache import CacheCounter, enable_compilation_cache
-    from purejaxppo.timing import compile_timed
+    from purejaxppo.platform.compile_cache import CacheCounter, enable_compilation_cache
+    from timing import compile_timed
 
     if cache_dir:
         enable_compilation_cache(cache_dir, min_compile_time_s=0.0)  # store every program
@@ -457,7 +460,7 @@ def run_case(overrides: dict, seeds: int, repeats: int, rates: dict | None) -> d
     from purejaxppo.advantages import gae
     from purejaxppo.distributions import Categorical, DiagGaussian
     from purejaxppo.envs import VecEnv, make_env
-    from purejaxppo.rollout import EnvCarry, EpisodeStats, collect_rollout, critic_values
+    from purejaxppo.rollout import RolloutRandomness, EnvCarry, EpisodeStats, collect_rollout, critic_values
 
     config, train, fn, keys = _train_fn(overrides, seeds)
     n_seeds = max(seeds, 1)
@@ -487,7 +490,7 @@ def run_case(overrides: dict, seeds: int, repeats: int, rates: dict | None) -> d
         carry = EnvCarry(state, obs, EpisodeStats.zeros(num_envs))
 
         def body(c, k):
-            c, traj = collect_rollout(random_policy, None, vec, c, k, T)
+            c, traj = collect_rollout(random_policy, None, vec, c, RolloutRandomness.draw(k, vec, T), T)
             return c, jnp.sum(traj.rewards)
 
         return jax.lax.scan(body, carry, jax.random.split(rng, U))[1]
@@ -500,7 +503,7 @@ def run_case(overrides: dict, seeds: int, repeats: int, rates: dict | None) -> d
         value = lambda p, o: train.network.apply(p, o, method=train.network.value)
 
         def body(c, k):
-            c, traj = collect_rollout(policy, params, vec, c, k, T)
+            c, traj = collect_rollout(policy, params, vec, c, RolloutRandomness.draw(k, vec, T), T)
             values, next_values = critic_values(value, params, traj, vec.truncation_period())
             adv, _ = gae(traj.rewards, values, next_values, traj.terminated, traj.done,
                          config.gamma, config.gae_lambda)
@@ -553,16 +556,16 @@ def _on_each_device(fn, devices):
 
 def case_cost(config) -> dict:
     """A config's network FLOPs and transcendentals per env step
-    (`purejaxppo.flops.cost_per_env_step`, with its envs' truncation period)."""
+    (`flops.cost_per_env_step`, with its envs' truncation period)."""
     from purejaxppo.envs import VecEnv, make_env
-    from purejaxppo.flops import cost_per_env_step
+    from flops import cost_per_env_step
 
     env, env_params, spec = make_env(config.env_name, config.env_kwargs, config.env_params)
     return cost_per_env_step(config, spec, VecEnv(env, env_params, spec, config.num_envs).truncation_period())
 
 
 def floor_steps_per_s(cost: dict, rates: dict) -> float:
-    """Env steps/s that a per-step ``cost`` (`purejaxppo.flops.cost_per_env_step`)
+    """Env steps/s that a per-step ``cost`` (`flops.cost_per_env_step`)
     allows at the ``rates`` of `device_rates`: the matmul FLOPs at the matmul
     rate plus the transcendentals at the tanh rate."""
     return 1.0 / (cost["flops"] / rates["matmul_flops_per_s"] + cost["transcendentals"] / rates["tanh_per_s"])
@@ -597,7 +600,7 @@ def startup_times(repeats: int, timeout: int = 300) -> dict:
     library does it, ``eager_plotting_s`` with gymnax's plotting imports
     (`purejaxppo.envs.GYMNAX_RENDER_MODULES`) made first, as a plain
     ``import gymnax`` makes them."""
-    from purejaxppo.envs import GYMNAX_RENDER_MODULES
+    from purejaxppo.fast.lazy_gymnax import GYMNAX_RENDER_MODULES
 
     def median_of(pre: str) -> float:
         samples = []
@@ -666,13 +669,13 @@ def machine_name(cpuinfo: str | None = None) -> str:
     whether it has AVX-512, its family and model numbers (with the core's
     name for an AMD CPU with AVX-512), and its core count.
 
-    This project's machines change CPU between sessions (an AMD EPYC without
-    AVX-512 in sessions 3-16, a Zen 5 EPYC in sessions 17-23, a Zen 4 one in
-    session 24, each named only "AMD EPYC"), and CPU timings compare only on
+    The project's results were timed on several CPUs (an AMD EPYC without
+    AVX-512, a Zen 5 EPYC, a Zen 4 one, each named only "AMD EPYC"), and CPU
+    timings compare only on
     one model, so each results file names it. ``cpuinfo``: another file to
     read than Linux's ``/proc/cpuinfo``.
     """
-    from purejaxppo.cpu_vectors import amd_avx512_core, cpu_info
+    from purejaxppo.platform.cpu_vectors import amd_avx512_core, cpu_info
 
     info = cpu_info() if cpuinfo is None else cpu_info(cpuinfo)
     model = info.model or platform.processor() or platform.machine()
@@ -738,18 +741,18 @@ def _table(rows: dict, device: str, meta: dict) -> str:
         "processes; warm: in a new process, from JAX's persistent compilation cache (what a "
         "second run of the same config pays).",
         "",
-        "CPU threads: the size of XLA's CPU pool the case ran on (`purejaxppo.cpu_threads`; "
+        "CPU threads: the size of XLA's CPU pool the case ran on (`purejaxppo.platform.cpu_threads`; "
         "\"cores\": XLA's default, one per core; \"-\": not set, off the CPU). Devices: the "
         "devices the seeds, or a single seed's envs (`make_train`'s `env_devices`, data parallel), "
         "were split over (`purejaxppo.devices`). Floor: the steps/s the network's "
-        "FLOPs and transcendentals per env step (`purejaxppo.flops`) allow at the matmul and tanh "
+        "FLOPs and transcendentals per env step (`benchmarks/flops.py`) allow at the matmul and tanh "
         "rates above, measured on the whole machine; its threads' floor: the same at the rates "
         "measured in the case's own process, on its XLA CPU pool (which its devices share)."
         + ("" if meta.get("backend") == "cpu" else
            " Off the CPU the rates are one device's, and both floors count them once per device "
            "the case ran on.")
         + (f" XLA CPU's preferred vector width: {meta.get('cpu_vector_width', 256)} bits in every case "
-           f"(`--cpu-vector-width {meta.get('cpu_vector_width_choice', 'auto')}`, `purejaxppo.cpu_vectors`)."
+           f"(`--cpu-vector-width {meta.get('cpu_vector_width_choice', 'auto')}`, `purejaxppo.platform.cpu_vectors`)."
            if meta.get("backend") == "cpu" else ""),
         "",
         "| case | seeds | devices | CPU threads | env steps / call | compile s (cold) | compile s (warm cache) | run s | steps/s | env-only steps/s | rollout-only steps/s | floor steps/s | of floor | its threads' floor | of that | peak RSS MB |",

@@ -1,6 +1,6 @@
 """purejaxppo against PureJaxRL's PPO (`reference_ppo.py`), timed side by side.
 
-    python benchmarks/versus_reference.py                 # the three cases of issue #4's targets
+    python benchmarks/versus_reference.py                 # the three cases of the speed targets
     python benchmarks/versus_reference.py --pairs 5 --cases cartpole_default
     python benchmarks/versus_reference.py --quick         # tiny sizes (a smoke run)
     python benchmarks/versus_reference.py --cases cartpole_default --set update_epochs=1 --set num_minibatches=1
@@ -15,7 +15,7 @@ Issue #4 states its speed targets as absolute figures beside PureJaxRL's on
 the same machine class: compile <= 2.7 s (PureJaxRL 5.5 s), >= 175k steps/s
 on CartPole defaults (118k), >= 280k over 8 seeds (185k), >= 260k at 2048 x
 128 (159k). This shared 2-core machine changes speed by up to 3x between
-sessions. That moves both sides alike, so the ratio of the two, timed in
+runs. That moves both sides alike, so the ratio of the two, timed in
 the same minutes, moves far less (one pair's ratio can still be off by a
 quarter, hence the median over pairs). This script measures that ratio.
 
@@ -33,9 +33,9 @@ way: each side's rate as a fraction of one floor for the case
 device), whose ratio is the rates' ratio, against 0.60 / 0.37. (On several
 GPUs or TPU chips each side's floor counts the devices it ran on.)
 Both sides run with the same ``XLA_FLAGS`` (purejaxppo's deadlock guard,
-see the README, and the vector width `purejaxppo.cpu_vectors` picks for the
+see the README, and the vector width `purejaxppo.platform.cpu_vectors` picks for the
 CPU, as its CLI applies it: ``--cpu-vector-width``), the size of XLA's CPU thread pool that
-`purejaxppo.cpu_threads` picks for the case on the side's devices, as
+`purejaxppo.platform.cpu_threads` picks for the case on the side's devices, as
 purejaxppo's CLI applies it (``--cpu-threads``; ``default`` for XLA's own,
 one per core; the same for both sides on one device), and the same
 hyperparameters, and the table gives
@@ -48,7 +48,7 @@ pool then has one thread per device), while the reference runs on one
 device, as PureJaxRL's ``ppo.py`` does. Split the same way, the reference
 hangs with every thread idle: its flax init makes batched LAPACK QRs, and
 two devices running them at once deadlock in jaxlib 0.10.x
-(benchmarks/NOTES.md, sessions 11-12). ``--cpu-devices 1`` puts both sides
+(benchmarks/NOTES.md). ``--cpu-devices 1`` puts both sides
 on one device.
 
 The cases are `throughput.py`'s, so the rates can be read against its table.
@@ -90,7 +90,7 @@ def measure(impl: str, overrides: dict, seeds: int, repeats: int) -> dict:
     import jax.numpy as jnp
 
     from purejaxppo.devices import shard_seeds
-    from purejaxppo.timing import compile_timed, run_timed
+    from timing import compile_timed, run_timed
 
     # purejaxppo's seeds split over the devices as its CLI splits them; the
     # reference's stay on one device, as PureJaxRL runs (module docstring).
@@ -115,7 +115,7 @@ def measure(impl: str, overrides: dict, seeds: int, repeats: int) -> dict:
             return reference_final_return(metrics)
 
     if impl == "purejaxppo":
-        from purejaxppo.devices import auto_env_devices
+        from purejaxppo.platform.cpu_devices import auto_env_devices
 
         # One seed's envs split over the CPU devices there are, as its CLI does.
         env_devices = 1 if seeds > 1 else auto_env_devices(config.num_envs, config.minibatch_size, 1,
@@ -220,14 +220,14 @@ def _table(rows: dict, meta: dict) -> str:
         f"XLA's CPU pool each side ran on (`--cpu-threads {meta.get('cpu_threads', 'default')}`; "
         f"\"cores\": XLA's default, one per core). Devices: those each side split the seeds "
         f"over: purejaxppo's by `--cpu-devices {meta.get('cpu_devices', '1')}`, the reference on one, "
-        f"as PureJaxRL runs (split alike, its init's batched LAPACK QRs hang: benchmarks/NOTES.md, session 12). "
+        f"as PureJaxRL runs (split alike, its init's batched LAPACK QRs hang: benchmarks/NOTES.md). "
         + (f"XLA CPU's preferred vector width: {meta.get('cpu_vector_width', 256)} bits on both sides "
-           f"(`--cpu-vector-width {meta.get('cpu_vector_width_choice', 'auto')}`, `purejaxppo.cpu_vectors`). "
+           f"(`--cpu-vector-width {meta.get('cpu_vector_width_choice', 'auto')}`, `purejaxppo.platform.cpu_vectors`). "
            if meta.get("backend") == "cpu" else "")
         + (f"Both sides' hyperparameters changed from the cases' by `--set`: {meta['set']}. "
            if meta.get("set") else "")
         + (f"Floor: the case's compute floor (`throughput.py`'s: the network's FLOPs and "
-           f"transcendentals per env step, `purejaxppo.flops`, for the case's config) at the rates "
+           f"transcendentals per env step, `benchmarks/flops.py`, for the case's config) at the rates "
            f"measured once in a probe process, on XLA's default pool "
            f"({rates_text(meta['rates'])}); one floor for both sides"
            + (". " if meta.get("backend") == "cpu" else ", once per device each ran on. ")

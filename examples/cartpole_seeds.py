@@ -9,16 +9,17 @@ every seed thin).
 """
 
 import argparse
+import time
 
 import purejaxppo  # noqa: F401  (before jax computes anything: XLA guard)
 import jax
 import numpy as np
 
 from purejaxppo import PPOConfig, make_train
-from purejaxppo.cpu_threads import resolve_cpu_threads, set_cpu_threads
-from purejaxppo.devices import current_cpu_devices, resolve_cpu_devices, set_cpu_devices, shard_seeds
+from purejaxppo.devices import shard_seeds
 from purejaxppo.evaluation import final_return
-from purejaxppo.timing import compile_timed, run_timed
+from purejaxppo.platform.cpu_devices import current_cpu_devices, resolve_cpu_devices, set_cpu_devices
+from purejaxppo.platform.cpu_threads import resolve_cpu_threads, set_cpu_threads
 
 
 def main() -> None:
@@ -31,7 +32,7 @@ def main() -> None:
     # The seeds split over CPU devices, up to one per core, and XLA's CPU
     # pool (one thread for small runs and for split seeds); a
     # JAX_NUM_CPU_DEVICES or PJRT_NPROC already set wins. Both are set before
-    # JAX starts: building a PPOConfig imports gymnax, which starts it.
+    # JAX starts (opt-in machine tuning, `purejaxppo.platform`).
     devices = resolve_cpu_devices("auto", args.num_seeds)
     if devices is not None:
         set_cpu_devices(devices)
@@ -40,8 +41,12 @@ def main() -> None:
 
     config = PPOConfig(env_name="CartPole-v1", total_timesteps=args.total_timesteps)
     keys = shard_seeds(jax.random.split(jax.random.PRNGKey(args.seed), args.num_seeds))
-    compiled, compile_s = compile_timed(jax.vmap(make_train(config)), keys)
-    result, run_s, _ = run_timed(compiled, keys)
+    start = time.perf_counter()
+    compiled = jax.jit(jax.vmap(make_train(config))).lower(keys).compile()
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    result = jax.block_until_ready(compiled(keys))
+    run_s = time.perf_counter() - start
     steps = config.num_updates * config.batch_size * args.num_seeds
     print(f"{args.num_seeds} seeds x {config.num_updates * config.batch_size:,} steps "
           f"over {len(keys.sharding.device_set)} device(s) | "

@@ -8,16 +8,20 @@
     (976,)
 """
 
-from purejaxppo import _xla_guard  # noqa: F401  (must run before any computation)
-from purejaxppo.config import HyperParams, PPOConfig
-from purejaxppo.train import METRIC_NAMES, TrainResult, TrainState, make_train
+from purejaxppo.platform import xla_guard  # noqa: F401  (must run before any computation)
+from purejaxppo.config import PPOConfig
+from purejaxppo.hyperparams import HyperParams
+from purejaxppo.presets import preset_config
+from purejaxppo.train import METRIC_NAMES, Trainer, TrainResult, TrainState, make_train
 
 __all__ = [
     "HyperParams",
     "METRIC_NAMES",
     "PPOConfig",
+    "Trainer",
     "TrainResult",
     "TrainState",
     "make_train",
+    "preset_config",
 ]
 __version__ = "0.1.0"

@@ -49,7 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from purejaxppo.config import HYPERPARAM_FIELDS, HyperParams, PPOConfig
+from purejaxppo.config import HYPERPARAM_FIELDS, PPOConfig
+from purejaxppo.hyperparams import HyperParams
 from purejaxppo.normalization import RunningMeanStd
 from purejaxppo.train import ENV_AXIS, TrainResult, TrainState, make_train
 

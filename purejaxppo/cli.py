@@ -5,8 +5,8 @@ prints a short table: compile time and steady-state time apart, the learning
 curve (median over seeds), and each seed's final and greedy-evaluation return.
 The seeds are split over the devices (on a CPU, over up to one device per
 core: `purejaxppo.devices`), and XLA's CPU pool is sized for the run
-(`purejaxppo.cpu_threads`) and XLA CPU's vector width chosen for the CPU
-(`purejaxppo.cpu_vectors`), all before JAX starts.
+(`purejaxppo.platform.cpu_threads`) and XLA CPU's vector width chosen for the CPU
+(`purejaxppo.platform.cpu_vectors`), all before JAX starts.
 
 The environment's preset (`purejaxppo.presets`) is the starting point, so
 ``--env Pendulum-v1`` alone runs the tuned Pendulum config; every `PPOConfig`
@@ -17,7 +17,7 @@ library defaults instead.
 
 ``--init-from DIR`` starts every seed from the policy a run saved with
 ``--checkpoint-dir DIR``; with ``--reference-kl`` that policy is also kept as
-the fixed reference of a fine-tuning run (README: Fine-tuning), which then
+the fixed reference of a fine-tuning run (docs/algorithm.md: fine-tuning), which then
 resumes from its own checkpoints without ``--init-from``.
 
 ``--json-out`` writes strict JSON: a NaN (an update before any episode
@@ -26,8 +26,10 @@ ended) is written as null.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+import time
 import sys
 import warnings
 from pathlib import Path
@@ -85,11 +87,11 @@ class Args:
     """Threads XLA's CPU runtime runs the program on: auto (1 for a small run of
     <= 32 envs over all seeds without a CNN, or for seeds split over CPU
     devices, else one per core; a PJRT_NPROC already set wins), default (one
-    per core), or a count (purejaxppo.cpu_threads)."""
+    per core), or a count (purejaxppo.platform.cpu_threads)."""
     cpu_vector_width: str = "auto"
     """SIMD width in bits XLA's CPU compiler prefers: auto (512 on an AMD CPU with
     AVX-512, else XLA's default 256; a width already in XLA_FLAGS wins), default,
-    or 128, 256 or 512 (purejaxppo.cpu_vectors)."""
+    or 128, 256 or 512 (purejaxppo.platform.cpu_vectors)."""
     cpu_devices: str = "auto"
     """CPU devices the seeds are split over: auto (the most, up to one per core,
     that divide num_seeds; for one seed, the devices --env-devices auto splits
@@ -103,174 +105,18 @@ class Args:
     the backend's devices (GPUs too)."""
 
 
-def _flag(argv: list[str], field: str, default=None):
-    """The last value argv gives the flag of ``field`` (``--num-envs 8``,
-    ``--num_envs=8``; ``env_name`` also as ``--env``), else ``default``."""
-    names = {f"--{field}", f"--{field.replace('_', '-')}"}
-    if field == "env_name":
-        names.add("--env")
-    value = default
-    for i, arg in enumerate(argv):
-        name, eq, rest = arg.partition("=")
-        if name in names:
-            if eq:
-                value = rest
-            elif i + 1 < len(argv):
-                value = argv[i + 1]
-    return value
-
-
 def _env_and_preset(argv: list[str]) -> tuple[str, bool]:
-    """First parsing stage: the env name and ``--[no-]preset``, read from argv
-    before the full parse, because the preset sets every flag's default."""
-    env = _flag(argv, "env_name", _FIELD_DEFAULTS["env_name"])
-    use_preset = True
-    for arg in argv:
-        if arg in ("--preset", "--no-preset"):
-            use_preset = arg == "--preset"
-    return env, use_preset
+    """The env name and ``--[no-]preset`` of ``argv``, read first because the
+    env's preset sets every other flag's default (`default_args`)."""
+    first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    first.add_argument("--env", "--env-name", "--env_name", dest="env_name",
+                       default=_FIELD_DEFAULTS["env_name"])
+    first.add_argument("--preset", action=argparse.BooleanOptionalAction, default=True)
+    known, _ = first.parse_known_args(argv)
+    return known.env_name, known.preset
 
 
 _FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(PPOConfig)}
-
-
-def _int_flag(argv: list[str], field: str, default) -> int:
-    """A positive int flag's value from argv; 1 when it is not one (the full
-    parse reports that)."""
-    try:
-        return max(int(_flag(argv, field, default)), 1)
-    except (TypeError, ValueError):
-        return 1
-
-
-def _flag_defaults(argv: list[str]) -> dict:
-    """Each `PPOConfig` field's default as the full parse will see it: the
-    env's preset (unless ``--no-preset``), else the library default."""
-    from purejaxppo.presets import PRESETS
-
-    env, use_preset = _env_and_preset(argv)
-    values = dict(_FIELD_DEFAULTS)
-    if use_preset and env in PRESETS:
-        values.update(PRESETS[env].overrides)
-    return values
-
-
-def resolve_env_devices(choice: str, num_seeds: int, config: PPOConfig) -> int:
-    """The device count ``--env-devices`` asks for, once JAX has started:
-    ``auto`` is `purejaxppo.devices.auto_env_devices`; a count is taken as
-    it is (`make_train` checks it)."""
-    from purejaxppo.cpu_threads import parse_count
-    from purejaxppo.devices import auto_env_devices
-
-    if choice != "auto":
-        return parse_count("env_devices", choice, "'auto' or an int >= 1")
-    return auto_env_devices(config.num_envs, config.minibatch_size, num_seeds, config.grad_chunk_size)
-
-
-def cpu_devices_from_argv(argv: list[str]) -> int | None:
-    """The CPU device count (`purejaxppo.devices`) that ``argv`` asks for;
-    None leaves the environment's choice. Read before JAX starts, like the pool."""
-    from purejaxppo.devices import resolve_cpu_devices, user_set_cpu_devices
-
-    num_seeds = _int_flag(argv, "num_seeds", 1)
-    env_choice = _flag(argv, "env_devices", "auto")
-    if env_choice != "auto" and _flag(argv, "cpu_devices", "auto") == "auto":
-        # --env-devices N: N CPU devices for each seed's envs (the seeds then
-        # stay together; a bad value is the full parse's to report).
-        count = _int_flag(argv, "env_devices", 1)
-        return None if user_set_cpu_devices() else count
-    num_envs = minibatch_size = grad_chunk_size = None
-    if num_seeds == 1:
-        values = _flag_defaults(argv)
-        chunk = _flag(argv, "grad_chunk_size", values["grad_chunk_size"])
-        grad_chunk_size = None if chunk in (None, "None") else _int_flag(argv, "grad_chunk_size", 1)
-        num_envs = _int_flag(argv, "num_envs", values["num_envs"])
-        batch = num_envs * _int_flag(argv, "num_steps", values["num_steps"])
-        minibatches = _int_flag(argv, "num_minibatches", values["num_minibatches"])
-        if batch % minibatches == 0:
-            minibatch_size = batch // minibatches
-    return resolve_cpu_devices(_flag(argv, "cpu_devices", "auto"), num_seeds, num_envs, minibatch_size,
-                               grad_chunk_size)
-
-
-def apply_cpu_devices(argv: list[str]) -> int:
-    """Make the CPU devices ``argv`` asks for, before JAX starts; return the
-    count the run splits its seeds over on a CPU. Once JAX has started,
-    ``auto`` keeps what there is; an explicit count is an error there."""
-    from purejaxppo.cpu_threads import accelerator_expected, backend_started
-    from purejaxppo.devices import current_cpu_devices, set_cpu_devices
-
-    devices = cpu_devices_from_argv(argv)
-    auto = _flag(argv, "cpu_devices", "auto") == "auto"
-    if devices is None or (auto and (backend_started() or accelerator_expected())):
-        return current_cpu_devices() or 1
-    set_cpu_devices(devices)
-    return devices
-
-
-def cpu_threads_from_argv(argv: list[str], devices: int = 1) -> int | None:
-    """The CPU pool size (`purejaxppo.cpu_threads`) that ``argv`` asks for.
-
-    Read from argv before the full parse, because the pool is sized when JAX
-    starts its backend, and building any `PPOConfig` imports gymnax, which
-    starts it. ``auto`` looks at num_envs, num_seeds and the torso as the
-    full parse will see them: a flag, else the env's preset, else the
-    library default. Where JAX will likely run on a GPU or TPU
-    (`purejaxppo.cpu_threads.accelerator_expected`), ``auto`` sets nothing.
-    """
-    from purejaxppo.cpu_threads import accelerator_expected, resolve_cpu_threads, uses_cnn
-
-    if _flag(argv, "cpu_threads", "auto") == "auto" and accelerator_expected():
-        return None
-
-    env, _ = _env_and_preset(argv)
-    values = _flag_defaults(argv)
-
-    return resolve_cpu_threads(
-        _flag(argv, "cpu_threads", "auto"),
-        num_envs=_int_flag(argv, "num_envs", values["num_envs"]),
-        num_seeds=_int_flag(argv, "num_seeds", 1),
-        cnn=uses_cnn(env, _flag(argv, "torso", values["torso"])),
-        devices=devices,
-    )
-
-
-def apply_cpu_threads(argv: list[str], devices: int = 1) -> str:
-    """Size XLA's CPU pool as ``argv`` asks, before JAX starts; return a note
-    for the output. An explicit count that can no longer be applied (JAX
-    started already, e.g. `main` called from a process that used JAX) is an
-    error; ``auto`` then keeps the running pool and says so."""
-    from purejaxppo.cpu_threads import backend_started, current_cpu_threads, set_cpu_threads
-
-    threads = cpu_threads_from_argv(argv, devices)
-    choice = _flag(argv, "cpu_threads", "auto")
-    if choice == "auto" and backend_started() and current_cpu_threads() != threads:
-        threads = current_cpu_threads()
-        return f"{threads or 'one per core'} (auto: JAX had started; kept)"
-    set_cpu_threads(threads)
-    return f"{threads or 'one per core'} ({'auto' if choice == 'auto' else '--cpu-threads'})"
-
-
-def apply_cpu_vector_width(argv: list[str]) -> str:
-    """Set XLA CPU's preferred vector width as ``argv`` asks, before JAX
-    starts; return a note for the output. Once JAX has started, ``auto``
-    keeps the width it started with and says so, and keeps a width set in
-    ``XLA_FLAGS``; an explicit width that can no longer be applied is an
-    error."""
-    from purejaxppo.cpu_threads import backend_started
-    from purejaxppo.cpu_vectors import (XLA_DEFAULT_WIDTH, current_cpu_vector_width,
-                                        resolve_cpu_vector_width, set_cpu_vector_width,
-                                        user_set_width)
-
-    choice = _flag(argv, "cpu_vector_width", "auto")
-    width = resolve_cpu_vector_width(choice)
-    now = current_cpu_vector_width() or XLA_DEFAULT_WIDTH
-    if choice == "auto" and user_set_width():
-        return f"{now} bits (XLA_FLAGS)"
-    if choice == "auto" and backend_started() and now != (width or XLA_DEFAULT_WIDTH):
-        return f"{now} bits (auto: JAX had started; kept)"
-    set_cpu_vector_width(width)
-    return f"{width or XLA_DEFAULT_WIDTH} bits ({'auto' if choice == 'auto' else '--cpu-vector-width'})"
 
 
 def default_args(argv: list[str]) -> Args:
@@ -288,13 +134,131 @@ def default_args(argv: list[str]) -> Args:
         return Args(preset=use_preset)
 
 
+def parse_args(argv: list[str]) -> Args:
+    """``argv`` as `Args`, the env's preset under the flags. Building the
+    config starts no JAX backend, so the CPU settings that must precede it
+    (`apply_platform`) can be chosen from the parsed run."""
+    return tyro.cli(Args, args=argv, default=default_args(argv), description=__doc__.splitlines()[0])
+
+
+def resolve_env_devices(choice: str, num_seeds: int, config: PPOConfig) -> int:
+    """The device count ``--env-devices`` asks for, once JAX has started:
+    ``auto`` is `purejaxppo.platform.cpu_devices.auto_env_devices`; a count
+    is taken as it is (`make_train` checks it)."""
+    from purejaxppo.platform.cpu_devices import auto_env_devices
+    from purejaxppo.platform.cpu_threads import parse_count
+
+    if choice != "auto":
+        return parse_count("env_devices", choice, "'auto' or an int >= 1")
+    return auto_env_devices(config.num_envs, config.minibatch_size, num_seeds, config.grad_chunk_size)
+
+
+def cpu_devices_for_args(args: Args) -> int | None:
+    """The CPU device count (`purejaxppo.platform.cpu_devices`) that ``args``
+    ask for; None leaves the environment's choice. Chosen before JAX starts."""
+    from purejaxppo.platform.cpu_devices import resolve_cpu_devices, user_set_cpu_devices
+    from purejaxppo.platform.cpu_threads import parse_count
+
+    config = args.config
+    if args.env_devices != "auto" and args.cpu_devices == "auto":
+        # --env-devices N: N CPU devices for each seed's envs (the seeds then
+        # stay together).
+        count = parse_count("env_devices", args.env_devices, "'auto' or an int >= 1")
+        return None if user_set_cpu_devices() else count
+    one_seed = args.num_seeds == 1
+    return resolve_cpu_devices(
+        args.cpu_devices, max(args.num_seeds, 1),
+        config.num_envs if one_seed else None,
+        config.minibatch_size if one_seed else None,
+        config.grad_chunk_size if one_seed else None,
+    )
+
+
+def apply_cpu_devices(args: Args) -> int:
+    """Make the CPU devices ``args`` ask for, before JAX starts; return the
+    count the run splits its seeds over on a CPU. Once JAX has started,
+    ``auto`` keeps what there is; an explicit count is an error there."""
+    from purejaxppo.platform.cpu_devices import current_cpu_devices, set_cpu_devices
+    from purejaxppo.platform.cpu_threads import accelerator_expected, backend_started
+
+    devices = cpu_devices_for_args(args)
+    auto = args.cpu_devices == "auto"
+    if devices is None or (auto and (backend_started() or accelerator_expected())):
+        return current_cpu_devices() or 1
+    set_cpu_devices(devices)
+    return devices
+
+
+def cpu_threads_for_args(args: Args, devices: int = 1) -> int | None:
+    """The CPU pool size (`purejaxppo.platform.cpu_threads`) that ``args`` ask
+    for. ``auto`` looks at num_envs, num_seeds and the torso. Where JAX will
+    likely run on a GPU or TPU
+    (`purejaxppo.platform.cpu_threads.accelerator_expected`), ``auto`` sets
+    nothing."""
+    from purejaxppo.platform.cpu_threads import accelerator_expected, resolve_cpu_threads, uses_cnn
+
+    if args.cpu_threads == "auto" and accelerator_expected():
+        return None
+    return resolve_cpu_threads(
+        args.cpu_threads,
+        num_envs=args.config.num_envs,
+        num_seeds=max(args.num_seeds, 1),
+        cnn=uses_cnn(args.config.env_name, args.config.torso),
+        devices=devices,
+    )
+
+
+def apply_cpu_threads(args: Args, devices: int = 1) -> str:
+    """Size XLA's CPU pool as ``args`` ask, before JAX starts; return a note
+    for the output. An explicit count that can no longer be applied (JAX
+    started already, e.g. `main` called from a process that used JAX) is an
+    error; ``auto`` then keeps the running pool and says so."""
+    from purejaxppo.platform.cpu_threads import backend_started, current_cpu_threads, set_cpu_threads
+
+    threads = cpu_threads_for_args(args, devices)
+    if args.cpu_threads == "auto" and backend_started() and current_cpu_threads() != threads:
+        threads = current_cpu_threads()
+        return f"{threads or 'one per core'} (auto: JAX had started; kept)"
+    set_cpu_threads(threads)
+    return f"{threads or 'one per core'} ({'auto' if args.cpu_threads == 'auto' else '--cpu-threads'})"
+
+
+def apply_cpu_vector_width(choice: str) -> str:
+    """Set XLA CPU's preferred vector width (``--cpu-vector-width``) before
+    JAX starts; return a note for the output. Once JAX has started, ``auto``
+    keeps the width it started with and says so, and keeps a width set in
+    ``XLA_FLAGS``; an explicit width that can no longer be applied is an
+    error."""
+    from purejaxppo.platform.cpu_threads import backend_started
+    from purejaxppo.platform.cpu_vectors import (XLA_DEFAULT_WIDTH, current_cpu_vector_width,
+                                                 resolve_cpu_vector_width, set_cpu_vector_width,
+                                                 user_set_width)
+
+    width = resolve_cpu_vector_width(choice)
+    now = current_cpu_vector_width() or XLA_DEFAULT_WIDTH
+    if choice == "auto" and user_set_width():
+        return f"{now} bits (XLA_FLAGS)"
+    if choice == "auto" and backend_started() and now != (width or XLA_DEFAULT_WIDTH):
+        return f"{now} bits (auto: JAX had started; kept)"
+    set_cpu_vector_width(width)
+    return f"{width or XLA_DEFAULT_WIDTH} bits ({'auto' if choice == 'auto' else '--cpu-vector-width'})"
+
+
+def apply_platform(args: Args) -> tuple[str, str]:
+    """The CLI's machine tuning (`purejaxppo.platform`), applied before JAX
+    starts: XLA CPU's vector width, the CPU devices, then the CPU pool.
+    Returns the notes ``(cpu threads, cpu vectors)`` for the output."""
+    vectors_note = apply_cpu_vector_width(args.cpu_vector_width)
+    devices = apply_cpu_devices(args)
+    return apply_cpu_threads(args, devices), vectors_note
+
+
 def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str | None = None) -> dict:
     import jax
 
-    from purejaxppo.compile_cache import CacheCounter, enable_compilation_cache
+    from purejaxppo.platform.compile_cache import CacheCounter, enable_compilation_cache
     from purejaxppo.devices import shard_seeds
     from purejaxppo.evaluation import final_return, make_evaluate
-    from purejaxppo.timing import compile_timed, run_timed
     from purejaxppo.train import make_train
 
     if args.num_seeds <= 0:
@@ -318,7 +282,7 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
         raise ValueError(
             "reference_kl=True fine-tunes a trained policy and keeps it as the reference: "
             "name the checkpoint directory of the run that trained it, --init-from DIR "
-            "(README: Fine-tuning)"
+            "(docs/algorithm.md: fine-tuning)"
         )
     elif args.init_seed != 0:
         raise ValueError(f"init_seed={args.init_seed} picks a seed of --init-from's run; "
@@ -340,8 +304,12 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
     if args.checkpoint_dir is None:
         train = jax.vmap(make(), in_axes=(0, None, None, None))
         with CacheCounter() as cache:
-            compiled, compile_s = compile_timed(train, keys, None, params, obs_norm)
-        result, run_s, _ = run_timed(compiled, keys, None, params, obs_norm)
+            start_s = time.perf_counter()
+            compiled = jax.jit(train).lower(keys, None, params, obs_norm).compile()
+            compile_s = time.perf_counter() - start_s
+        start_s = time.perf_counter()
+        result = jax.block_until_ready(compiled(keys, None, params, obs_norm))
+        run_s = time.perf_counter() - start_s
     else:
         from purejaxppo.checkpoint import train_with_checkpoints
 
@@ -481,13 +449,9 @@ def _median_over_seeds(values) -> np.ndarray | None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m purejaxppo`` and the ``purejaxppo`` script."""
     try:
-        argv = sys.argv[1:] if argv is None else argv
-        vectors_note = apply_cpu_vector_width(argv)  # before anything starts JAX
-        devices = apply_cpu_devices(argv)
-        note = apply_cpu_threads(argv, devices)
-        args = tyro.cli(Args, args=argv, default=default_args(argv),
-                        description=__doc__.splitlines()[0])
-        run(args, note, vectors_note)
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        threads_note, vectors_note = apply_platform(args)  # before anything starts JAX
+        run(args, threads_note, vectors_note)
     except (ValueError, TypeError, RuntimeError, FileNotFoundError) as error:
         print(f"purejaxppo: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

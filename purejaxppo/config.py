@@ -9,9 +9,14 @@ The fields split in two kinds, and the split is explicit:
 * **Numeric hyperparameters** (`lr`, `gamma`, `gae_lambda`, `clip_eps`,
   `ent_coef`, `vf_coef`, `max_grad_norm`, `kl_coef`, `reference_kl_coef`,
   `obs_clip`, `reward_clip`) never enter Python control flow.
-  `PPOConfig.hyperparams()` packs them into the `HyperParams` pytree, which
+  `PPOConfig.hyperparams()` packs them into the `HyperParams` pytree
+  (`purejaxppo.hyperparams`), which
   the training function takes as a traced argument, so a sweep can
   `jax.vmap` over them inside one compiled call.
+
+Building and validating a config imports no JAX and starts no backend, so
+a program (the CLI among them) can build one, then choose how JAX starts
+(CPU threads, devices) from it.
 
 Every field is checked in ``__post_init__``: a bad value raises ``TypeError``
 or ``ValueError`` naming the field, the value and what is allowed, before
@@ -28,62 +33,15 @@ import difflib
 import math
 from typing import Annotated, Any, Literal
 
-import jax
-import jax.numpy as jnp
+import sys
+
 import numpy as np
 import tyro
-from flax import struct
 
 AUTO_GRAD_CHUNK = 8192  # the CPU chunk size grad_chunk_size=None aims at
 ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "elu", "leaky_relu")
 POLICY_OBJECTIVES = ("clip", "kl_penalty", "pg")
 TORSOS = ("auto", "mlp", "cnn")
-
-
-@struct.dataclass
-class HyperParams:
-    """The traced numeric hyperparameters of a run (a pytree of scalars).
-
-    Any leaf may carry a leading batch axis under `jax.vmap`, so one compiled
-    call can train several hyperparameter settings at once.
-    """
-
-    lr: jnp.ndarray
-    gamma: jnp.ndarray
-    gae_lambda: jnp.ndarray
-    clip_eps: jnp.ndarray
-    ent_coef: jnp.ndarray
-    vf_coef: jnp.ndarray
-    max_grad_norm: jnp.ndarray
-    kl_coef: jnp.ndarray
-    reference_kl_coef: jnp.ndarray
-    obs_clip: jnp.ndarray
-    reward_clip: jnp.ndarray
-
-    def validate(self) -> "HyperParams":
-        """Check every value (batched ones element by element) against the
-        range `PPOConfig` allows for its field; return ``self``.
-
-        ``train`` cannot check what it is given (its hyperparameters are
-        traced), so check a sweep's values with this before the compiled call.
-        Raises ``ValueError`` naming the field, the first bad value, its index
-        and the allowed interval; ``TypeError`` on traced values.
-        """
-        for name in HYPERPARAM_FIELDS:
-            value = getattr(self, name)
-            if isinstance(value, jax.core.Tracer):
-                raise TypeError(f"HyperParams.validate() needs concrete values; {name} is traced")
-            v = np.asarray(value, np.float64)
-            low, high, low_in, high_in = _RANGES[name]
-            ok = np.isfinite(v) & ((v >= low) if low_in else (v > low)) & ((v <= high) if high_in else (v < high))
-            if not ok.all():
-                index = tuple(int(i) for i in np.argwhere(~ok)[0])
-                where = f"{name}[{', '.join(map(str, index))}]" if index else name
-                raise ValueError(
-                    f"hyperparams.{where} = {v[index]:g}; allowed: finite values in "
-                    f"{_interval(low, high, low_in, high_in)}"
-                )
-        return self
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -247,14 +205,6 @@ class PPOConfig:
         return self.num_updates * self.update_epochs * self.num_minibatches
 
     # ---------------------------------------------------------------- helpers
-    @classmethod
-    def preset(cls, env_name: str, **overrides: Any) -> "PPOConfig":
-        """The tuned preset for ``env_name`` (see `purejaxppo.presets`), with
-        ``overrides`` applied; a ``ValueError`` lists the presets if none."""
-        from purejaxppo.presets import preset_config  # presets import this module
-
-        return preset_config(env_name, **overrides)
-
     def replace(self, **changes: Any) -> "PPOConfig":
         """A copy with ``changes`` applied (and validated)."""
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
@@ -265,14 +215,12 @@ class PPOConfig:
             )
         return dataclasses.replace(self, **changes)
 
-    def hyperparams(self) -> HyperParams:
-        """The numeric hyperparameters as a traced-friendly pytree of float32."""
-        return HyperParams(
-            **{
-                name: jnp.asarray(getattr(self, name), dtype=jnp.float32)
-                for name in HYPERPARAM_FIELDS
-            }
-        )
+    def hyperparams(self) -> "HyperParams":
+        """The numeric hyperparameters as a traced-friendly pytree of float32
+        (`purejaxppo.hyperparams.HyperParams`)."""
+        from purejaxppo.hyperparams import HyperParams
+
+        return HyperParams.from_config(self)
 
     # ------------------------------------------------------------- validation
     def __post_init__(self) -> None:
@@ -294,7 +242,32 @@ class PPOConfig:
         _validate(self)
 
 
-HYPERPARAM_FIELDS = tuple(f.name for f in dataclasses.fields(HyperParams))
+HYPERPARAM_FIELDS = (
+    "lr", "gamma", "gae_lambda", "clip_eps", "ent_coef", "vf_coef", "max_grad_norm",
+    "kl_coef", "reference_kl_coef", "obs_clip", "reward_clip",
+)
+"""The numeric `PPOConfig` fields, traced in `purejaxppo.hyperparams.HyperParams`."""
+
+GYMNAX_ENV_NAMES = (
+    "CartPole-v1", "Pendulum-v1", "Acrobot-v1", "MountainCar-v0", "MountainCarContinuous-v0",
+    "Asterix-MinAtar", "Breakout-MinAtar", "Freeway-MinAtar", "Seaquest-MinAtar",
+    "SpaceInvaders-MinAtar", "Catch-bsuite", "DeepSea-bsuite", "MemoryChain-bsuite",
+    "UmbrellaChain-bsuite", "DiscountingChain-bsuite", "MNISTBandit-bsuite", "SimpleBandit-bsuite",
+    "FourRooms-misc", "MetaMaze-misc", "PointRobot-misc", "BernoulliBandit-misc",
+    "GaussianBandit-misc", "Reacher-misc", "Swimmer-misc", "Pong-misc", "FrozenLake-misc",
+)
+"""gymnax's built-in environment ids (``gymnax.registered_envs`` of gymnax
+1.0; `tests/test_config.py` checks the two agree)."""
+
+
+def known_env_names() -> list[str]:
+    """The env ids a config accepts: gymnax's registry where gymnax is
+    imported already (envs registered at run time included), else its
+    built-in ids, without importing gymnax (whose import starts JAX)."""
+    gymnax = sys.modules.get("gymnax")
+    if gymnax is not None and hasattr(gymnax, "registered_envs"):
+        return list(gymnax.registered_envs)
+    return list(GYMNAX_ENV_NAMES)
 
 _INT32_MAX = 2**31 - 1
 
@@ -343,8 +316,6 @@ def _divisors_near(n: int, v: int, count: int = 8) -> list[int]:
 
 
 def _validate(c: PPOConfig) -> None:
-    from purejaxppo.envs import registered_env_names  # lazy: gymnax is heavy
-
     # --- types first, so range checks can compare numbers safely
     if not isinstance(c.env_name, str):
         raise TypeError(f"env_name must be a str, got {c.env_name!r}")
@@ -379,7 +350,7 @@ def _validate(c: PPOConfig) -> None:
             )
 
     # --- values
-    names = registered_env_names()
+    names = known_env_names()
     if c.env_name not in names:
         close = difflib.get_close_matches(c.env_name, names, n=3, cutoff=0.4)
         hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""

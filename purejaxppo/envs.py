@@ -12,10 +12,7 @@ termination: the return is bootstrapped from ``V(final_observation)``.
 
 from __future__ import annotations
 
-import importlib
 import math
-import sys
-import types
 from typing import Any
 
 import chex
@@ -24,54 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from purejaxppo.prng import straight
-
-
-# Imported at module level by gymnax's environment modules (Pong, Catch,
-# FourRooms, MetaMaze, PointRobot) for their ``render`` methods only.
-GYMNAX_RENDER_MODULES = ("matplotlib.pyplot", "seaborn")
-
-
-class _DeferredModule(types.ModuleType):
-    """Stands in for a module while gymnax imports it; the first attribute
-    read imports the real module and forwards to it (and every later read)."""
-
-    def __getattr__(self, attr: str) -> Any:
-        name = self.__name__
-        if sys.modules.get(name) is self:  # read while gymnax is importing
-            del sys.modules[name]
-        return getattr(importlib.import_module(name), attr)
-
-
-def import_gymnax() -> types.ModuleType:
-    """``import gymnax``, with its plotting imports deferred to first use.
-
-    gymnax's environment modules import `GYMNAX_RENDER_MODULES` at module
-    level, for rendering only, and with them pandas and scipy.stats: most of
-    what ``import gymnax`` costs after JAX (``python -X importtime -c "import
-    gymnax"``). A fresh process reaches a built config in about half the
-    time (`benchmarks/throughput.py` times both ways; its latest figures are
-    in ``benchmarks/results/throughput-cpu.md``).
-
-    While gymnax imports, each of those not yet imported is a
-    `_DeferredModule` in ``sys.modules``; afterwards ``sys.modules`` is as
-    before, so any other ``import seaborn`` is the ordinary one. gymnax's
-    modules keep the stand-ins: its renderers import the real module on
-    their first use, and every attribute read goes to it. (A stdlib
-    ``importlib.util.LazyLoader`` module would not do: the next ``import``
-    of it reads its ``__spec__``, and that read loads it.)
-    """
-    if "gymnax" in sys.modules:
-        return importlib.import_module("gymnax")
-    deferred = [name for name in GYMNAX_RENDER_MODULES if name not in sys.modules]
-    for name in deferred:
-        sys.modules[name] = _DeferredModule(name)
-    try:
-        return importlib.import_module("gymnax")
-    finally:
-        for name in deferred:
-            if isinstance(sys.modules.get(name), _DeferredModule):
-                del sys.modules[name]
+from purejaxppo.fast.lazy_gymnax import import_gymnax
+from purejaxppo.fast.straight_threefry import straight
 
 
 def registered_env_names() -> list[str]:
@@ -224,7 +175,7 @@ class VecEnv:
     an episode ends: the same transition distribution, with no random-number
     generation left inside the sequential loop except the env's own.
 
-    Keys reach the env as `purejaxppo.prng.straight` keys: JAX's threefry
+    Keys reach the env as `purejaxppo.fast.straight_threefry.straight` keys: JAX's threefry
     keys give the env the same bits, through a hash XLA compiles several
     times faster on CPU.
     """

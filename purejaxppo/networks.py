@@ -3,23 +3,26 @@
 Initialisation follows the PPO implementation details: orthogonal weights with
 gain sqrt(2) in hidden layers, 0.01 on the policy head, 1.0 on the value head,
 zero biases; a state-independent log-std parameter initialised at 0 for
-continuous actions. `init_params` (what `make_train` uses) draws that same
-initialisation from one random call.
+continuous actions. `make_train` draws that same initialisation from one
+random call (`purejaxppo.fast.orthogonal_init.init_params`). Each layer's
+product goes through `purejaxppo.fast.transposed_matmul.matmul` and each
+convolution through `purejaxppo.fast.im2col.conv_valid`: the maths of
+``x @ kernel`` and of ``lax.conv_general_dilated``, faster on CPU.
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from purejaxppo.distributions import Categorical, DiagGaussian, normal_from_bits
+from purejaxppo.distributions import Categorical, DiagGaussian
 from purejaxppo.envs import EnvSpec
-from purejaxppo.prng import straight
+from purejaxppo.fast.im2col import conv_valid
+from purejaxppo.fast.transposed_matmul import matmul
 
 ACTIVATION_FNS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": jnp.tanh,
@@ -30,89 +33,9 @@ ACTIVATION_FNS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "leaky_relu": nn.leaky_relu,
 }
 
-_HIDDEN_GAIN = math.sqrt(2.0)
-_POLICY_GAIN = 0.01
-_VALUE_GAIN = 1.0
-
-
-TRANSPOSED_GRAD_MAX_WIDTH = 256
-"""The widest input (n of `matmul`) whose kernel gradient `matmul` takes
-from an explicit transpose: training was faster with it for layers of 4 to
-256 inputs, slower with the CNN's 1,024-wide layer and no faster with
-MinAtar's 400 inputs (benchmarks/NOTES.md, session 18)."""
-
-
-def matmul(x: jax.Array, kernel: jax.Array, transposed_grad: bool = False) -> jax.Array:
-    """``x @ kernel``: x (..., n), kernel (n, m) -> (..., m).
-
-    The value and both gradients are those of ``x @ kernel``; only how the
-    kernel's gradient is computed can differ. With X = x reshaped to (B, n)
-    and G the cotangent reshaped to (B, m), reverse mode gives
-
-        d/dx = G kernel^T,    d/dkernel = X^T G  (n, m).
-
-    With ``transposed_grad`` and n <= `TRANSPOSED_GRAD_MAX_WIDTH`, X^T is
-    materialised first (a transpose copy that
-    `jax.lax.optimization_barrier` keeps XLA from folding back into the
-    dot), so the kernel's gradient is a dot contracting the minor axis of
-    both its (n, B) and (B, m) operands. XLA CPU hands that canonical form
-    to its YNNPACK matmul, where a dot contracting X's major axis takes a
-    slower path: CartPole's defaults trained x1.05 as fast, 2048 envs x 128
-    steps x1.09 (``python benchmarks/compare_revisions.py eaa47e8 f807448``;
-    benchmarks/NOTES.md, session 18). For
-    wider inputs the transpose costs more than it saves. GPUs multiply
-    transposed operands natively, so `make_train` asks for it on CPU only,
-    and only where it was measured to pay (`transposed_grad_pays`). The
-    summation order, hence the last bits of the gradient, may differ from
-    the plain dot's.
-
-    Where the transpose is used this is a `jax.custom_vjp`: `jax.grad` and
-    `jax.vjp` go through it, forward mode (`jax.jvp`, `jax.jacfwd`,
-    `jax.linearize`) raises a TypeError. Otherwise it is the plain dot.
-    """
-    if transposed_grad and x.shape[-1] <= TRANSPOSED_GRAD_MAX_WIDTH:
-        return _matmul_transposed_grad(x, kernel)
-    return x @ kernel
-
-
-@jax.custom_vjp
-def _matmul_transposed_grad(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    return x @ kernel
-
-
-def _matmul_fwd(x, kernel):
-    return x @ kernel, (x, kernel)
-
-
-def _matmul_bwd(residuals, g):
-    x, kernel = residuals
-    x_t = jax.lax.optimization_barrier(x.reshape(-1, x.shape[-1]).T)
-    d_kernel = (x_t @ g.reshape(-1, g.shape[-1])).astype(kernel.dtype)
-    if not jnp.issubdtype(x.dtype, jnp.inexact):  # integer or bool inputs: no gradient
-        return None, d_kernel
-    return (g @ kernel.T).astype(x.dtype), d_kernel
-
-
-_matmul_transposed_grad.defvjp(_matmul_fwd, _matmul_bwd)
-
-
-def transposed_grad_pays(backend: str | None = None) -> bool:
-    """Whether `make_train` asks `matmul` for the explicit transpose
-    (``transposed_grad``) on ``backend`` (default: JAX's default backend).
-
-    An empirical rule, from timings on a 2-core AMD EPYC (Zen 5) CPU
-    (benchmarks/NOTES.md, session 18): with jaxlib 0.10.2 (XLA CPU there),
-    training ran faster with it (CartPole's defaults x1.05, 2048 envs x 128
-    steps x1.09, in ``benchmarks/compare_revisions.py``); with jaxlib 0.11.2
-    it brought nothing (within the noise, or 1-2% slower; scratch timings). So it is on for jaxlib 0.10 only,
-    until other versions are measured. Off on GPU and TPU, whose matmuls
-    take transposed operands natively.
-    """
-    import jaxlib
-
-    backend = jax.default_backend() if backend is None else backend
-    version = tuple(int(part) for part in jaxlib.__version__.split(".")[:2])
-    return backend == "cpu" and (0, 10) <= version < (0, 11)
+HIDDEN_GAIN = math.sqrt(2.0)
+POLICY_GAIN = 0.01
+VALUE_GAIN = 1.0
 
 
 class Dense(nn.Module):
@@ -155,25 +78,8 @@ class MLP(nn.Module):
         x = obs.reshape(obs.shape[: obs.ndim - self.obs_ndim] + (-1,))
         act = ACTIVATION_FNS[self.activation]
         for width in self.hidden_sizes:
-            x = act(_dense(width, _HIDDEN_GAIN, self.transposed_grad)(x))
+            x = act(_dense(width, HIDDEN_GAIN, self.transposed_grad)(x))
         return x
-
-
-def conv_valid(x: jax.Array, kernel: jax.Array, transposed_grad: bool = False) -> jax.Array:
-    """Stride-1 VALID convolution of x (B, H, W, C) with kernel (kh, kw, C, O).
-
-    Computed as im2col: the kh*kw shifted views are concatenated on the
-    channel axis and multiplied by the reshaped kernel in one matmul. The
-    maths is that of `lax.conv_general_dilated` (NHWC, HWIO); on CPU, for the
-    small images of MinAtar, forward plus backward runs about 15x faster than
-    XLA's convolution (benchmarks/NOTES.md). ``transposed_grad``: see `matmul`.
-    """
-    kh, kw, c, o = kernel.shape
-    h, w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
-    patches = jnp.concatenate(
-        [x[:, i : i + h, j : j + w, :] for i in range(kh) for j in range(kw)], axis=-1
-    )
-    return matmul(patches, kernel.reshape(kh * kw * c, o), transposed_grad)
 
 
 class Conv3x3(nn.Module):
@@ -185,7 +91,7 @@ class Conv3x3(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.param(
-            "kernel", nn.initializers.orthogonal(_HIDDEN_GAIN), (3, 3, x.shape[-1], self.features)
+            "kernel", nn.initializers.orthogonal(HIDDEN_GAIN), (3, 3, x.shape[-1], self.features)
         )
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
         return conv_valid(x, kernel, self.transposed_grad) + bias
@@ -248,8 +154,8 @@ class ActorCritic(nn.Module):
             make = lambda: MLP(self.hidden_sizes, self.activation, obs_ndim, self.transposed_grad)
         self.actor_torso = make()
         self.critic_torso = make()
-        self.policy_head = _dense(self.spec.action_dim, _POLICY_GAIN, self.transposed_grad)
-        self.value_head = _dense(1, _VALUE_GAIN, self.transposed_grad)
+        self.policy_head = _dense(self.spec.action_dim, POLICY_GAIN, self.transposed_grad)
+        self.value_head = _dense(1, VALUE_GAIN, self.transposed_grad)
         if not self.spec.discrete:
             self.log_std = self.param(
                 "log_std", nn.initializers.zeros, (self.spec.action_dim,)
@@ -304,99 +210,3 @@ def make_network(
         cnn_channels=tuple(cnn_channels),
         transposed_grad=transposed_grad,
     )
-
-
-def kernel_gain(path: Sequence[str]) -> float:
-    """The orthogonal-init gain of the kernel at ``path`` in `ActorCritic`'s
-    params: 0.01 in the policy head, 1.0 in the value head, sqrt(2) elsewhere
-    (the torsos' Dense and Conv3x3 layers)."""
-    if "policy_head" in path:
-        return _POLICY_GAIN
-    if "value_head" in path:
-        return _VALUE_GAIN
-    return _HIDDEN_GAIN
-
-
-def _orthogonal_draw_shape(shape: Sequence[int]) -> tuple[int, int]:
-    """(n, m), n >= m: the Gaussian matrix whose QR gives an orthogonal
-    kernel of ``shape`` (rows = all axes but the last, columns = the last)."""
-    rows, cols = math.prod(shape[:-1]), shape[-1]
-    return (max(rows, cols), min(rows, cols))
-
-
-def orthonormal_columns(a: jax.Array) -> jax.Array:
-    """The Q of the QR decomposition of ``a`` (..., n, m), n >= m, with R's
-    diagonal positive: Gram-Schmidt, each column orthogonalised twice
-    ("twice is enough": orthogonal to float precision for full-rank ``a``).
-
-    For a standard Gaussian ``a``, Q is Haar-distributed, as from
-    `jnp.linalg.qr` with the signs fixed by diag(R). Pure `lax` rather than
-    LAPACK: jaxlib's batched CPU QR (the custom call a `jax.vmap` over many
-    seeds makes) can deadlock on a small thread pool when two run at once:
-    it hung here at 256 seeds on one device (benchmarks/NOTES.md, session 5),
-    and at 4 seeds split over two CPU devices (session 12). With no LAPACK
-    call, the init can be split over devices (`purejaxppo.devices`).
-    """
-    def column(j, q):
-        v = jax.lax.dynamic_index_in_dim(a, j, axis=-1, keepdims=False)
-        for _ in range(2):  # columns >= j of q are still zero
-            v = v - jnp.einsum("...nm,...m->...n", q, jnp.einsum("...nm,...n->...m", q, v))
-        v = v / jnp.linalg.norm(v, axis=-1, keepdims=True)
-        return jax.lax.dynamic_update_index_in_dim(q, v, j, axis=-1)
-
-    return jax.lax.fori_loop(0, a.shape[-1], column, jnp.zeros_like(a))
-
-
-def init_params(network: nn.Module, key: jax.Array, obs: jax.Array) -> Any:
-    """Parameters of ``network``, distributed as ``network.init(key, obs)``,
-    from one random draw.
-
-    Kernels are orthogonal with `kernel_gain` (Haar-distributed: the Q of the
-    QR decomposition of a standard Gaussian matrix with diag(R) > 0, as in
-    `jax.nn.initializers.orthogonal`; `orthonormal_columns`); biases and the
-    log-std are 0.
-    Any other parameter name is an error. `make_train` initialises with this.
-
-    `network.init` draws one Gaussian matrix per layer, and on CPU each draw
-    is a threefry kernel that XLA compiles apart. Here all Gaussians come
-    from one flat `jax.random.bits` call, through a `purejaxppo.prng.straight`
-    key (JAX's threefry bits, with no loop to compile), and all kernels
-    whose draws have the same row count share one batched orthogonalisation
-    (for an MLP torso: every kernel, one loop). Only the random stream
-    differs from `network.init` (benchmarks/NOTES.md, sessions 5, 6 and 14).
-    """
-    abstract = jax.eval_shape(network.init, key, obs)
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
-    paths = [tuple(str(getattr(k, "key", k)) for k in path) for path, _ in leaves]
-    # Kernels grouped by the row count n of their Gaussian draw (n, m): one
-    # Gram-Schmidt loop per group, over the group's widest m. Column j of Q
-    # depends on columns <= j of the draw only, so a narrower kernel takes
-    # the first m columns and has exactly the law of its own (n, m) draw.
-    groups: dict[int, list[int]] = defaultdict(list)
-    for i, (path, (_, leaf)) in enumerate(zip(paths, leaves)):
-        if path[-1] == "kernel":
-            groups[_orthogonal_draw_shape(leaf.shape)[0]].append(i)
-        elif path[-1] not in ("bias", "log_std"):
-            raise ValueError(
-                f"init_params: no initialiser for parameter {'/'.join(path)}; "
-                "allowed leaf names: kernel (orthogonal), bias and log_std (zeros)"
-            )
-    widths = {
-        n: max(_orthogonal_draw_shape(leaves[i][1].shape)[1] for i in idx)
-        for n, idx in groups.items()
-    }
-    sizes = [len(idx) * n * widths[n] for n, idx in groups.items()]
-    bits = jax.random.bits(straight(key), (max(sum(sizes), 1),), jnp.uint32)
-    gaussian = normal_from_bits(bits)
-    values = [jnp.zeros(leaf.shape, leaf.dtype) for _, leaf in leaves]
-    offset = 0
-    for (n, idx), size in zip(groups.items(), sizes):
-        a = gaussian[offset : offset + size].reshape(len(idx), n, widths[n])
-        offset += size
-        q = orthonormal_columns(a)
-        for j, i in enumerate(idx):
-            shape = leaves[i][1].shape
-            m = _orthogonal_draw_shape(shape)[1]
-            w = q[j, :, :m] if math.prod(shape[:-1]) >= shape[-1] else q[j, :, :m].T
-            values[i] = (kernel_gain(paths[i]) * w.reshape(shape)).astype(leaves[i][1].dtype)
-    return jax.tree_util.tree_unflatten(treedef, values)

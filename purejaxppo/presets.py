@@ -1,8 +1,8 @@
 """Presets: a tuned `PPOConfig` for every gymnax environment PPO can learn.
 
-    from purejaxppo import PPOConfig
-    config = PPOConfig.preset("Pendulum-v1")                 # the tuned config
-    config = PPOConfig.preset("Pendulum-v1", lr=3e-4)        # ... with overrides
+    from purejaxppo import preset_config
+    config = preset_config("Pendulum-v1")                 # the tuned config
+    config = preset_config("Pendulum-v1", lr=3e-4)        # ... with overrides
 
     python -m purejaxppo --env Pendulum-v1                   # the same, from the shell
 
@@ -91,7 +91,7 @@ _LIST: tuple[Preset, ...] = (
         "Acrobot-v1",
         "gymnax-blines agents/Acrobot-v1/ppo.yaml (16 envs x 32 steps, 4 x 4, lr 5e-4 constant, "
         "max_grad_norm 1.0, ReLU) at 2e6 steps instead of its 5e5: IQM -75.0 over 8 seeds "
-        "(-76.9 after session 4's shuffle change; returns table); at 5e5 it was -83.6, "
+        "(-74.0 in the returns table); at 5e5 it was -83.6, "
         "at 1e6 the median was -79.7, and annealing the lr or a tanh/normalised variant "
         "did not do better (benchmarks/TUNING.md).",
         target=-80.0,

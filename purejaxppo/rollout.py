@@ -11,7 +11,6 @@ free (`critic_values`).
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import chex
@@ -19,8 +18,10 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from purejaxppo.distributions import action_noise, random_words
 from purejaxppo.envs import VecEnv
+from purejaxppo.fast.packed_carry import packed_scan, packs
+from purejaxppo.fast.random_draws import action_noise, key_words, keys_from_words, random_words
+from purejaxppo.fast.reduced_critic import reduced_critic_values, truncation_windows
 
 
 @struct.dataclass
@@ -80,90 +81,6 @@ class EnvCarry:
     episode_stats: EpisodeStats
 
 
-def pack_leaves(tree: Any, lead_ndim: int) -> tuple[dict[str, jax.Array], tuple]:
-    """``tree``'s leaves, which share ``lead_ndim`` leading axes, as one array
-    per dtype: ``(arrays, layout)``, ``arrays[dtype name]`` of shape
-    (*lead, k), each leaf flattened after the leading axes and the leaves
-    concatenated in tree order; ``layout`` (static, hashable) is what
-    `unpack_leaves` needs to give the tree back.
-
-    A `lax.scan` carrying many small arrays makes XLA CPU compile and run
-    one kernel per array for each elementwise update of the carry (the
-    auto-reset's selects, the episode statistics); packed, it is one per
-    dtype (benchmarks/NOTES.md, session 21), which pays only for small
-    carries (`packs`). Each leaf stays one contiguous block in its own
-    layout (the env axis is flattened with the rest, not kept as a leading
-    axis), so unpacking one is a contiguous slice.
-    """
-    leaves, treedef = jax.tree.flatten(tree)
-    groups: dict[str, list[jax.Array]] = {}
-    spec = []
-    for leaf in leaves:
-        name = jnp.dtype(leaf.dtype).name
-        group = groups.setdefault(name, [])
-        offset = sum(math.prod(x.shape[lead_ndim:]) for x in group)
-        spec.append((name, offset, tuple(leaf.shape[lead_ndim:])))
-        group.append(leaf)
-    arrays = {
-        name: jnp.concatenate([x.reshape(x.shape[:lead_ndim] + (-1,)) for x in group], axis=-1)
-        for name, group in groups.items()
-    }
-    return arrays, (treedef, tuple(spec))
-
-
-def unpack_leaves(arrays: dict[str, jax.Array], layout: tuple) -> Any:
-    """The tree `pack_leaves` packed into ``arrays`` with ``layout``."""
-    treedef, spec = layout
-    leaves = []
-    for name, offset, shape in spec:
-        x = arrays[name]
-        size = math.prod(shape)
-        leaves.append(x[..., offset : offset + size].reshape(x.shape[:-1] + shape))
-    return jax.tree.unflatten(treedef, leaves)
-
-
-PACK_MAX_SIZE = 128
-"""The most elements (all envs' together) of an env carry that the rollout
-carries packed (`packs`)."""
-
-
-def packs(carry: EnvCarry) -> bool:
-    """Whether the rollout carries ``carry`` packed (`PackedCarry`): when it
-    holds at most `PACK_MAX_SIZE` elements in all (per seed under `vmap`).
-
-    Packing pays where each step's arrays are so small that running a
-    kernel costs more than its work: CartPole with 4 envs (56 elements)
-    trained 10% faster packed, with 8 (112) 4-5% faster. With more envs
-    the packed update of the carry, one kernel that gathers every leaf,
-    runs slower than the leaves' own vectorised kernels: CartPole with 16, 64 and 256 envs trained 1-3%
-    slower packed, and its env-only rollout 1.4-2.6x slower; a MinAtar
-    carry (64 envs of 10 x 10 x 4 observations) rolled out 12x slower
-    (benchmarks/NOTES.md, session 21).
-    """
-    return sum(x.size for x in jax.tree.leaves(carry)) <= PACK_MAX_SIZE
-
-
-@struct.dataclass
-class PackedCarry:
-    """An `EnvCarry` packed by `pack_leaves`: one flat array per dtype.
-
-    For a small carry (`packs`), what `collect_rollout`'s loop carries, and
-    what ``train.run_updates`` carries from one update to the next (packing
-    and unpacking once per call, not once per rollout). `collect_rollout`
-    takes and returns either form.
-    """
-
-    arrays: dict[str, jax.Array]
-    layout: tuple = struct.field(pytree_node=False)
-
-    @classmethod
-    def pack(cls, carry: EnvCarry) -> "PackedCarry":
-        return cls(*pack_leaves(carry, 0))
-
-    def unpack(self) -> EnvCarry:
-        return unpack_leaves(self.arrays, self.layout)
-
-
 @struct.dataclass
 class Trajectory:
     """A rollout, time-major: every field has leading axes (T, N)."""
@@ -179,20 +96,6 @@ class Trajectory:
     @property
     def done(self) -> jax.Array:
         return self.terminated | self.truncated
-
-
-def key_words(key: jax.Array) -> int:
-    """uint32 words of one PRNG key like ``key`` (2 for threefry)."""
-    return jax.random.key_data(key).shape[-1]
-
-
-def keys_from_words(words: jax.Array, like: jax.Array) -> jax.Array:
-    """PRNG keys of the same kind as ``like`` from random uint32 ``words``
-    (..., `key_words`): typed keys stay typed, raw uint32 keys stay raw.
-    Random words are what `jax.random.split` makes keys of, too."""
-    if jax.dtypes.issubdtype(like.dtype, jax.dtypes.prng_key):
-        return jax.random.wrap_key_data(words, impl=jax.random.key_impl(like))
-    return words
 
 
 @struct.dataclass
@@ -248,21 +151,19 @@ def collect_rollout(
     policy_fn: Callable[[Any, jax.Array], Any],
     params: Any,
     vec_env: VecEnv,
-    carry: EnvCarry | PackedCarry,
-    key: jax.Array | RolloutRandomness,
+    carry: EnvCarry,
+    draws: RolloutRandomness,
     num_steps: int,
-) -> tuple[EnvCarry | PackedCarry, Trajectory]:
+) -> tuple[EnvCarry, Trajectory]:
     """Step ``vec_env`` for ``num_steps`` with actions sampled from the policy.
 
     Args:
         policy_fn: ``policy_fn(params, obs) -> distribution``.
         params: network parameters (held fixed during the rollout).
         vec_env: the vectorised environment.
-        carry: env state, current observation and episode stats, as an
-            `EnvCarry` or a `PackedCarry` (returned in the same form).
-        key: PRNG key for action sampling and env transitions, or the
-            `RolloutRandomness` already drawn (`make_train` draws it with
-            the rest of an update's randomness, in one call).
+        carry: env state, current observation and episode stats.
+        draws: all the rollout's randomness, drawn before its loop
+            (`RolloutRandomness.draw`, or with the rest of an update's).
         num_steps: T (static).
 
     Returns:
@@ -270,24 +171,10 @@ def collect_rollout(
     """
     n = vec_env.num_envs
     spec = vec_env.spec
-    # All randomness of the rollout is drawn outside the sequential loop.
-    draws = key if isinstance(key, RolloutRandomness) else RolloutRandomness.draw(key, vec_env, num_steps)
     chex.assert_shape(draws.action_noise, (num_steps, n, spec.action_dim))
 
-    # A small carry is packed (`packs`): the loop then carries it packed,
-    # takes each step's reset states as rows of one packed (T, k) array per
-    # dtype, and stacks each step's transition packed.
-    packed = isinstance(carry, PackedCarry) or packs(carry)
-    loop_carry = PackedCarry.pack(carry) if packed and isinstance(carry, EnvCarry) else carry
-    resets, reset_layout = draws.resets, None
-    if packed and resets is not None:
-        resets, reset_layout = pack_leaves(resets, 1)
-
-    def env_step(loop_carry, step_inputs):
-        carry = loop_carry.unpack() if packed else loop_carry
+    def env_step(carry: EnvCarry, step_inputs):
         step_noise, step_keys, step_resets = step_inputs
-        if packed and step_resets is not None:
-            step_resets = unpack_leaves(step_resets, reset_layout)
         dist = policy_fn(params, carry.obs)
         action = dist.sample_from_noise(step_noise)
         log_prob = dist.log_prob(action)
@@ -307,42 +194,19 @@ def collect_rollout(
             obs=step.obs,
             episode_stats=carry.episode_stats.record(step.reward, done),
         )
-        if not packed:
-            return new_carry, transition
-        transition, traj_layout[0] = pack_leaves(transition, 0)
-        return PackedCarry.pack(new_carry), transition
+        return new_carry, transition
 
-    traj_layout = [None]  # the packed transition's layout, known once the step is traced
-    loop_carry, traj = jax.lax.scan(env_step, loop_carry, (draws.action_noise, draws.env_keys, resets))
-    if packed:
-        traj = unpack_leaves(traj, traj_layout[0])
-    # Returned in the form it came in.
-    carry = loop_carry.unpack() if packed and isinstance(carry, EnvCarry) else loop_carry
+    inputs = (draws.action_noise, draws.env_keys, draws.resets)
+    if packs(carry):  # a small carry: scanned as one array per dtype (`purejaxppo.fast.packed_carry`)
+        carry, traj = packed_scan(env_step, carry, inputs)
+    else:
+        carry, traj = jax.lax.scan(env_step, carry, inputs)
     chex.assert_shape([traj.obs, traj.final_obs], (num_steps, n, *spec.obs_shape))
     chex.assert_shape(traj.actions, (num_steps, n, *spec.action_shape))
     chex.assert_shape(
         [traj.log_probs, traj.rewards, traj.terminated, traj.truncated], (num_steps, n)
     )
     return carry, traj
-
-
-def _truncation_windows(num_steps: int, truncation_period: int | None) -> tuple[int, int]:
-    """(width, count) of the windows `critic_values` cuts the first T - 1
-    steps into, or (0, 0) where the full pass is evaluated."""
-    inside = num_steps - 1
-    if truncation_period is None or inside < 1:
-        return 0, 0
-    width = min(truncation_period, inside)
-    windows = -(-inside // width)
-    return (width, windows) if windows < inside else (0, 0)
-
-
-def critic_rows(num_steps: int, truncation_period: int | None = None) -> int:
-    """Observations per env that `critic_values` evaluates for a rollout of
-    ``num_steps``: 2 T for the full pass, T + 1 + the windows' count for the
-    reduced one (129 + 1 = 130 for CartPole defaults, against 256)."""
-    _, windows = _truncation_windows(num_steps, truncation_period)
-    return num_steps + 1 + windows if windows else 2 * num_steps
 
 
 def critic_values(
@@ -362,43 +226,20 @@ def critic_values(
     ``truncation_period``: P such that no env truncates twice in P
     consecutive steps, known before tracing (`VecEnv.truncation_period`).
     With it the pass skips the final observations whose value it already
-    has: where step t did not end an episode, ``final_obs[t]`` is
-    ``obs[t + 1]`` (the rollout stores the same observation twice), so
-    ``next_values[t] = values[t + 1]``, and where it terminated GAE masks the
-    value out (``next_values[t]`` is then the reset observation's value, not
-    the final one's: the advantages and returns are the full pass's). The
-    steps before the last are cut into windows of at most P steps, each
-    holding at most one truncation per env; the critic reads ``obs`` (T*N),
-    the last step's final observations (N) and one final observation per
-    window and env (that window's truncated step, if any): 520 observations
-    in place of 1,024 for CartPole defaults (T = 128, N = 4, P = 500). A
-    period longer than the envs' true one would give some truncations the
-    reset observation's value; `VecEnv.truncation_period` claims one only
-    where it is checked. None, or a period too short to save anything:
-    every final observation is evaluated.
+    has (`purejaxppo.fast.reduced_critic`): where step t did not end an
+    episode, ``final_obs[t]`` is ``obs[t + 1]``, so ``next_values[t] =
+    values[t + 1]``; where it terminated GAE masks the value out. The
+    advantages and returns are the full pass's. A period longer than the
+    envs' true one would give some truncations the reset observation's
+    value; `VecEnv.truncation_period` claims one only where it is checked.
+    None, or a period too short to save anything: every final observation
+    is evaluated.
     """
-    num_steps, n = traj.rewards.shape
-    obs_shape = traj.obs.shape[2:]
-    inside = num_steps - 1  # the steps whose next observation is in the rollout
-    width, windows = _truncation_windows(num_steps, truncation_period)
-    if not windows:
-        both = jnp.concatenate([traj.obs, traj.final_obs], axis=0)
-        values, next_values = jnp.split(value_fn(params, both), [num_steps], axis=0)
-        chex.assert_equal_shape([values, next_values, traj.rewards])
-        return values, next_values
-    # Each window's truncated step per env (step 0 of the window where none).
-    cut = jnp.pad(traj.truncated[:-1], ((0, windows * width - inside), (0, 0)))
-    cut = cut.reshape(windows, width, n)
-    step = jnp.argmax(cut, axis=1) + width * jnp.arange(windows)[:, None]  # (windows, N)
-    cut_obs = jnp.take_along_axis(
-        traj.final_obs[:-1], step.reshape(step.shape + (1,) * len(obs_shape)), axis=0
-    )
-    batch = jnp.concatenate([traj.obs, traj.final_obs[-1:], cut_obs], axis=0)
-    out = value_fn(params, batch)  # (T + 1 + windows, N)
-    values, last, cut_values = out[:num_steps], out[num_steps], out[num_steps + 1 :]
-    cut_values = jnp.repeat(cut_values, width, axis=0, total_repeat_length=windows * width)[:inside]
-    next_values = jnp.concatenate(
-        [jnp.where(traj.truncated[:-1], cut_values, values[1:]), last[None]], axis=0
-    )
+    num_steps = traj.rewards.shape[0]
+    width, windows = truncation_windows(num_steps, truncation_period)
+    if windows:
+        return reduced_critic_values(value_fn, params, traj, width, windows)
+    both = jnp.concatenate([traj.obs, traj.final_obs], axis=0)
+    values, next_values = jnp.split(value_fn(params, both), [num_steps], axis=0)
     chex.assert_equal_shape([values, next_values, traj.rewards])
     return values, next_values

@@ -19,6 +19,7 @@ metadata carries into profiles and HLO dumps
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 from typing import Any, Callable
 
@@ -31,24 +32,18 @@ from flax import struct
 from jax.sharding import PartitionSpec as P
 
 from purejaxppo.advantages import gae
-from purejaxppo.config import HyperParams, PPOConfig
-from purejaxppo.distributions import random_words
-from purejaxppo.envs import VecEnv, make_env
+from purejaxppo.config import PPOConfig
+from purejaxppo.envs import EnvSpec, VecEnv, make_env
+from purejaxppo.fast.orthogonal_init import init_params
+from purejaxppo.fast.random_draws import key_words, keys_from_words, random_words
+from purejaxppo.fast.shuffle import FEISTEL_ROUNDS
+from purejaxppo.fast.transposed_matmul import transposed_grad_pays
+from purejaxppo.hyperparams import HyperParams
 from purejaxppo.losses import LossStatic, Minibatch, union_mean_var
-from purejaxppo.networks import init_params, make_network, transposed_grad_pays
+from purejaxppo.networks import ActorCritic, make_network
 from purejaxppo.normalization import RewardScaler, RunningMeanStd
-from purejaxppo.rollout import (
-    EnvCarry,
-    EpisodeStats,
-    PackedCarry,
-    RolloutRandomness,
-    collect_rollout,
-    critic_values,
-    key_words,
-    keys_from_words,
-    packs,
-)
-from purejaxppo.update import FEISTEL_ROUNDS, init_opt_state, make_optimizer, ppo_update
+from purejaxppo.rollout import EnvCarry, EpisodeStats, RolloutRandomness, collect_rollout, critic_values
+from purejaxppo.update import UpdateSettings, init_opt_state, make_optimizer, ppo_update
 
 METRIC_NAMES = (
     "episode_return",
@@ -118,7 +113,7 @@ class UpdateRandomness:
         spare_key: a key no update uses (`init` draws the network from it).
         rollout: the rollout's action noise, env keys and reset states.
         shuffle_keys: uint32 (update_epochs, FEISTEL_ROUNDS), the round keys
-            of each epoch's shuffle (`purejaxppo.update.permutations_from_round_keys`).
+            of each epoch's shuffle (`purejaxppo.fast.shuffle`).
     """
 
     next_key: jax.Array
@@ -145,15 +140,15 @@ def explained_variance(
     )
 
 
-def make_train(config: PPOConfig, env_devices: Any = None) -> Callable[..., TrainResult]:
+def make_train(config: PPOConfig, env_devices: Any = None) -> Trainer:
     """Build the training function for ``config``.
 
     The env, network and static shapes are fixed here, in Python; nothing of
     it is traced until ``train`` is called.
 
     Returns:
-        ``train(rng, hparams=None, params=None, obs_norm=None) ->
-        TrainResult``: pure and jittable. ``rng`` is a PRNG key; ``hparams``
+        A `Trainer`, called as ``train(rng, hparams=None, params=None,
+        obs_norm=None) -> TrainResult``: pure and jittable. ``rng`` is a PRNG key; ``hparams``
         a `HyperParams` pytree that defaults to ``config.hyperparams()``.
         Both may be batched with `jax.vmap` (seeds, hyperparameter sweeps)
         inside one compilation. ``params`` (e.g. a pretrained policy's
@@ -162,13 +157,8 @@ def make_train(config: PPOConfig, env_devices: Any = None) -> Callable[..., Trai
         pretrained run's with ``normalize_obs``); with
         ``config.reference_kl`` the given ``params`` are also the fixed
         reference policy of the loss's KL term.
-        ``train.init(rng, hparams)`` and ``train.update(state, hparams)`` are
-        the two halves, for callers that step the loop themselves;
-        ``train.run_updates(state, n, hparams)`` scans ``n`` updates (what
-        `purejaxppo.checkpoint.train_with_checkpoints` runs between saves);
-        ``train.random_params(key)`` draws the network's initialisation;
-        ``train.network`` is the `ActorCritic` (``network.apply(params,
-        obs)``), ``train.config`` and ``train.env_spec`` what it was built for.
+        Its fields ``init``, ``update`` and ``run_updates`` are the parts,
+        for callers that step the loop themselves (`Trainer`).
 
     ``env_devices`` (an int D, or a sequence of D devices; default None, one
     device) splits each run's ``num_envs`` envs over D devices, data
@@ -180,7 +170,7 @@ def make_train(config: PPOConfig, env_devices: Any = None) -> Callable[..., Trai
     device's share rather than from the whole batch; running statistics and
     metrics are over all envs. The random streams differ from the
     one-device run's (each device draws its own), so results agree in
-    distribution, not bit for bit (benchmarks/NOTES.md, session 25). The
+    distribution, not bit for bit (docs/devices.md). The
     state's env leaves are split over the devices, the rest replicated;
     ``train.init``, ``train.update`` and ``train.run_updates`` take and
     return such states. See `split_envs_over_devices`.
@@ -192,7 +182,7 @@ def make_train(config: PPOConfig, env_devices: Any = None) -> Callable[..., Trai
     return _build_train(config)
 
 
-def _build_train(config: PPOConfig, axis_name: str | None = None) -> Callable[..., TrainResult]:
+def _build_train(config: PPOConfig, axis_name: str | None = None) -> Trainer:
     """`make_train`'s body. With ``axis_name``, the functions it returns run
     on one device's share of the envs (``config.num_envs`` of them) inside a
     `jax.shard_map` over that axis: the rollout's randomness is drawn per
@@ -207,14 +197,19 @@ def _build_train(config: PPOConfig, axis_name: str | None = None) -> Callable[..
         spec, config.hidden_sizes, config.activation, config.torso, config.cnn_channels
     )
     network = plain_network.clone(transposed_grad=transposed_grad_pays())
-    loss_static = LossStatic(
-        norm_adv=config.norm_adv,
-        clip_vloss=config.clip_vloss,
-        policy_objective=config.policy_objective,
+    settings = UpdateSettings(
+        update_epochs=config.update_epochs,
+        num_minibatches=config.num_minibatches,
+        loss=LossStatic(
+            norm_adv=config.norm_adv,
+            clip_vloss=config.clip_vloss,
+            policy_objective=config.policy_objective,
+        ),
+        # Resolved here, once: the chunking of each minibatch gradient (CPU only by default).
+        num_grad_chunks=config.num_grad_chunks(jax.default_backend()),
+        axis_name=axis_name,
     )
     T, N = config.num_steps, config.num_envs
-    # Resolved here, once: the chunking of each minibatch gradient (CPU only by default).
-    num_grad_chunks = config.num_grad_chunks(jax.default_backend())
 
     def policy_fn(params, obs):
         return network.apply(params, obs, method=network.policy)
@@ -236,7 +231,7 @@ def _build_train(config: PPOConfig, axis_name: str | None = None) -> Callable[..
     def draw_randomness(key: jax.Array) -> UpdateRandomness:
         # One draw is one threefry kernel for XLA to compile on CPU (0.1-0.4 s
         # each), and `init` makes the same draw, whose kernels XLA can then
-        # reuse (benchmarks/NOTES.md, session 6).
+        # reuse (`purejaxppo.fast.random_draws`).
         w = key_words(key)
         n_rollout = RolloutRandomness.num_words(vec_env, T, key)
         n_shuffle = config.update_epochs * FEISTEL_ROUNDS
@@ -391,13 +386,11 @@ def _build_train(config: PPOConfig, axis_name: str | None = None) -> Callable[..
         with jax.named_scope("ppo_update"):
             params, opt_state, diagnostics = ppo_update(
                 state.params, state.opt_state, tx, apply_fn, batch, draws.shuffle_keys, hp,
-                loss_static, config.update_epochs, config.num_minibatches, num_grad_chunks,
-                reference_params=state.reference_params, axis_name=axis_name,
+                settings, reference_params=state.reference_params,
             )
 
         # 5. Metrics of this update (scalars).
-        unpacked = env_carry.unpack() if isinstance(env_carry, PackedCarry) else env_carry
-        episode_stats = unpacked.episode_stats
+        episode_stats = env_carry.episode_stats
         episodes_finished = jnp.sum(traj.done).astype(jnp.int32)
         if axis_name is not None:
             episodes_finished = jax.lax.psum(episodes_finished, axis_name)
@@ -424,43 +417,55 @@ def _build_train(config: PPOConfig, axis_name: str | None = None) -> Callable[..
         """``num_updates`` (a Python int) updates from ``state`` in one
         `lax.scan`: ``(state, metrics)``, each metric of shape (num_updates,)."""
         hp = config.hyperparams() if hp is None else hp
-        # A small env carry (`packs`) stays packed for the whole scan
-        # (`PackedCarry`): its arrays updated as one per dtype in every
-        # rollout step, and packed and unpacked once here.
-        if packs(state.env):
-            state = state.replace(env=PackedCarry.pack(state.env))
-        state, metrics = jax.lax.scan(lambda s, _: update(s, hp), state, None, length=num_updates)
-        if isinstance(state.env, PackedCarry):
-            state = state.replace(env=state.env.unpack())
-        return state, metrics
+        return jax.lax.scan(lambda s, _: update(s, hp), state, None, length=num_updates)
 
-    return _assemble_train(config, init, update, run_updates, random_params, plain_network, spec)
+    return Trainer(config=config, env_spec=spec, network=plain_network, init=init, update=update,
+                   run_updates=run_updates, random_params=random_params)
 
 
-def _assemble_train(config, init, update, run_updates, random_params, network, env_spec, **attributes):
-    """``train``: ``init`` then ``config.num_updates`` updates in one
-    ``run_updates``, with the halves and the rest as its attributes."""
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+    """What `make_train` returns: the training function and its parts.
 
-    def train(
+    Call it as ``train(rng, hparams=None, params=None, obs_norm=None) ->
+    TrainResult``: `init` then ``config.num_updates`` updates in one
+    `run_updates`. Pure and jittable; ``rng`` and ``hparams`` may be batched
+    with `jax.vmap` (seeds, hyperparameter sweeps) inside one compilation.
+
+    Attributes:
+        config: the `PPOConfig` it was built for.
+        env_spec: the env's spaces (`purejaxppo.envs.EnvSpec`).
+        network: the `ActorCritic` (``network.apply(params, obs)``).
+        init: ``init(rng, hparams=None, params=None, obs_norm=None) ->
+            TrainState``, the state before the first update.
+        update: ``update(state, hparams=None) -> (state, metrics)``, one
+            update (rollout, GAE, K epochs of minibatch steps).
+        run_updates: ``run_updates(state, num_updates, hparams=None) ->
+            (state, metrics)``, ``num_updates`` (a Python int) updates in one
+            `lax.scan`, each metric of shape (num_updates,).
+        random_params: ``random_params(key)``, the network's initialisation.
+        env_devices: the devices one seed's envs are split over, or None.
+    """
+
+    config: PPOConfig
+    env_spec: EnvSpec
+    network: ActorCritic
+    init: Callable[..., TrainState]
+    update: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
+    run_updates: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
+    random_params: Callable[[jax.Array], Any]
+    env_devices: tuple | None = None
+
+    def __call__(
+        self,
         rng: jax.Array,
         hparams: HyperParams | None = None,
         params: Any = None,
         obs_norm: RunningMeanStd | None = None,
     ) -> TrainResult:
-        hp = config.hyperparams() if hparams is None else hparams
-        state, metrics = run_updates(init(rng, hp, params, obs_norm), config.num_updates, hp)
+        hp = self.config.hyperparams() if hparams is None else hparams
+        state, metrics = self.run_updates(self.init(rng, hp, params, obs_norm), self.config.num_updates, hp)
         return TrainResult(train_state=state, metrics=metrics)
-
-    train.init = init
-    train.update = update
-    train.run_updates = run_updates
-    train.random_params = random_params
-    train.config = config
-    train.network = network
-    train.env_spec = env_spec
-    for name, value in attributes.items():
-        setattr(train, name, value)
-    return train
 
 
 ENV_AXIS = "envs"
@@ -501,7 +506,7 @@ def _resolve_env_devices(env_devices: Any) -> list:
     return devices
 
 
-def split_envs_over_devices(config: PPOConfig, env_devices: Any) -> Callable[..., TrainResult]:
+def split_envs_over_devices(config: PPOConfig, env_devices: Any) -> Trainer:
     """`make_train` (``config``) with each run's envs split over devices.
 
     ``env_devices``: an int D (the first D of `jax.devices()`) or a sequence
@@ -580,5 +585,6 @@ def split_envs_over_devices(config: PPOConfig, env_devices: Any) -> Callable[...
         body = lambda s, h: inner.run_updates(s, num_updates, h)
         return sharded(body, (state_spec, same), (state_spec, same))(state, hp)
 
-    return _assemble_train(config, init, update, run_updates, inner.random_params, inner.network,
-                           inner.env_spec, env_devices=devices)
+    return Trainer(config=config, env_spec=inner.env_spec, network=inner.network, init=init,
+                   update=update, run_updates=run_updates, random_params=inner.random_params,
+                   env_devices=tuple(devices))

@@ -1,7 +1,8 @@
 """Shared test helpers. Importing purejaxppo first applies its XLA guard
-(see purejaxppo/_xla_guard.py) before jax starts a backend."""
+(see purejaxppo/platform/xla_guard.py) before jax starts a backend."""
 
 import os
+import sys
 from pathlib import Path
 
 # The suite runs in two worker processes (pytest-xdist, pyproject.toml): on a
@@ -14,6 +15,9 @@ import pytest
 from purejaxppo import PPOConfig
 
 ROOT = Path(__file__).resolve().parent.parent
+# The measurement helpers (benchmarks/flops.py, benchmarks/timing.py) are
+# importable by the tests as they are by the benchmark scripts beside them.
+sys.path.insert(0, str(ROOT / "benchmarks"))
 SPEC_DIRS = [ROOT.parent / "shared" / "spec", Path(__file__).parent / "spec"]
 
 

@@ -8,7 +8,8 @@ import pytest
 from purejaxppo.advantages import gae
 from purejaxppo.distributions import Categorical
 from purejaxppo.envs import VecEnv, make_env
-from purejaxppo.rollout import EnvCarry, EpisodeStats, collect_rollout, critic_rows, critic_values
+from purejaxppo.fast.reduced_critic import critic_rows
+from purejaxppo.rollout import EnvCarry, EpisodeStats, RolloutRandomness, collect_rollout, critic_values
 
 
 def numpy_gae(rewards, values, obs_next_values, bootstrap_values, terminated, truncated, gamma, lam):
@@ -84,7 +85,7 @@ def test_truncation_bootstraps_from_final_observation():
     obs, state = vec.reset(jax.random.PRNGKey(0))
     carry = EnvCarry(state, obs, EpisodeStats.zeros(3))
     policy = lambda p, o: Categorical(logits=jnp.zeros(o.shape[:-1] + (2,)))
-    _, traj = collect_rollout(policy, None, vec, carry, jax.random.PRNGKey(1), 12)
+    _, traj = collect_rollout(policy, None, vec, carry, RolloutRandomness.draw(jax.random.PRNGKey(1), vec, 12), 12)
     trunc = np.asarray(traj.truncated)
     assert trunc.any()
     t, n = np.argwhere(trunc & ~np.asarray(traj.terminated))[0]
@@ -110,7 +111,7 @@ def _truncating_rollout(num_envs=3, num_steps=12, limit=5, seed=1):
     obs, state = vec.reset(jax.random.PRNGKey(0))
     carry = EnvCarry(state, obs, EpisodeStats.zeros(num_envs))
     policy = lambda p, o: Categorical(logits=jnp.zeros(o.shape[:-1] + (2,)))
-    _, traj = collect_rollout(policy, None, vec, carry, jax.random.PRNGKey(seed), num_steps)
+    _, traj = collect_rollout(policy, None, vec, carry, RolloutRandomness.draw(jax.random.PRNGKey(seed), vec, num_steps), num_steps)
     return vec, traj
 
 

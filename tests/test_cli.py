@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from purejaxppo.cli import cpu_threads_from_argv, main
-from purejaxppo.compile_cache import enable_compilation_cache
+from purejaxppo.cli import cpu_threads_for_args, main, parse_args
+from purejaxppo.platform.compile_cache import enable_compilation_cache
 
 
 def test_cli_trains_and_prints_table(capsys, tmp_path):
@@ -46,11 +46,11 @@ def test_cli_compile_cache_is_reused_by_a_second_process(tmp_path):
         assert "cpu threads 1 (auto)" in proc.stdout
     # and XLA CPU's vector width for this CPU (512 bits on AMD with AVX-512).
     if "--xla_cpu_prefer_vector_width" not in env.get("XLA_FLAGS", ""):
-        from purejaxppo.cpu_vectors import cpu_vector_width_for
+        from purejaxppo.platform.cpu_vectors import cpu_vector_width_for
 
         assert f"cpu vectors {cpu_vector_width_for() or 256} bits (auto)" in proc.stdout
     if "JAX_NUM_CPU_DEVICES" not in env and "device_count" not in env.get("XLA_FLAGS", ""):
-        from purejaxppo.devices import cpu_devices_for
+        from purejaxppo.platform.cpu_devices import cpu_devices_for
 
         assert ("seeds over 2 devices" in proc.stdout) == (cpu_devices_for(2) == 2)
         assert json.loads(out.read_text())["summary"]["devices"] == cpu_devices_for(2)
@@ -98,15 +98,15 @@ def test_cli_resumes_from_its_checkpoints_in_a_new_process(tmp_path):
 def test_cli_cpu_threads_read_before_the_parse(monkeypatch, argv, expected):
     monkeypatch.delenv("PJRT_NPROC", raising=False)
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")  # the rule is the CPU's, wherever the test runs
-    assert cpu_threads_from_argv(argv) == expected
+    assert cpu_threads_for_args(parse_args(argv)) == expected
 
 
 def test_cli_cpu_rules_stay_off_an_accelerator(monkeypatch):
     """Where JAX will run on a GPU or TPU, ``auto`` sets no CPU pool (its
     variable also sizes a GPU client's host threads) and no CPU devices; a
     count asked for is still applied."""
-    from purejaxppo import cpu_threads
-    from purejaxppo.cli import apply_cpu_devices
+    from purejaxppo.platform import cpu_threads
+    from purejaxppo.cli import apply_cpu_devices, parse_args
 
     monkeypatch.delenv("PJRT_NPROC", raising=False)
     monkeypatch.delenv("JAX_NUM_CPU_DEVICES", raising=False)
@@ -114,11 +114,11 @@ def test_cli_cpu_rules_stay_off_an_accelerator(monkeypatch):
         monkeypatch.setenv("JAX_PLATFORMS", platforms)
         assert cpu_threads.accelerator_expected() is expected, platforms
     monkeypatch.setenv("JAX_PLATFORMS", "cuda")
-    assert cpu_threads_from_argv([]) is None and cpu_threads_from_argv(["--cpu-threads", "1"]) == 1
-    from purejaxppo.devices import current_cpu_devices
+    assert cpu_threads_for_args(parse_args([])) is None and cpu_threads_for_args(parse_args(["--cpu-threads", "1"])) == 1
+    from purejaxppo.platform.cpu_devices import current_cpu_devices
 
     before = current_cpu_devices()  # another test of this process may have asked for some
-    assert apply_cpu_devices(["--num-seeds", "8"]) == (before or 1)
+    assert apply_cpu_devices(parse_args(["--num-seeds", "8"])) == (before or 1)
     assert "JAX_NUM_CPU_DEVICES" not in os.environ and current_cpu_devices() == before
     # With JAX_PLATFORMS unset, an installed plugin (here a stand-in entry point) decides.
     monkeypatch.delenv("JAX_PLATFORMS")

@@ -1,4 +1,4 @@
-"""`purejaxppo.compile_cache`: the cache directory's default, the JAX options
+"""`purejaxppo.platform.compile_cache`: the cache directory's default, the JAX options
 `enable_compilation_cache` sets at the edges of its ranges, and the hit and
 miss counter. Like the CPU pool, a process-wide JAX setting the CLI applies;
 these tests check it without changing this process's JAX config."""
@@ -7,7 +7,7 @@ import pytest
 
 
 def test_default_cache_dir_order(monkeypatch, tmp_path):
-    from purejaxppo.compile_cache import default_cache_dir
+    from purejaxppo.platform.compile_cache import default_cache_dir
 
     monkeypatch.setenv("PUREJAXPPO_CACHE_DIR", str(tmp_path / "mine"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -25,7 +25,7 @@ def test_enable_compilation_cache_sets_jax_config_at_the_edges_of_its_ranges(mon
     import jax
     from jax.experimental.compilation_cache import compilation_cache
 
-    from purejaxppo.compile_cache import enable_compilation_cache
+    from purejaxppo.platform.compile_cache import enable_compilation_cache
 
     updates, resets = [], []
     monkeypatch.setattr(jax.config, "update", lambda name, value: updates.append((name, value)))
@@ -43,7 +43,7 @@ def test_enable_compilation_cache_sets_jax_config_at_the_edges_of_its_ranges(mon
 def test_cache_counter_counts_lookups_hits_and_misses():
     import jax
 
-    from purejaxppo.compile_cache import _HITS, _LOOKUPS, CacheCounter
+    from purejaxppo.platform.compile_cache import _HITS, _LOOKUPS, CacheCounter
 
     before = jax.config.jax_compilation_cache_dir
     try:

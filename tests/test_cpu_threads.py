@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from purejaxppo.cpu_threads import (
+from purejaxppo.platform.cpu_threads import (
     ENV_VAR,
     SMALL_RUN_MAX_ENVS,
     cpu_threads_for,
@@ -82,7 +82,7 @@ def test_set_cpu_threads_after_start_is_an_error(monkeypatch):
 
 _CHILD = """
 import json, os, sys
-from purejaxppo.cpu_threads import set_cpu_threads
+from purejaxppo.platform.cpu_threads import set_cpu_threads
 threads = json.loads(sys.argv[1])
 set_cpu_threads(threads)
 import jax, numpy as np
@@ -139,7 +139,7 @@ def test_current_cpu_threads_reads_the_variable_as_xla_does(monkeypatch, value, 
 
 
 def test_set_cpu_threads_before_start_writes_and_removes_the_variable(monkeypatch):
-    from purejaxppo import cpu_threads
+    from purejaxppo.platform import cpu_threads
 
     monkeypatch.setattr(cpu_threads, "backend_started", lambda: False)
     monkeypatch.delenv(ENV_VAR, raising=False)
@@ -152,7 +152,7 @@ def test_set_cpu_threads_before_start_writes_and_removes_the_variable(monkeypatc
 @pytest.mark.parametrize("bad", [2.5, 3.0, "+3", " 3x"])
 def test_parse_counts_refuse_what_is_not_a_plain_int(bad):
     """3.0 and 2.5 are not ints: neither is silently truncated to a count."""
-    from purejaxppo.devices import parse_cpu_devices
+    from purejaxppo.platform.cpu_devices import parse_cpu_devices
 
     with pytest.raises(ValueError, match="^" + re.escape(f"cpu_threads={bad!r} is not allowed; allowed: 'auto', 'default' or an int >= 1") + "$"):
         parse_cpu_threads(bad)
@@ -174,7 +174,7 @@ def test_auto_with_seeds_over_devices_is_one_thread(monkeypatch):
     ("tpu,cpu", True), ("Cuda", True), ("rocm, cpu", True),
 ])
 def test_accelerator_expected_follows_the_first_named_platform(monkeypatch, platforms, expected):
-    from purejaxppo.cpu_threads import accelerator_expected
+    from purejaxppo.platform.cpu_threads import accelerator_expected
 
     monkeypatch.setenv("JAX_PLATFORMS", platforms)
     assert accelerator_expected() is expected

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from purejaxppo import cpu_vectors
+from purejaxppo.platform import cpu_vectors
 from purejaxppo.cli import apply_cpu_vector_width
 
 FLAG = "--xla_cpu_prefer_vector_width"
@@ -130,7 +130,7 @@ def test_auto_leaves_a_users_width_alone_even_one_it_would_refuse(monkeypatch, u
     monkeypatch.setenv("XLA_FLAGS", f"--x=1 {FLAG}={user_width}")
     assert cpu_vectors.resolve_cpu_vector_width("auto") == user_width
     cpu_vectors.set_cpu_vector_width(cpu_vectors.resolve_cpu_vector_width("auto"))
-    assert apply_cpu_vector_width([]) == f"{user_width} bits (XLA_FLAGS)"
+    assert apply_cpu_vector_width("auto") == f"{user_width} bits (XLA_FLAGS)"
     assert os.environ["XLA_FLAGS"] == f"--x=1 {FLAG}={user_width}"
 
 
@@ -149,12 +149,12 @@ def test_set_refuses_bad_widths_and_changes_after_start(monkeypatch):
     # The CLI's auto keeps what the process started with, and says so.
     monkeypatch.setattr(cpu_vectors, "cpu_vector_width_for", lambda path=None: other)
     if FLAG not in os.environ.get("XLA_FLAGS", ""):
-        assert "JAX had started; kept" in apply_cpu_vector_width([])
+        assert "JAX had started; kept" in apply_cpu_vector_width("auto")
 
 
 _PROGRAM = """
 import sys
-from purejaxppo.cpu_vectors import set_cpu_vector_width
+from purejaxppo.platform.cpu_vectors import set_cpu_vector_width
 set_cpu_vector_width(int(sys.argv[1]))
 import jax, jax.numpy as jnp
 x = jnp.linspace(-1.0, 1.0, 4096, dtype=jnp.float32)
@@ -224,7 +224,7 @@ def test_parse_refuses_what_is_not_a_plain_width(value):
 
 
 def test_set_before_start_edits_only_its_flag(monkeypatch):
-    from purejaxppo import cpu_threads
+    from purejaxppo.platform import cpu_threads
 
     monkeypatch.setattr(cpu_threads, "backend_started", lambda: False)
     monkeypatch.setenv("XLA_FLAGS", f"--x=1 {FLAG}=128 --y=2")

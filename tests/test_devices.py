@@ -11,16 +11,14 @@ import jaxlib
 import numpy as np
 import pytest
 
-from purejaxppo.cli import cpu_devices_from_argv
-from purejaxppo.cpu_threads import cpu_threads_for
-from purejaxppo.devices import (
+from purejaxppo.cli import cpu_devices_for_args, parse_args
+from purejaxppo.platform.cpu_threads import cpu_threads_for
+from purejaxppo.devices import largest_divisor_at_most, seed_sharding, shard_seeds
+from purejaxppo.platform.cpu_devices import (
     cpu_devices_for,
-    largest_divisor_at_most,
     parse_cpu_devices,
     resolve_cpu_devices,
-    seed_sharding,
     set_cpu_devices,
-    shard_seeds,
 )
 
 
@@ -66,9 +64,9 @@ def test_parse_and_resolve(monkeypatch):
 def test_cli_reads_cpu_devices_before_the_parse(monkeypatch):
     monkeypatch.delenv("JAX_NUM_CPU_DEVICES", raising=False)
     monkeypatch.setenv("XLA_FLAGS", "")
-    assert cpu_devices_from_argv([]) == 1
-    assert cpu_devices_from_argv(["--num-seeds", "8"]) == cpu_devices_for(8)
-    assert cpu_devices_from_argv(["--num_seeds=8", "--cpu-devices", "1"]) == 1
+    assert cpu_devices_for_args(parse_args([])) == 1
+    assert cpu_devices_for_args(parse_args(["--num-seeds", "8"])) == cpu_devices_for(8)
+    assert cpu_devices_for_args(parse_args(["--num_seeds=8", "--cpu-devices", "1"])) == 1
 
 
 def test_threads_rule_with_devices():
@@ -154,7 +152,7 @@ def test_seeds_over_two_cpu_devices_equal_one_device(seeds):
     assert result["devices"] == 2 and result["key_devices"] == 2 and result["out_devices"] == 2
     assert result["collectives"] == []
     # No LAPACK call (e.g. a QR in the init): two CPU devices running batched
-    # LAPACK decompositions at once hang in jaxlib 0.10.x (NOTES, session 12).
+    # LAPACK decompositions at once hang in jaxlib 0.10.x (benchmarks/NOTES.md).
     assert not [c for c in result["custom_calls"] if "lapack" in c.lower()], result["custom_calls"]
     bitwise = tuple(int(v) for v in jaxlib.__version__.split(".")[:2]) < (0, 12) and seeds >= 4
     for a, b in result["params"]:
@@ -181,7 +179,8 @@ def test_shard_seeds_edge_trees():
 
 _DEVICES_CHILD = r"""
 import json, os
-from purejaxppo.devices import ENV_VAR, current_cpu_devices, seed_sharding, set_cpu_devices, shard_seeds
+from purejaxppo.devices import seed_sharding, shard_seeds
+from purejaxppo.platform.cpu_devices import ENV_VAR, current_cpu_devices, set_cpu_devices
 out = {}
 os.environ[ENV_VAR] = "3"
 out["env3"] = current_cpu_devices()

@@ -19,11 +19,13 @@ import numpy as np
 import pytest
 
 from purejaxppo import PPOConfig
-from purejaxppo.devices import MIN_ENV_SHARE, cpu_devices_for, env_devices_for, largest_divisor_at_most
+from purejaxppo.devices import largest_divisor_at_most
+from purejaxppo.platform.cpu_devices import MIN_ENV_SHARE, cpu_devices_for, env_devices_for
 from purejaxppo.losses import LossStatic, Minibatch, normalize
 from purejaxppo.rollout import EpisodeStats
 from purejaxppo.train import explained_variance
-from purejaxppo.update import init_opt_state, make_optimizer, minibatch_gradient, ppo_update
+from purejaxppo.fast.shuffle import shuffle_keys
+from purejaxppo.update import UpdateSettings, init_opt_state, make_optimizer, minibatch_gradient, ppo_update
 
 AXIS = "shares"
 
@@ -98,9 +100,10 @@ def test_minibatch_gradient_over_shares_is_the_union_gradient(num_chunks, norm_a
     params = {"w": jax.random.normal(jax.random.PRNGKey(2), (3, 4)),
               "v": jax.random.normal(jax.random.PRNGKey(3), (3,))}
     batch = _minibatch(jax.random.PRNGKey(4), 64)
-    whole = minibatch_gradient(params, _linear_apply, batch, hp, static)
+    whole = minibatch_gradient(params, _linear_apply, batch, hp, UpdateSettings(1, 1, static))
     split = jax.vmap(
-        lambda b: minibatch_gradient(params, _linear_apply, b, hp, static, num_chunks, axis_name=AXIS),
+        lambda b: minibatch_gradient(params, _linear_apply, b, hp,
+                                     UpdateSettings(1, 1, static, num_chunks, AXIS)),
         axis_name=AXIS)(jax.tree.map(lambda x: _shares(x, 2), batch))
     for path, a in jax.tree_util.tree_leaves_with_path(whole):
         b = np.asarray(_at(split, path))
@@ -126,8 +129,8 @@ def test_ppo_update_over_shares_is_the_whole_batch_update():
     tx, _ = make_optimizer(hp.lr, hp.max_grad_norm, True, 100)
     batch = _minibatch(jax.random.PRNGKey(5), 128)
     run = lambda b, key, axis: ppo_update(
-        params, init_opt_state(tx, params), tx, _linear_apply, b, key, hp, static, 3, 1,
-        axis_name=axis)
+        params, init_opt_state(tx, params), tx, _linear_apply, b, shuffle_keys(key, 3), hp,
+        UpdateSettings(3, 1, static, axis_name=axis))
     whole = run(batch, jax.random.PRNGKey(6), None)
     keys = jax.random.split(jax.random.PRNGKey(7), 2)  # each device its own shuffle
     split = jax.vmap(lambda b, k: run(b, k, AXIS), axis_name=AXIS)(
@@ -204,7 +207,7 @@ def test_one_device_split_trains():
     assert set(a.metrics) == set(b.metrics)
     for name in ("loss", "grad_norm", "explained_variance", "episodes_finished"):
         assert np.all(np.isfinite(np.asarray(a.metrics[name]))), name
-    assert split.env_devices == [jax.devices()[0]] and split.config is config
+    assert split.env_devices == (jax.devices()[0],) and split.config is config
 
 
 _CHILD = r"""
@@ -354,31 +357,31 @@ def test_cli_reads_the_env_split_before_the_parse(monkeypatch):
     """For one seed, ``--cpu-devices auto`` asks for the devices
     ``--env-devices auto`` will split its envs over: from the flags, else the
     env's preset, before JAX starts (on a 2-core machine here)."""
-    from purejaxppo import devices
-    from purejaxppo.cli import cpu_devices_from_argv
+    from purejaxppo.platform import cpu_devices as devices
+    from purejaxppo.cli import cpu_devices_for_args, parse_args
 
     monkeypatch.delenv("JAX_NUM_CPU_DEVICES", raising=False)
     monkeypatch.setenv("XLA_FLAGS", "")
     monkeypatch.setattr(devices, "available_cores", lambda: 2)
     big = ["--num-envs", "2048", "--num-steps", "128"]
-    assert cpu_devices_from_argv([]) == 1  # CartPole's preset: 4 envs
-    assert cpu_devices_from_argv(big) == 2
-    assert cpu_devices_from_argv([*big, "--env-devices", "1"]) == 1
-    assert cpu_devices_from_argv(["--env-devices", "2"]) == 2  # asked for: made
-    assert cpu_devices_from_argv(["--env-devices=2", "--cpu-devices", "1"]) == 1
-    assert cpu_devices_from_argv([*big, "--cpu-devices", "1"]) == 1
-    assert cpu_devices_from_argv([*big, "--num-seeds", "3"]) == 1  # seeds: 3 over 2 cores
-    assert cpu_devices_from_argv([*big, "--num-seeds", "3", "--env-devices", "2"]) == 2
+    assert cpu_devices_for_args(parse_args([])) == 1  # CartPole's preset: 4 envs
+    assert cpu_devices_for_args(parse_args(big)) == 2
+    assert cpu_devices_for_args(parse_args([*big, "--env-devices", "1"])) == 1
+    assert cpu_devices_for_args(parse_args(["--env-devices", "2"])) == 2  # asked for: made
+    assert cpu_devices_for_args(parse_args(["--env-devices=2", "--cpu-devices", "1"])) == 1
+    assert cpu_devices_for_args(parse_args([*big, "--cpu-devices", "1"])) == 1
+    assert cpu_devices_for_args(parse_args([*big, "--num-seeds", "3"])) == 1  # seeds: 3 over 2 cores
+    assert cpu_devices_for_args(parse_args([*big, "--num-seeds", "3", "--env-devices", "2"])) == 2
     # A chunk size that a device's share (32,768) does not hold: no split.
-    assert cpu_devices_from_argv([*big, "--grad-chunk-size", "65536"]) == 1
-    assert cpu_devices_from_argv([*big, "--grad-chunk-size", "8192"]) == 2
-    assert cpu_devices_from_argv(["--num-envs", "8"]) == 1  # shares of 128
-    assert cpu_devices_from_argv(["--num-envs", "16"]) == 2  # shares of 256
-    assert cpu_devices_from_argv(["--num-envs", "16", "--num-minibatches", "8"]) == 1
+    assert cpu_devices_for_args(parse_args([*big, "--grad-chunk-size", "65536"])) == 1
+    assert cpu_devices_for_args(parse_args([*big, "--grad-chunk-size", "8192"])) == 2
+    assert cpu_devices_for_args(parse_args(["--num-envs", "8"])) == 1  # shares of 128
+    assert cpu_devices_for_args(parse_args(["--num-envs", "16"])) == 2  # shares of 256
+    assert cpu_devices_for_args(parse_args(["--num-envs", "16", "--num-minibatches", "8"])) == 1
     # MinAtar's preset (64 envs x 128 steps, 8 minibatches): shares of 512.
-    assert cpu_devices_from_argv(["--env", "Breakout-MinAtar"]) == 2
+    assert cpu_devices_for_args(parse_args(["--env", "Breakout-MinAtar"])) == 2
     monkeypatch.setenv("JAX_NUM_CPU_DEVICES", "1")  # the environment's choice wins
-    assert cpu_devices_from_argv(big) is None
+    assert cpu_devices_for_args(parse_args(big)) is None
 
 
 def test_cli_trains_one_seed_over_two_devices(tmp_path):
@@ -386,7 +389,7 @@ def test_cli_trains_one_seed_over_two_devices(tmp_path):
     (shares of 256 samples), on one thread each, and says so."""
     if "JAX_NUM_CPU_DEVICES" in os.environ or "device_count" in os.environ.get("XLA_FLAGS", ""):
         pytest.skip("the environment chose the CPU device count")
-    from purejaxppo.devices import available_cores
+    from purejaxppo.platform.cpu_devices import available_cores
 
     out = tmp_path / "run.json"
     flags = ["--env", "CartPole-v1", "--total-timesteps", str(16 * 128 * 2), "--num-envs", "16",

@@ -60,7 +60,7 @@ def test_draw_resets_are_each_keys_reset(lead):
     "env_name", ["FourRooms-misc", "FrozenLake-misc", "GaussianBandit-misc", "Asterix-MinAtar"]
 )
 def test_vec_env_draws_what_gymnax_draws_from_the_same_keys(env_name):
-    """`VecEnv` hands the env `purejaxppo.prng.straight` keys; the env's
+    """`VecEnv` hands the env `purejaxppo.fast.straight_threefry.straight` keys; the env's
     random resets and transitions must be those of JAX's own threefry keys."""
     env, params, spec = make_env(env_name)
     n = 3
@@ -143,7 +143,8 @@ pyplot_first = sys.argv[1] == "pyplot-first"
 if pyplot_first:
     import matplotlib.pyplot  # imported before gymnax: used as it is
 import jax
-from purejaxppo.envs import GYMNAX_RENDER_MODULES, import_gymnax, make_env
+from purejaxppo.envs import make_env
+from purejaxppo.fast.lazy_gymnax import GYMNAX_RENDER_MODULES, import_gymnax
 
 env, params, _ = make_env("Catch-bsuite")  # imports gymnax
 assert "gymnax" in sys.modules and import_gymnax() is sys.modules["gymnax"]
@@ -193,7 +194,7 @@ def test_truncation_period_holds_in_every_rollout(env_name):
     time limit of 3, no env truncates twice within 3 steps, whatever the
     episode's phase at the rollout's start."""
     from purejaxppo.distributions import Categorical, DiagGaussian
-    from purejaxppo.rollout import EnvCarry, EpisodeStats, collect_rollout
+    from purejaxppo.rollout import RolloutRandomness, EnvCarry, EpisodeStats, collect_rollout
 
     env, params, spec = make_env(env_name)
     if not hasattr(params, "max_steps_in_episode"):
@@ -217,7 +218,7 @@ def test_truncation_period_holds_in_every_rollout(env_name):
         policy = lambda p, o: DiagGaussian(mean=zeros(o), log_std=zeros(o))
     obs, state = vec.reset(jax.random.PRNGKey(0))
     carry = EnvCarry(state, obs, EpisodeStats.zeros(n))
-    rollout = jax.jit(lambda c, k: collect_rollout(policy, None, vec, c, k, num_steps))
+    rollout = jax.jit(lambda c, k: collect_rollout(policy, None, vec, c, RolloutRandomness.draw(k, vec, num_steps), num_steps))
     carry, _ = rollout(carry, jax.random.PRNGKey(1))  # start mid-episode
     _, traj = rollout(carry, jax.random.PRNGKey(2))
     truncated = np.asarray(traj.truncated)
@@ -254,7 +255,7 @@ def test_truncation_period_only_where_it_is_known():
 def test_float_time_limit_truncates_every_period():
     """A float limit, as BernoulliBandit's: the period holds in a rollout."""
     from purejaxppo.distributions import Categorical
-    from purejaxppo.rollout import EnvCarry, EpisodeStats, collect_rollout
+    from purejaxppo.rollout import RolloutRandomness, EnvCarry, EpisodeStats, collect_rollout
 
     env, params, spec = make_env("CartPole-v1")
     vec = VecEnv(env, params.replace(max_steps_in_episode=3.0), spec, 3)
@@ -262,7 +263,7 @@ def test_float_time_limit_truncates_every_period():
     obs, state = vec.reset(jax.random.PRNGKey(0))
     policy = lambda p, o: Categorical(logits=jnp.zeros(o.shape[:-1] + (2,)))
     _, traj = collect_rollout(policy, None, vec, EnvCarry(state, obs, EpisodeStats.zeros(3)),
-                              jax.random.PRNGKey(1), 10)
+                              RolloutRandomness.draw(jax.random.PRNGKey(1), vec, 10), 10)
     truncated = np.asarray(traj.truncated)
     assert truncated.any()
     for i in range(3):

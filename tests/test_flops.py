@@ -7,7 +7,7 @@ import pytest
 
 from purejaxppo import PPOConfig
 from purejaxppo.envs import make_env
-from purejaxppo.flops import (
+from flops import (
     actor_forward_cost,
     cost_per_env_step,
     critic_forward_cost,

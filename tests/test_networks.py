@@ -7,10 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purejaxppo.distributions import (
+from purejaxppo.distributions import Categorical, DiagGaussian
+from purejaxppo.fast.random_draws import (
     ODD_DRAW_MAX,
-    Categorical,
-    DiagGaussian,
     action_noise,
     odd_draw_length,
     open_unit_interval,
@@ -152,7 +151,7 @@ def test_cnn_deeper_than_the_image_is_rejected():
 
 @pytest.mark.parametrize("transposed_grad", [False, True])
 def test_im2col_convolution_equals_lax_conv(transposed_grad):
-    from purejaxppo.networks import conv_valid
+    from purejaxppo.fast.im2col import conv_valid
 
     x = jax.random.normal(jax.random.PRNGKey(0), (3, 10, 9, 4))
     k = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 4, 5))
@@ -168,7 +167,7 @@ def test_im2col_convolution_equals_lax_conv(transposed_grad):
 def test_one_draw_init_matches_flax_init_in_distribution(env_name):
     """`init_params` gives the tree of `network.init`, with the same law per leaf:
     the Gram matrix of each kernel (gain^2 * I on its smaller side) and zeros."""
-    from purejaxppo.networks import init_params
+    from purejaxppo.fast.orthogonal_init import init_params
 
     _, _, spec = make_env(env_name)
     net = make_network(spec, (64, 64), "tanh")
@@ -194,7 +193,7 @@ def test_one_draw_init_is_haar_distributed():
     path that deadlocked with LAPACK's QR."""
     from scipy import stats
 
-    from purejaxppo.networks import init_params
+    from purejaxppo.fast.orthogonal_init import init_params
 
     _, _, spec = make_env("CartPole-v1")
     net = make_network(spec, (64, 64), "tanh")
@@ -222,7 +221,7 @@ def test_one_draw_init_is_haar_distributed():
 def test_one_draw_init_names_a_parameter_it_cannot_initialise():
     import flax.linen as nn
 
-    from purejaxppo.networks import init_params
+    from purejaxppo.fast.orthogonal_init import init_params
 
     class Scaled(nn.Module):
         @nn.compact
@@ -235,7 +234,7 @@ def test_one_draw_init_names_a_parameter_it_cannot_initialise():
 
 def test_orthonormal_columns_is_the_qr_with_positive_diagonal():
     """Against NumPy's (LAPACK) QR with R's diagonal made positive: the same Q."""
-    from purejaxppo.networks import orthonormal_columns
+    from purejaxppo.fast.orthogonal_init import orthonormal_columns
 
     a = np.random.default_rng(0).standard_normal((3, 64, 16)).astype(np.float32)
     q, r = np.linalg.qr(a.astype(np.float64))
@@ -292,7 +291,7 @@ def test_transposed_grad_matmul_has_the_dot_value_and_gradients(shape):
     """Value and both reverse-mode gradients of `matmul(..., transposed_grad=True)`
     against NumPy: y = x K, dL/dx = G K^T, dL/dK = X^T G (X, G flattened to rows).
     n = 300 is above TRANSPOSED_GRAD_MAX_WIDTH, where the plain dot is used."""
-    from purejaxppo.networks import matmul
+    from purejaxppo.fast.transposed_matmul import matmul
 
     x = np.asarray(jax.random.normal(jax.random.PRNGKey(0), shape), np.float64)
     k = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (shape[-1], 6)), np.float64)
@@ -307,7 +306,7 @@ def test_transposed_grad_matmul_has_the_dot_value_and_gradients(shape):
 
 
 def test_transposed_grad_matmul_under_vmap_and_jit_matches_the_plain_dot():
-    from purejaxppo.networks import matmul
+    from purejaxppo.fast.transposed_matmul import matmul
 
     x = jax.random.normal(jax.random.PRNGKey(0), (5, 16, 8))  # 5 seeds of (16, 8)
     k = jax.random.normal(jax.random.PRNGKey(1), (5, 8, 3))
@@ -321,7 +320,7 @@ def test_transposed_grad_matmul_under_vmap_and_jit_matches_the_plain_dot():
 @pytest.mark.parametrize("x_dtype", [jnp.bool_, jnp.int32, jnp.bfloat16, jnp.float32])
 @pytest.mark.parametrize("kernel_dtype", [jnp.float32, jnp.bfloat16])
 def test_transposed_grad_matmul_gives_the_plain_dots_cotangent_dtypes(x_dtype, kernel_dtype):
-    from purejaxppo.networks import matmul
+    from purejaxppo.fast.transposed_matmul import matmul
 
     x = jnp.ones((4, 3), x_dtype)
     k = jnp.ones((3, 2), kernel_dtype)
@@ -334,7 +333,7 @@ def test_transposed_grad_matmul_gives_the_plain_dots_cotangent_dtypes(x_dtype, k
 
 
 def test_transposed_grad_matmul_is_reverse_mode_only():
-    from purejaxppo.networks import matmul
+    from purejaxppo.fast.transposed_matmul import matmul
 
     x, k = jnp.ones((4, 3)), jnp.ones((3, 2))
     jax.jvp(lambda x: matmul(x, k, False), (x,), (x,))  # the plain dot: both modes
@@ -349,7 +348,7 @@ def test_transposed_grad_leaves_no_dot_contracting_the_batch_axis_of_its_input()
     XLA keeps X^T G as a dot contracting X's axis 0, the slower form."""
     import re
 
-    from purejaxppo.networks import matmul
+    from purejaxppo.fast.transposed_matmul import matmul
 
     x = jax.random.normal(jax.random.PRNGKey(0), (128, 64))
     k = jax.random.normal(jax.random.PRNGKey(1), (64, 32))
@@ -360,7 +359,7 @@ def test_transposed_grad_leaves_no_dot_contracting_the_batch_axis_of_its_input()
         hlo = jax.jit(grad).lower(k, x).compile().as_text()
         return re.findall(r"lhs_contracting_dims=\{(\d)\}", hlo)
 
-    from purejaxppo.networks import transposed_grad_pays
+    from purejaxppo.fast.transposed_matmul import transposed_grad_pays
 
     if transposed_grad_pays():  # the XLA it was measured on keeps the slower form
         assert "0" in contracted_lhs_axes(False)
@@ -391,7 +390,7 @@ def test_transposed_grad_pays_on_cpu_with_jaxlib_0_10_only(monkeypatch):
     """Measured to pay on jaxlib 0.10.2 only (0.11.2: no gain; older: not measured)."""
     import jaxlib
 
-    from purejaxppo.networks import transposed_grad_pays
+    from purejaxppo.fast.transposed_matmul import transposed_grad_pays
 
     for version, cpu in [
         ("0.10.2", True), ("0.10.0", True), ("0.10.2.dev20250101", True),
@@ -429,7 +428,7 @@ def test_transposed_grad_reaches_every_layer_up_to_the_width_limit(env_name, hid
 
 def test_make_train_trains_with_the_transposed_grad_where_it_pays_and_exposes_the_plain_network():
     from purejaxppo import PPOConfig, make_train
-    from purejaxppo.networks import transposed_grad_pays
+    from purejaxppo.fast.transposed_matmul import transposed_grad_pays
 
     config = PPOConfig(num_envs=2, num_steps=8, total_timesteps=16, num_minibatches=1)
     train = make_train(config)
@@ -464,7 +463,7 @@ def _reference_init_params(net, key, obs):
     other, each kernel its own (n, widest m) slice; Q from LAPACK's QR in
     float64 with diag(R) > 0, the first m columns (transposed for a wide
     kernel), times the gain of its layer; biases and log-std zero."""
-    from purejaxppo.distributions import normal_from_bits
+    from purejaxppo.fast.random_draws import normal_from_bits
 
     abstract = jax.eval_shape(net.init, key, obs)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
@@ -508,7 +507,7 @@ def test_one_draw_init_is_the_specified_draw(env_name, hidden, key_kind):
     """Every kernel is the orthogonalisation of its own slice of the one
     Gaussian draw (`_reference_init_params`): a group reading another's
     numbers, or two layers sharing one slice, gives other kernels."""
-    from purejaxppo.networks import init_params
+    from purejaxppo.fast.orthogonal_init import init_params
 
     spec = make_env(env_name)[2]
     net = make_network(spec, hidden, "relu")
@@ -536,7 +535,7 @@ def test_one_draw_init_gives_each_kernel_its_own_random_numbers():
     sharing a slice) would have entries correlated near 1; independent ones
     stay below ~0.17 (5.5 sigma of 1/sqrt(1000) over the 2.6 million pairs).
     The CNN's three groups (n = 36, 256, 8) and two kernels each."""
-    from purejaxppo.networks import init_params
+    from purejaxppo.fast.orthogonal_init import init_params
 
     spec = make_env("Breakout-MinAtar")[2]
     net = make_network(spec, (8,), "relu", cnn_channels=(4,))

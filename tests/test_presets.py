@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from purejaxppo import PPOConfig, make_train
+from purejaxppo import PPOConfig, make_train, preset_config
 from purejaxppo.cli import default_args
 from purejaxppo.envs import registered_env_names
 from purejaxppo.presets import BASELINES, NOT_PRESET, PRESETS, Preset, get_preset
@@ -42,15 +42,15 @@ def test_every_gymnax_env_has_a_preset_or_a_reason():
 
 
 def test_preset_overrides_and_errors():
-    config = PPOConfig.preset("Pendulum-v1", lr=3e-4, num_envs=8)
+    config = preset_config("Pendulum-v1", lr=3e-4, num_envs=8)
     assert config.lr == 3e-4 and config.num_envs == 8
     assert config.normalize_reward == PRESETS["Pendulum-v1"].overrides["normalize_reward"]
     with pytest.raises(ValueError, match="no preset for env_name='Pendulum-v2'.*Pendulum-v1"):
-        PPOConfig.preset("Pendulum-v2")
+        preset_config("Pendulum-v2")
     with pytest.raises(TypeError, match="learning_rate"):
         get_preset("CartPole-v1").config(learning_rate=1e-3)
     with pytest.raises(ValueError, match="gamma must be finite and in"):
-        PPOConfig.preset("Acrobot-v1", gamma=1.5)
+        preset_config("Acrobot-v1", gamma=1.5)
 
 
 def test_cli_starts_from_the_envs_preset():
@@ -80,11 +80,12 @@ def test_preset_smoke_training(name):
 
 
 def _readme_returns_table():
-    """{label: (seeds, budget, target)} from the README's returns table."""
+    """{label: (seeds, budget, target)} from the returns table
+    (benchmarks/results/returns-cpu.md, which the README links)."""
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    table = text.split("<!-- returns-table:start -->")[1].split("<!-- returns-table:end -->")[0]
+    text = (Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "returns-cpu.md").read_text()
+    table = text.split("| env | seeds | budget |")[1].split("\n\n")[0]
     rows = {}
     for line in table.strip().splitlines()[2:]:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]

@@ -1,11 +1,11 @@
-"""`purejaxppo.prng`: the straight-line threefry equals JAX's threefry, bit for bit."""
+"""`purejaxppo.fast.straight_threefry`: the straight-line threefry equals JAX's threefry, bit for bit."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purejaxppo.prng import STRAIGHT_THREEFRY, is_threefry, straight, threefry2x32
+from purejaxppo.fast.straight_threefry import STRAIGHT_THREEFRY, is_threefry, straight, threefry2x32
 
 KEYS = [jax.random.PRNGKey(0), jax.random.PRNGKey(12345), jnp.array([0xFFFFFFFF, 0x80000001], jnp.uint32)]
 
@@ -66,7 +66,7 @@ def test_only_draws_are_straight_line():
     """A split or fold-in of a straight key is JAX's own threefry (its
     `threefry2x32` in the lowering) and a draw is not: two straight hashes
     chained in one kernel (a draw from a split key) did not finish compiling
-    within minutes on XLA CPU in jax 0.11.2 (`purejaxppo.prng`)."""
+    within minutes on XLA CPU in jax 0.11.2 (`purejaxppo.fast.straight_threefry`)."""
     key = straight(jax.random.PRNGKey(0))
     lowered = lambda f: jax.jit(f).lower(key).as_text()
     assert "@threefry2x32" not in lowered(lambda k: jax.random.bits(k, (4,)))

@@ -6,7 +6,7 @@ import time
 import jax.numpy as jnp
 import pytest
 
-from purejaxppo.timing import compile_timed, run_timed
+from timing import compile_timed, run_timed
 
 
 class _SlowOutput:

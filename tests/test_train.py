@@ -97,12 +97,12 @@ def test_continuous_actions_stored_unclipped_but_env_sees_clipped(env_name):
         lambda p, x: x + 100.0 if "policy_head" in jax.tree_util.keystr(p) and "bias" in jax.tree_util.keystr(p) else x,
         state.params,
     )
-    from purejaxppo.rollout import collect_rollout
+    from purejaxppo.rollout import RolloutRandomness, collect_rollout
     from purejaxppo.envs import VecEnv, make_env
     env, env_params, spec = make_env(env_name)
     vec = VecEnv(env, env_params, spec, 2)
     policy = lambda p, o: train.network.apply(p, o, method=train.network.policy)
-    _, traj = collect_rollout(policy, params, vec, state.env, jax.random.PRNGKey(1), 8)
+    _, traj = collect_rollout(policy, params, vec, state.env, RolloutRandomness.draw(jax.random.PRNGKey(1), vec, 8), 8)
     assert float(jnp.min(traj.actions)) > spec.action_high[0]  # stored unclipped
     assert np.isfinite(np.asarray(traj.log_probs)).all()
     # the env stepped with the clipped action: same transition as stepping with high
@@ -164,9 +164,9 @@ def test_reference_kl_holds_the_policy_near_the_one_it_started_from(pretrained):
     1,024 states of a rollout of the final policy, after a fine-tuning long
     and fast enough that an unpenalised policy moves away (a KL of 0.03-0.05
     against 0.0006-0.0016 with the penalty, over six pretraining and
-    fine-tuning seeds in a session-22 scratch run of this loop)."""
+    fine-tuning seeds in a scratch run of this loop)."""
     from purejaxppo.envs import VecEnv, make_env
-    from purejaxppo.rollout import EnvCarry, EpisodeStats, collect_rollout
+    from purejaxppo.rollout import RolloutRandomness, EnvCarry, EpisodeStats, collect_rollout
 
     config, params, obs_norm = pretrained
     finals = {}
@@ -189,7 +189,7 @@ def test_reference_kl_holds_the_policy_near_the_one_it_started_from(pretrained):
         obs, env_state = vec.reset(jax.random.PRNGKey(2))
         _, traj = jax.jit(lambda p: collect_rollout(
             lambda p, o: net.apply(p, normalize(o), method=net.policy), p, vec,
-            EnvCarry(env_state, obs, EpisodeStats.zeros(16)), jax.random.PRNGKey(3), 64,
+            EnvCarry(env_state, obs, EpisodeStats.zeros(16)), RolloutRandomness.draw(jax.random.PRNGKey(3), vec, 64), 64,
         ))(result.train_state.params)
         states = normalize(traj.obs.reshape(-1, *spec.obs_shape))
         ref_dist, _ = net.apply(params, states)
@@ -244,16 +244,16 @@ def test_an_update_draws_its_randomness_in_one_call():
 
 @pytest.mark.parametrize("env_name", ["CartPole-v1", "FrozenLake-misc"])
 def test_straight_threefry_keys_change_no_bit_of_a_run(env_name, monkeypatch):
-    """`purejaxppo.prng.straight` keys only change how XLA compiles the
+    """`purejaxppo.fast.straight_threefry.straight` keys only change how XLA compiles the
     draws: a run with JAX's own threefry keys everywhere is bitwise equal."""
     import purejaxppo.envs
-    import purejaxppo.networks
+    import purejaxppo.fast.orthogonal_init
 
     config = PPOConfig(env_name=env_name, num_envs=4, num_steps=8, total_timesteps=4 * 8 * 2, num_minibatches=2)
     key = jax.random.PRNGKey(3)
     loops = lambda lowered: lowered.as_text().count("stablehlo.while")
     ours = jax.jit(make_train(config)).lower(key)  # traced here, before the patch
-    for module in (purejaxppo.envs, purejaxppo.networks):
+    for module in (purejaxppo.envs, purejaxppo.fast.orthogonal_init):
         monkeypatch.setattr(module, "straight", lambda k: k)
     plain = jax.jit(make_train(config)).lower(key)
     assert loops(plain) > loops(ours)  # JAX's threefry loops are back

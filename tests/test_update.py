@@ -12,13 +12,8 @@ import pytest
 from scipy import stats
 
 from purejaxppo.losses import Minibatch
-from purejaxppo.update import (
-    FEISTEL_ROUNDS,
-    minibatch_indices,
-    permutations_from_round_keys,
-    random_permutations,
-    take_minibatch,
-)
+from purejaxppo.fast.shuffle import FEISTEL_ROUNDS, permutations_from_round_keys, random_permutations, shuffle_keys
+from purejaxppo.update import minibatch_indices, take_minibatch
 
 # Chi-square critical values at p = 0.001 (a correct shuffle fails 1 time in 1000 keys;
 # the keys below are fixed, so the tests are deterministic).
@@ -151,7 +146,7 @@ def _random_minibatch(key, size=64, dim=3, actions=4):
 def test_chunked_gradient_equals_the_one_pass_gradient(objective, norm_adv):
     from purejaxppo import PPOConfig
     from purejaxppo.losses import LossStatic
-    from purejaxppo.update import minibatch_gradient
+    from purejaxppo.update import UpdateSettings, minibatch_gradient
 
     hp = PPOConfig(kl_coef=0.3, policy_objective="kl_penalty").hyperparams()  # kl_coef for every objective
     static = LossStatic(norm_adv=norm_adv, clip_vloss=True, policy_objective=objective)
@@ -160,9 +155,9 @@ def test_chunked_gradient_equals_the_one_pass_gradient(objective, norm_adv):
         "v": jax.random.normal(jax.random.PRNGKey(2), (3,)),
     }
     batch = _random_minibatch(jax.random.PRNGKey(3))
-    one = minibatch_gradient(params, _linear_apply, batch, hp, static, num_chunks=1)
+    one = minibatch_gradient(params, _linear_apply, batch, hp, UpdateSettings(1, 1, static, 1))
     for chunks in (2, 4, 16):
-        many = minibatch_gradient(params, _linear_apply, batch, hp, static, num_chunks=chunks)
+        many = minibatch_gradient(params, _linear_apply, batch, hp, UpdateSettings(1, 1, static, chunks))
         for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(many)):
             np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
 
@@ -170,7 +165,7 @@ def test_chunked_gradient_equals_the_one_pass_gradient(objective, norm_adv):
 def test_chunked_update_matches_the_one_pass_update():
     from purejaxppo import PPOConfig
     from purejaxppo.losses import LossStatic
-    from purejaxppo.update import init_opt_state, make_optimizer, ppo_update
+    from purejaxppo.update import UpdateSettings, init_opt_state, make_optimizer, ppo_update
 
     hp = PPOConfig().hyperparams()
     static = LossStatic(norm_adv=True, clip_vloss=True, policy_objective="clip")
@@ -179,7 +174,7 @@ def test_chunked_update_matches_the_one_pass_update():
     batch = _random_minibatch(jax.random.PRNGKey(4), size=256)
     run = lambda chunks: ppo_update(
         params, init_opt_state(tx, params), tx, _linear_apply, batch,
-        jax.random.PRNGKey(5), hp, static, 3, 2, chunks,
+        shuffle_keys(jax.random.PRNGKey(5), 3), hp, UpdateSettings(3, 2, static, chunks),
     )
     one, many = run(1), run(8)
     for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(many)):
@@ -189,13 +184,13 @@ def test_chunked_update_matches_the_one_pass_update():
 def test_minibatch_gradient_rejects_uneven_chunks():
     from purejaxppo import PPOConfig
     from purejaxppo.losses import LossStatic
-    from purejaxppo.update import minibatch_gradient
+    from purejaxppo.update import UpdateSettings, minibatch_gradient
 
     static = LossStatic(norm_adv=True, clip_vloss=True, policy_objective="clip")
     params = {"w": jnp.zeros((3, 4)), "v": jnp.zeros((3,))}
-    with pytest.raises(ValueError, match="num_chunks=5 must divide the minibatch size 64"):
+    with pytest.raises(ValueError, match="num_grad_chunks=5 must divide the minibatch size 64"):
         minibatch_gradient(params, _linear_apply, _random_minibatch(jax.random.PRNGKey(0)),
-                           PPOConfig().hyperparams(), static, num_chunks=5)
+                           PPOConfig().hyperparams(), UpdateSettings(1, 1, static, 5))
 
 
 def _numpy_clip_adam_update(g, m, v, k, rate, max_norm):
@@ -295,7 +290,7 @@ def test_ppo_update_against_a_hand_written_loop(key_form, num_chunks, with_refer
 
     from purejaxppo import PPOConfig
     from purejaxppo.losses import LossStatic, ppo_loss
-    from purejaxppo.update import init_opt_state, make_optimizer, ppo_update
+    from purejaxppo.update import UpdateSettings, init_opt_state, make_optimizer, ppo_update
 
     epochs, minibatches, size = 3, 4, 48  # size < 256: the permutations cycle-walk
     total_steps = 2 * epochs * minibatches  # the lr anneals, to half at the end of this update
@@ -316,13 +311,15 @@ def test_ppo_update_against_a_hand_written_loop(key_form, num_chunks, with_refer
     if key_form == "prng_key":
         key = jax.random.PRNGKey(7)
         round_keys = np.asarray(jax.random.bits(key, (epochs * rounds,), jnp.uint32)).reshape(epochs, rounds)
+        np.testing.assert_array_equal(shuffle_keys(key, epochs), round_keys)
     else:
         round_keys = np.random.default_rng(0).integers(0, 2**32, (epochs, rounds), dtype=np.uint32)
         key = jnp.asarray(round_keys)
     got_params, got_state, got = jax.jit(
-        lambda p, k: ppo_update(p, init_opt_state(tx, p), tx, _mlp_apply, batch, k, hp, static,
-                                epochs, minibatches, num_chunks, reference_params=reference)
-    )(params, key)
+        lambda p, k: ppo_update(p, init_opt_state(tx, p), tx, _mlp_apply, batch, k, hp,
+                                UpdateSettings(epochs, minibatches, static, num_chunks),
+                                reference_params=reference)
+    )(params, jnp.asarray(round_keys))
 
     perms = [_permutation_reference(row, size) for row in round_keys]
     for perm in perms:
@@ -374,7 +371,7 @@ def test_ppo_update_refuses_round_keys_of_another_width():
     tests above reject 1 and 2), so they are not taken silently."""
     from purejaxppo import PPOConfig
     from purejaxppo.losses import LossStatic
-    from purejaxppo.update import init_opt_state, make_optimizer, ppo_update
+    from purejaxppo.update import UpdateSettings, init_opt_state, make_optimizer, ppo_update
 
     hp = PPOConfig().hyperparams()
     static = LossStatic(norm_adv=True, clip_vloss=True, policy_objective="clip")
@@ -383,7 +380,7 @@ def test_ppo_update_refuses_round_keys_of_another_width():
     tx, _ = make_optimizer(hp.lr, hp.max_grad_norm, False, 8)
     batch = _random_minibatch(jax.random.PRNGKey(0), size=16)
     run = lambda key: ppo_update(params, init_opt_state(tx, params), tx, _mlp_apply, batch, key,
-                                 hp, static, 2, 2)
+                                 hp, UpdateSettings(2, 2, static))
     jax.eval_shape(run, jnp.zeros((2, FEISTEL_ROUNDS), jnp.uint32))  # the right width traces
     for width in (2, FEISTEL_ROUNDS + 1):
         with pytest.raises(AssertionError, match="shape"):

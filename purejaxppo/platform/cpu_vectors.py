@@ -8,12 +8,12 @@ lowering the clock, and on both 512-bit vectors made the same kernels faster.
 
 Measured on the project's 2-core AMD EPYCs with AVX-512, with 512 against
 XLA's default 256 (benchmarks/NOTES.md):
-- a Zen 5 (session 17): CartPole defaults trained 6-12% faster
+- a Zen 5: CartPole defaults trained 6-12% faster
   (alternating fresh processes); 2048 x 128, the vmapped CartPole cases and
   Pendulum 3-42% faster, the MinAtar CNN within the noise (two alternating
   runs of ``python benchmarks/throughput.py --no-sweep``); PureJaxRL's PPO
   gained about the same, so this is the machine's gain, not this library's;
-- a Zen 4 (session 24), which runs 512-bit work as two 256-bit halves: 512
+- a Zen 4, which runs 512-bit work as two 256-bit halves: 512
   was faster in every case of two alternating pairs of ``python
   benchmarks/throughput.py --no-sweep --compile-repeats 1 --repeats 5
   --cpu-vector-width 256`` / ``512``, by less: CartPole defaults 0.4-2.3%,
@@ -28,7 +28,7 @@ different order, so long runs drift apart within the spread between seeds.
 `cpu_vector_width_for` encodes the rule (512 on an AMD CPU with AVX-512,
 else XLA's default). `set_cpu_vector_width` applies a choice by editing
 ``XLA_FLAGS``, which XLA reads once, when JAX starts its backend, so it must
-run before the first computation. Like the CPU pool (`purejaxppo.cpu_threads`),
+run before the first computation. Like the CPU pool (`purejaxppo.platform.cpu_threads`),
 this applies to the whole process, so ``import purejaxppo`` leaves it alone:
 the CLI (``--cpu-vector-width``) and the benchmarks apply it. In your own
 scripts, call ``set_cpu_vector_width(resolve_cpu_vector_width("auto"))``
@@ -161,7 +161,7 @@ def set_cpu_vector_width(width: int | None) -> None:
         RuntimeError: JAX's backends have started with another width; XLA
             read its flags then.
     """
-    from purejaxppo.cpu_threads import backend_started
+    from purejaxppo.platform.cpu_threads import backend_started
 
     def effective(w):
         return XLA_DEFAULT_WIDTH if w is None else w

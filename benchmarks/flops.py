@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from purejaxppo.config import PPOConfig
 from purejaxppo.envs import EnvSpec
 from purejaxppo.networks import resolve_torso
-from purejaxppo.rollout import critic_rows
+from purejaxppo.fast.reduced_critic import critic_rows
 
 _TRANSCENDENTAL_ACTIVATIONS = {"tanh", "gelu", "silu", "elu"}
 

@@ -10,7 +10,7 @@ the second core gives back. Large batches and convolutions are the
 opposite: their kernels are big enough to split.
 
 On the project's 2-core CPU, in alternating fresh processes with each
-pool (benchmarks/NOTES.md, session 10): CartPole defaults (4 envs) and the
+pool (benchmarks/NOTES.md): CartPole defaults (4 envs) and the
 defaults vmapped over 8 seeds ran 10-50% faster on one thread; 64 or more
 envs and the MinAtar CNN ran 10-45% slower. The XLA compile stays
 parallel (it has its own threads) but took 10-25% longer with a

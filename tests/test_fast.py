@@ -1,0 +1,142 @@
+"""Each speed trick of `purejaxppo.fast` against its plain JAX equivalent.
+
+The other tricks are tested beside the code that uses them: the shuffle
+(`tests/test_update.py`), random draws, the transposed-gradient matmul,
+im2col and the orthogonal init (`tests/test_networks.py`), the straight-line
+threefry (`tests/test_prng.py`), the reduced critic pass
+(`tests/test_advantages.py`), the deferred gymnax imports (`tests/test_envs.py`).
+Here: the packed carry, the small-axis reductions, and that every module
+names its plain equivalent and what earns its place.
+"""
+
+import importlib
+import pkgutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import purejaxppo.fast as fast
+from purejaxppo import PPOConfig, make_train
+from purejaxppo.envs import VecEnv, make_env
+from purejaxppo.fast import packed_carry
+from purejaxppo.fast.packed_carry import PACK_MAX_SIZE, pack_leaves, packs, unpack_leaves
+from purejaxppo.fast.small_axis import SMALL_AXIS, log_softmax, sum_last, take_last
+from purejaxppo.rollout import EnvCarry, RolloutRandomness, collect_rollout
+
+
+def assert_close(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        if jnp.issubdtype(x.dtype, jnp.floating):
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
+        else:
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def assert_same(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.parametrize("lead", [(3,), (5, 3)])
+def test_pack_leaves_groups_by_dtype_in_tree_order_and_unpacks_exactly(lead):
+    rng = np.random.default_rng(0)
+    tree = {
+        "a": jnp.asarray(rng.normal(size=lead), jnp.float32),
+        "b": jnp.asarray(rng.integers(0, 9, size=lead + (2,)), jnp.int32),
+        "c": (jnp.asarray(rng.normal(size=lead + (3, 2)), jnp.float32),
+              jnp.asarray(rng.random(lead + (4,)) > 0.5)),
+        "d": jnp.asarray(rng.integers(0, 9, size=lead), jnp.int32),
+    }
+    arrays, layout = pack_leaves(tree, len(lead))
+    assert {name: x.shape for name, x in arrays.items()} == {
+        "float32": lead + (7,), "int32": lead + (3,), "bool": lead + (4,)}
+    # float32: a, then c[0] flattened; int32: b, then d.
+    np.testing.assert_array_equal(arrays["float32"][..., 0], tree["a"])
+    np.testing.assert_array_equal(arrays["float32"][..., 1:], tree["c"][0].reshape(lead + (6,)))
+    np.testing.assert_array_equal(arrays["int32"][..., 2], tree["d"])
+    hash(layout)  # static: a scan carry's structure
+    assert_same(unpack_leaves(arrays, layout), tree)
+    # Under jit, the same.
+    assert_same(jax.jit(lambda t: unpack_leaves(*pack_leaves(t, len(lead))))(tree), tree)
+
+
+@pytest.mark.parametrize("env_name", ["CartPole-v1", "Breakout-MinAtar", "DeepSea-bsuite"])
+def test_a_rollout_is_the_same_with_a_packed_carry(env_name, monkeypatch):
+    """Bool, int and float env state (MinAtar), and an env that does its own
+    resets (DeepSea): the trajectory and the carry with every carry packed
+    (`PACK_MAX_SIZE` above any) and with packing off. Integers and booleans
+    bitwise; floats to 1e-6 relative, as XLA may fuse the two programs'
+    float arithmetic differently (jax 0.11 does, by 3e-7)."""
+    config = PPOConfig(env_name=env_name, num_envs=3, num_steps=8, total_timesteps=24,
+                       num_minibatches=1, hidden_sizes=(8,), cnn_channels=(4,))
+    train = make_train(config)
+    state = train.init(jax.random.PRNGKey(0))
+    env, env_params, spec = make_env(env_name)
+    vec = VecEnv(env, env_params, spec, 3)
+    policy = lambda p, o: train.network.apply(p, o, method=train.network.policy)
+    rollout = lambda c, k: collect_rollout(policy, state.params, vec, c, RolloutRandomness.draw(k, vec, 40), 40)
+    monkeypatch.setattr(packed_carry, "PACK_MAX_SIZE", 10**9)
+    assert packed_carry.packs(state.env)
+    packed, traj_packed = jax.jit(rollout)(state.env, jax.random.PRNGKey(1))
+    monkeypatch.setattr(packed_carry, "PACK_MAX_SIZE", -1)
+    assert not packed_carry.packs(state.env)
+    carry, traj = jax.jit(rollout)(state.env, jax.random.PRNGKey(1))
+    assert isinstance(carry, EnvCarry) and isinstance(packed, EnvCarry)
+    assert_close(traj_packed, traj)
+    assert_close(packed, carry)
+    assert int(carry.episode_stats.num_finished.sum()) > 0 or env_name == "Breakout-MinAtar"
+
+
+@pytest.mark.parametrize("env_name, num_envs, packed", [
+    ("CartPole-v1", 4, True),            # 4 x (5 state + 4 obs + 5 statistics) = 56 elements
+    ("CartPole-v1", 16, False),          # 224
+    ("Breakout-MinAtar", 1, False),      # 400 observation elements alone
+])
+def test_only_small_carries_are_packed(env_name, num_envs, packed):
+    """`packs`: the carry's elements against `PACK_MAX_SIZE`, per seed under vmap."""
+    config = PPOConfig(env_name=env_name, num_envs=num_envs, num_steps=8,
+                       total_timesteps=num_envs * 8, num_minibatches=1)
+    carry = make_train(config).init(jax.random.PRNGKey(0)).env
+    size = sum(x.size for x in jax.tree.leaves(carry))
+    assert packs(carry) == packed == (size <= PACK_MAX_SIZE)
+    seeds = jax.vmap(make_train(config).init)(jax.random.split(jax.random.PRNGKey(0), 8)).env
+    assert jax.vmap(lambda c: jnp.asarray(packs(c)))(seeds).all() == packed
+
+
+def test_a_carry_of_exactly_the_limit_is_packed():
+    at_limit = {"a": jnp.zeros((PACK_MAX_SIZE - 8,)), "b": jnp.zeros((2, 4), jnp.int32)}
+    assert packs(at_limit)
+    assert not packs({**at_limit, "c": jnp.zeros((1,))})
+
+
+def test_every_fast_module_names_its_plain_equivalent_and_its_gain():
+    """A trick earns its place in `purejaxppo.fast` with a plain JAX
+    equivalent (tested equal) and a measured gain, both in its docstring."""
+    names = [m.name for m in pkgutil.iter_modules(fast.__path__)]
+    assert len(names) >= 10
+    for name in names:
+        doc = importlib.import_module(f"purejaxppo.fast.{name}").__doc__ or ""
+        assert "Plain" in doc and ("Gain" in doc or "Why it stays" in doc), name
+
+
+@pytest.mark.parametrize("k", [2, 3, SMALL_AXIS, SMALL_AXIS + 1])
+def test_small_axis_reductions_equal_jnp_with_gradients(k):
+    rng = np.random.default_rng(k)
+    x = jnp.asarray(rng.normal(size=(5, 7, k)), jnp.float32)
+    index = jnp.asarray(rng.integers(0, k, size=(5, 7)))
+    pairs = [
+        (sum_last, lambda v: jnp.sum(v, axis=-1)),
+        (log_softmax, lambda v: jax.nn.log_softmax(v, axis=-1)),
+        (lambda v: take_last(v, index), lambda v: jnp.take_along_axis(v, index[..., None], -1)[..., 0]),
+    ]
+    for fast_fn, plain_fn in pairs:
+        np.testing.assert_allclose(fast_fn(x), plain_fn(x), rtol=1e-6, atol=1e-6)
+        w = jnp.asarray(rng.normal(size=plain_fn(x).shape), jnp.float32)
+        grad = lambda f: jax.grad(lambda v: jnp.sum(w * f(v)))(x)
+        np.testing.assert_allclose(grad(fast_fn), grad(plain_fn), rtol=1e-5, atol=1e-6)
