@@ -6,7 +6,7 @@
 # numpy, matplotlib, seaborn, six, filelock, cloudpickle and typing-extensions,
 # but not gymnax, its gymnasium, or the CLI's tyro. All of those are
 # pure-Python wheels. They are pinned to the versions the whole test suite
-# passed with on Python 3.12 and jax 0.11.2 (benchmarks/NOTES.md, session 15).
+# passed with on Python 3.12 and jax 0.11.2 (benchmarks/NOTES.md).
 #
 #   bash benchmarks/accelerator_wheels.sh [DEST]     # DEST defaults to .whl
 #

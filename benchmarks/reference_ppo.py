@@ -1,6 +1,6 @@
-"""The baseline of issue #4's speed targets: PureJaxRL's PPO, rebuilt for gymnax >= 1.0.
+"""The baseline of the speed targets: PureJaxRL's PPO, rebuilt for gymnax >= 1.0.
 
-Issue #4 states each speed target beside the figure of PureJaxRL's
+The project states each speed target beside the figure of PureJaxRL's
 single-file ``ppo.py`` on this machine class (compile 5.5 s, 118k steps/s
 for CartPole defaults, 185k over 8 seeds, 159k at 2048 x 128). Figures
 like these move with this shared machine by up to 3x from one day

@@ -8,10 +8,10 @@
 ``--set FIELD=VALUE`` changes both sides' hyperparameters alike (the
 fields of `reference_ppo.ReferenceConfig`), to see where a ratio comes
 from: with one epoch of one minibatch, a run is mostly its rollout. Such a
-run is not one of the issue's cases: its files get the settings in their
+run is not one of the target cases: its files get the settings in their
 name and no target table.
 
-Issue #4 states its speed targets as absolute figures beside PureJaxRL's on
+The project states its speed targets as absolute figures beside PureJaxRL's on
 the same machine class: compile <= 2.7 s (PureJaxRL 5.5 s), >= 175k steps/s
 on CartPole defaults (118k), >= 280k over 8 seeds (185k), >= 260k at 2048 x
 128 (159k). This shared 2-core machine changes speed by up to 3x between
@@ -25,8 +25,8 @@ compile (``jit(...).lower(...).compile()``) and then the median of
 ``--repeats`` calls of the compiled function. A pair's two processes run
 within a minute of each other, so each pair gives one ratio,
 purejaxppo / reference. The table shows the median of each side and the
-median of the pairs' ratios, beside the ratio the issue's target asks for
-(target / PureJaxRL's figure). The issue's last target, 2048 x 128 at about
+median of the pairs' ratios, beside the ratio the speed target asks for
+(target / PureJaxRL's figure). The last target, 2048 x 128 at about
 60% of the compute floor where PureJaxRL is at about 37%, is read the same
 way: each side's rate as a fraction of one floor for the case
 (`throughput.py`'s, at rates measured once in a probe process on the
@@ -75,7 +75,7 @@ from throughput import (  # noqa: E402
 RESULTS = HERE / "results"
 IMPLS = ("purejaxppo", "reference")
 
-# case -> (metric, issue #4's target, PureJaxRL's figure there)
+# case -> (metric, the speed target, PureJaxRL's figure there)
 TARGETS: dict[str, list[tuple[str, float, float]]] = {
     "cartpole_default": [("compile_s", 2.7, 5.5), ("steps_per_s", 175_000, 118_000)],
     "cartpole_default_x8": [("steps_per_s", 280_000, 185_000)],
@@ -192,7 +192,7 @@ def compare_case(overrides: dict, seeds: int, pairs: int, repeats: int, timeout:
 def results_stem(device: str, quick: bool = False, settings: dict | None = None) -> str:
     """The results files' name: ``versus-reference-<device>[-quick]``, with
     ``-set-<field>=<value>+...`` after it for a run with ``--set``, so that
-    such a run leaves the issue's cases' results as they were."""
+    such a run leaves the target cases' results as they were."""
     stem = f"versus-reference-{device}" + ("-quick" if quick else "")
     if settings:
         stem += "-set-" + "+".join(f"{k}={v}" for k, v in settings.items()).replace(" ", "")
@@ -250,13 +250,13 @@ def _table(rows: dict, meta: dict) -> str:
             f"| {_fraction(r, 'purejaxppo')} / {_fraction(r, 'reference')} "
             f"| {r['purejaxppo_final_return']:.1f} | {r['reference_final_return']:.1f} |"
         )
-    # The issue's targets are for its cases as they are; not for a run with --set.
+    # The speed targets are for their cases as they are; not for a run with --set.
     targets = [] if meta.get("set") else [(name, t) for name in rows for t in TARGETS.get(name, [])
                                           if f"ratio_{t[0]}" in rows[name]]
     if targets:
         lines += [
             "",
-            "Issue #4's targets as ratios (target / PureJaxRL's figure in the issue):",
+            "The speed targets as ratios (target / PureJaxRL's figure where the targets were set):",
             "",
             "| case | metric | target | PureJaxRL there | ratio asked | ratio measured | |",
             "|---|---|---:|---:|---:|---:|---|",

@@ -321,7 +321,7 @@ def test_versus_reference_set_changes_both_sides_and_leaves_the_cases_results():
     # A row without a floor (results from before it) shows none and asks no floor target.
     table = versus._table({"cartpole_2048x128": row}, meta)
     assert "| - / - |" in table and "fraction_of_floor" not in table
-    # The targets are for its cases as they are: no target table for a changed run.
+    # The speed targets are for their cases as they are: no target table for a changed run.
     table = versus._table({"cartpole_default": row}, {**meta, "set": {"update_epochs": 1}})
     assert "ratio asked" not in table and "by `--set`: {'update_epochs': 1}" in table
 

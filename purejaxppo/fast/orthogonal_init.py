@@ -56,7 +56,7 @@ def orthonormal_columns(a: jax.Array) -> jax.Array:
     LAPACK: jaxlib's batched CPU QR (the custom call a `jax.vmap` over many
     seeds makes) can deadlock on a small thread pool when two run at once:
     it hung here at 256 seeds on one device (benchmarks/NOTES.md),
-    and at 4 seeds split over two CPU devices (session 12). With no LAPACK
+    and at 4 seeds split over two CPU devices. With no LAPACK
     call, the init can be split over devices (`purejaxppo.devices`).
     """
     def column(j, q):
