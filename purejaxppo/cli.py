@@ -110,13 +110,11 @@ def _env_and_preset(argv: list[str]) -> tuple[str, bool]:
     env's preset sets every other flag's default (`default_args`)."""
     first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     first.add_argument("--env", "--env-name", "--env_name", dest="env_name",
-                       default=_FIELD_DEFAULTS["env_name"])
+                       default=PPOConfig.env_name)
     first.add_argument("--preset", action=argparse.BooleanOptionalAction, default=True)
     known, _ = first.parse_known_args(argv)
     return known.env_name, known.preset
 
-
-_FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(PPOConfig)}
 
 
 def default_args(argv: list[str]) -> Args:

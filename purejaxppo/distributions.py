@@ -17,6 +17,7 @@ from purejaxppo.fast.small_axis import log_softmax, sum_last, take_last
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
+
 @struct.dataclass
 class Categorical:
     """Categorical over the last axis of ``logits`` (..., num_actions)."""

@@ -79,7 +79,7 @@ def test_preset_smoke_training(name):
     assert result.train_state.obs_norm.mean.shape == (2, *train.env_spec.obs_shape)
 
 
-def _readme_returns_table():
+def _returns_table():
     """{label: (seeds, budget, target)} from the returns table
     (benchmarks/results/returns-cpu.md, which the README links)."""
     from pathlib import Path
@@ -94,10 +94,10 @@ def _readme_returns_table():
     return rows
 
 
-def test_presets_match_the_readmes_returns_table():
+def test_presets_match_the_returns_table():
     """A preset's budget, seed count and target are those of its row in the
-    README's returns table (the table the README says they are)."""
-    rows = _readme_returns_table()
+    returns table (benchmarks/results/returns-cpu.md, which the README links)."""
+    rows = _returns_table()
     assert set(rows) == set(PRESETS) | set(BASELINES)
     for label, preset in {**PRESETS, **BASELINES}.items():
         assert rows[label] == (preset.benchmark_seeds, preset.budget, preset.target), label
