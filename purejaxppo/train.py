@@ -33,6 +33,7 @@ from jax.sharding import PartitionSpec as P
 
 from purejaxppo.advantages import gae
 from purejaxppo.config import PPOConfig
+from purejaxppo.divergence import nonfinite_flags
 from purejaxppo.envs import EnvSpec, VecEnv, make_env
 from purejaxppo.fast.orthogonal_init import init_params
 from purejaxppo.fast.random_draws import key_words, keys_from_words, random_words
@@ -60,6 +61,7 @@ METRIC_NAMES = (
     "grad_norm",
     "learning_rate",
     "loss",
+    "nonfinite",
 )
 
 
@@ -400,6 +402,8 @@ def _build_train(config: PPOConfig, axis_name: str | None = None) -> Trainer:
             **diagnostics,
             "explained_variance": explained_variance(values, returns, axis_name),
             "learning_rate": jnp.asarray(lr, jnp.float32),
+            # 0, or which of loss, gradient norm and parameters went NaN/Inf.
+            "nonfinite": nonfinite_flags(diagnostics["loss"], diagnostics["grad_norm"], params),
         }
         new_state = TrainState(
             params=params,
