@@ -34,12 +34,18 @@ only between chunks, to save.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
+import json
 import math
 import operator
+import os
+import signal
+import threading
 import time
+import warnings
 import weakref
 from pathlib import Path
 from typing import Any, Callable
@@ -50,11 +56,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from purejaxppo.config import HYPERPARAM_FIELDS, PPOConfig
+from purejaxppo.divergence import NonFiniteError, first_nonfinite
 from purejaxppo.hyperparams import HyperParams
 from purejaxppo.normalization import RunningMeanStd
+from purejaxppo.paths import output_dir
 from purejaxppo.train import ENV_AXIS, TrainResult, TrainState, make_train
 
-FORMAT = 1  # bumped when what a checkpoint holds changes
+FORMAT = 2  # bumped when what a checkpoint holds changes
+MANIFEST = "checksums.json"  # in each step's directory: every file's size and SHA-256
 
 # Compiled programs of `train_with_checkpoints`, per training function.
 _PROGRAMS: "weakref.WeakKeyDictionary[Callable, dict]" = weakref.WeakKeyDictionary()
@@ -100,8 +109,10 @@ class CheckpointedRun:
             from, or None for a fresh start.
         compile_s: seconds spent compiling (init and chunk programs).
         run_s: seconds spent running them (each to ``block_until_ready``).
-        save_s: seconds spent handing checkpoints to orbax and waiting for
-            the last write.
+        save_s: seconds spent writing checkpoints and sealing each
+            (`seal_checkpoint`).
+        set_aside: the newer checkpoints found unreadable or corrupt and
+            moved aside before resuming (``on_bad_checkpoint="fallback"``).
     """
 
     result: TrainResult
@@ -109,6 +120,7 @@ class CheckpointedRun:
     compile_s: float
     run_s: float
     save_s: float
+    set_aside: tuple[BadCheckpoint, ...] = ()
 
 
 def _jsonable(value: Any) -> Any:
@@ -240,8 +252,9 @@ def save_checkpoint(
     of a vmapped run). ``metrics`` are the metrics of all updates so far
     (leading batch axes, then updates); ``rng`` the key or keys the run
     started from. With a ``manager`` (an open orbax `CheckpointManager`) the
-    write is asynchronous: call ``manager.wait_until_finished()`` before
-    reading it. Without one, this waits for the write. ``start`` records
+    write is asynchronous: call ``manager.wait_until_finished()`` and then
+    `seal_checkpoint` before reading it. Without one, this waits for the
+    write and seals it (writes its checksums). ``start`` records
     what the run started from (`train_with_checkpoints` passes fingerprints
     of given ``params`` and ``obs_norm``), ``env_devices`` the devices its
     envs are split over (`make_train`'s ``env_devices``), which a resumed
@@ -296,6 +309,9 @@ def save_checkpoint(
         latest = own.latest_step()
         _check_step_after(latest, step, directory)
         if latest is not None:
+            bad = verify_checkpoint(directory, latest)
+            if bad is not None:
+                raise CheckpointError(bad)
             saved = own.restore(latest, args=ocp.args.Composite(run=ocp.args.JsonRestore())).run
             where = f"checkpoint {directory}/{latest}"
             if saved.get("format") != FORMAT:
@@ -305,7 +321,226 @@ def save_checkpoint(
             _check_same_key(saved["rng"], rng, where)
         own.save(step, args=args)
         own.wait_until_finished()
+    seal_checkpoint(directory, step)
     return step
+
+
+WRITING = threading.Event()
+"""Set while `train_with_checkpoints` hands a checkpoint to orbax."""
+
+
+class _Sealer(threading.Thread):
+    """Waits for orbax to finish the write of ``step`` and seals it, beside
+    the next chunk's computation; `finish` joins it and raises what it hit.
+    Until finished it is in `_SEALERS` (`finish_writes`)."""
+
+    def __init__(self, manager: ocp.CheckpointManager, directory, step: int):
+        super().__init__(name=f"purejaxppo-seal-{step}", daemon=True)
+        self.manager, self.directory, self.step, self.error = manager, directory, step, None
+        # Waited on instead of join(): a join cut short by Ctrl-C may return
+        # early the next time (CPython), before the seal is written.
+        self.done = threading.Event()
+        _SEALERS.add(self)
+        self.start()
+
+    def run(self):
+        try:
+            self.manager.wait_until_finished()
+            seal_checkpoint(self.directory, self.step)
+        except BaseException as error:  # re-raised by finish(), in the caller's thread
+            self.error = error
+        finally:
+            self.done.set()
+
+    def finish(self) -> None:
+        self.done.wait()
+        _SEALERS.discard(self)
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+
+_SEALERS: set = set()
+
+
+def finish_writes(timeout: float = 60.0) -> None:
+    """Wait (up to ``timeout`` seconds) for the checkpoints being written in
+    the background to be finished and sealed: what a process about to end
+    abruptly (the command line on Ctrl-C) calls first."""
+    deadline = time.monotonic() + timeout
+    for sealer in list(_SEALERS):
+        sealer.done.wait(max(deadline - time.monotonic(), 0))
+
+
+@contextlib.contextmanager
+def writing():
+    """A checkpoint write that Ctrl-C does not cut short: a SIGINT that
+    arrives inside is held, and handled (a `KeyboardInterrupt` by default)
+    once the write is sealed. Outside the main thread, or where Python does
+    not handle SIGINT, it holds nothing."""
+    handler = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(handler):
+        yield
+        return
+    held = []
+    signal.signal(signal.SIGINT, lambda signum, frame: held.append(frame))
+    WRITING.set()
+    try:
+        yield
+    finally:
+        WRITING.clear()
+        signal.signal(signal.SIGINT, handler)
+        if held:
+            handler(signal.SIGINT, held[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class BadCheckpoint:
+    """A checkpoint that failed `verify_checkpoint`.
+
+    Attributes:
+        step: its update count.
+        path: the file at fault (or the step's directory).
+        reason: what is wrong with it, in a few words.
+        moved_to: where `train_with_checkpoints` moved it aside, or None.
+    """
+
+    step: int
+    path: str
+    reason: str
+    moved_to: str | None = None
+
+    def __str__(self) -> str:
+        moved = f"; moved aside to {self.moved_to}" if self.moved_to else ""
+        return f"checkpoint of update {self.step} is unreadable: {self.path}: {self.reason}{moved}"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is unreadable or corrupt; ``.bad`` says which and why."""
+
+    def __init__(self, bad: BadCheckpoint):
+        super().__init__(str(bad))
+        self.bad = bad
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def seal_checkpoint(directory: str | Path, step: int) -> Path:
+    """Write the checksums of the finished checkpoint of update ``step``:
+    ``DIR/<step>/checksums.json`` with every file's size and SHA-256
+    (`verify_checkpoint` checks them). Written atomically, last: a step
+    directory without it was not finished. Returns its path."""
+    step_dir = Path(directory) / str(step)
+    files = sorted(p for p in step_dir.rglob("*") if p.is_file() and p.name != MANIFEST)
+    record = {"algorithm": "sha256", "files": {
+        str(p.relative_to(step_dir)): [p.stat().st_size, _file_digest(p)] for p in files}}
+    target = step_dir / MANIFEST
+    partial = target.with_suffix(".partial")
+    with open(partial, "w") as file:
+        json.dump(record, file, indent=0)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(partial, target)
+    return target
+
+
+def verify_checkpoint(directory: str | Path, step: int) -> BadCheckpoint | None:
+    """Check the checkpoint of update ``step`` against its checksums: None if
+    every file is there with its saved size and SHA-256, else a
+    `BadCheckpoint` naming the first file that is not and why."""
+    step_dir = Path(directory) / str(step)
+    manifest = step_dir / MANIFEST
+    bad = lambda path, reason: BadCheckpoint(step, str(path), reason)
+    if not manifest.is_file():
+        _check_format(step_dir)
+        return bad(manifest, "missing: the checkpoint was never sealed (its write was "
+                             "interrupted, or emptied since)")
+    try:
+        files = json.loads(manifest.read_text())["files"]
+        files = {name: (int(size), str(digest)) for name, (size, digest) in files.items()}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return bad(manifest, f"unreadable ({type(error).__name__}: {error})")
+    for name, (size, digest) in files.items():
+        path = step_dir / name
+        if not path.is_file():
+            return bad(path, "missing")
+        actual = path.stat().st_size
+        if actual != size:
+            return bad(path, f"{actual} bytes where {size} were written (truncated or overwritten)")
+        try:
+            if _file_digest(path) != digest:
+                return bad(path, "its SHA-256 is not the one written (corrupt bytes)")
+        except OSError as error:
+            return bad(path, f"unreadable ({error.strerror or error})")
+    return None
+
+
+def _check_format(step_dir: Path) -> None:
+    """A `ValueError` if ``step_dir`` reads as a whole checkpoint of another
+    format (written by another version, hence without checksums)."""
+    try:
+        saved = json.loads((step_dir / "run" / "metadata").read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        return
+    if saved != FORMAT:
+        raise ValueError(f"checkpoint {step_dir} has format {saved!r}; this version of purejaxppo "
+                         f"reads format {FORMAT}: resume it with the version that wrote it, or "
+                         "write to another directory")
+
+
+def _move_aside(directory: Path, bad: BadCheckpoint) -> BadCheckpoint:
+    """Rename the bad checkpoint's directory to ``bad-<step>`` (never
+    deleted), out of orbax's sight; return ``bad`` with where it went."""
+    source = directory / str(bad.step)
+    target, n = directory / f"bad-{bad.step}", 1
+    while target.exists():
+        n += 1
+        target = directory / f"bad-{bad.step}-{n}"
+    os.rename(source, target)
+    return dataclasses.replace(bad, moved_to=str(target))
+
+
+ON_BAD_CHECKPOINT = ("fallback", "stop")
+
+
+def newest_intact_step(
+    directory: str | Path, on_bad: str = "fallback"
+) -> tuple[int | None, tuple[BadCheckpoint, ...]]:
+    """The newest checkpoint in ``directory`` that `verify_checkpoint` passes.
+
+    Each newer one that fails is, with ``on_bad="fallback"``, moved aside to
+    ``bad-<step>`` and reported (a `warnings.warn` of one line); with
+    ``on_bad="stop"`` the first raises `CheckpointError` and nothing moves.
+    Returns ``(step or None, the checkpoints moved aside)``.
+    """
+    if on_bad not in ON_BAD_CHECKPOINT:
+        raise ValueError(f"on_bad_checkpoint={on_bad!r}; allowed: {', '.join(map(repr, ON_BAD_CHECKPOINT))}")
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None, ()
+    with _manager(directory) as manager:
+        steps = sorted(manager.all_steps(), reverse=True)
+    moved = []
+    for step in steps:
+        bad = verify_checkpoint(directory, step)
+        if bad is None:
+            return step, tuple(moved)
+        if on_bad == "stop":
+            raise CheckpointError(bad)
+        bad = _move_aside(directory, bad)
+        warnings.warn(str(bad), CheckpointWarning, stacklevel=2)
+        moved.append(bad)
+    return None, tuple(moved)
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint was set aside as unreadable (`newest_intact_step`)."""
 
 
 def _check_step_after(latest: int | None, step: int, directory: str | Path) -> None:
@@ -324,6 +559,7 @@ def restore_checkpoint(
     step: int | None = None,
     sharding: jax.sharding.Sharding | None = None,
     rng: jax.Array | None = None,
+    verify: bool = True,
 ) -> Checkpoint:
     """Read the checkpoint of update ``step`` (default: the latest) back.
 
@@ -338,9 +574,12 @@ def restore_checkpoint(
             default on JAX's first device.
         rng: if given, the key (or keys) the run must have started from;
             checked, like ``config``, before any array is read.
+        verify: check every file against the checksums written with it
+            first (`verify_checkpoint`).
 
     Raises:
         FileNotFoundError: ``directory`` holds no such checkpoint.
+        CheckpointError: a file of it is missing, truncated or corrupt.
         ValueError: the checkpoint is of another format, config or key.
     """
     if not Path(directory).is_dir():
@@ -353,6 +592,9 @@ def restore_checkpoint(
                 f"(steps there: {sorted(available) or 'none'})"
             )
         step = max(available) if step is None else step
+        bad = verify_checkpoint(directory, step) if verify else None
+        if bad is not None:
+            raise CheckpointError(bad)
         record = manager.restore(step, args=ocp.args.Composite(run=ocp.args.JsonRestore())).run
         if record.get("format") != FORMAT:
             raise ValueError(f"checkpoint {directory}/{step} has format {record.get('format')!r}; "
@@ -552,6 +794,8 @@ def train_with_checkpoints(
     obs_norm: Any = None,
     max_to_keep: int | None = 2,
     callback: Callable[[int, dict[str, np.ndarray]], None] | None = None,
+    on_bad_checkpoint: str = "fallback",
+    stop_on_nonfinite: bool = True,
 ) -> CheckpointedRun:
     """Run ``train`` (from `make_train`) to the end, saving every ``every``
     updates to ``directory`` and resuming from its latest checkpoint.
@@ -579,13 +823,28 @@ def train_with_checkpoints(
         callback: called on the host after each chunk as
             ``callback(updates_done, chunk_metrics)`` (NumPy arrays,
             (*batch, chunk updates)), e.g. to log progress.
+        on_bad_checkpoint: what a newest checkpoint that fails its checksums
+            (`verify_checkpoint`: a file missing, truncated or corrupt)
+            does: ``"fallback"`` moves it aside to ``bad-<step>``, warns in
+            one line and resumes from the newest intact one (a fresh start
+            if none is); ``"stop"`` raises `CheckpointError`.
+        stop_on_nonfinite: after a chunk in which the loss, gradient norm
+            or parameters went NaN or infinite (the ``nonfinite`` metric,
+            `purejaxppo.divergence`), raise `NonFiniteError` naming the
+            update and the last good checkpoint, without saving that chunk.
 
     Returns:
         A `CheckpointedRun`: the `TrainResult` of the whole run (metrics of
         every update, the restored ones included) and timings.
+
+    Raises:
+        ValueError: bad arguments, or ``directory`` is not a writable
+            directory (checked before anything compiles), or holds another
+            run.
     """
     config: PPOConfig = train.config
     every = _positive_int("every", every, "updates between checkpoints")
+    output_dir("directory", directory)
     if max_to_keep is not None and (isinstance(max_to_keep, bool) or not isinstance(max_to_keep, int)
                                     or max_to_keep < 1):
         raise ValueError(f"max_to_keep must be None or an int >= 1, got {max_to_keep!r}")
@@ -631,9 +890,10 @@ def train_with_checkpoints(
         run_s += time.perf_counter() - start
         return out
 
-    resumed_from = latest_step(directory)
+    resumed_from, set_aside = newest_intact_step(directory, on_bad_checkpoint)
     if resumed_from is not None:
-        ckpt = restore_checkpoint(directory, config, sharding=sharding, rng=rng)
+        ckpt = restore_checkpoint(directory, config, step=resumed_from, sharding=sharding, rng=rng,
+                                  verify=False)  # just verified
         _check_same_hparams(ckpt.hparams, hp, where)
         if ckpt.env_devices != num_env_devices:
             # Each device draws its own envs' randomness: another split would
@@ -665,23 +925,39 @@ def train_with_checkpoints(
         state = jax.device_put(state, sharding)
         done, so_far = 0, None
 
+    last_good = resumed_from
     with _manager(directory, max_to_keep) as manager:
-        while done < config.num_updates:
-            n = min(every, config.num_updates - done)
-            chunk = lambda: _vmapped(functools.partial(_run_chunk, train, n), batch_ndim, (0, hp_axes))
-            state, metrics = timed(compiled(("updates", n), chunk, state, hp), state, hp)
-            state = jax.device_put(state, sharding)  # as placed as a restored one (see above)
-            so_far = _append(so_far, metrics)
-            done += n
+        sealer = None  # finishes and seals the latest write while the next chunk runs
+        try:
+            while done < config.num_updates:
+                n = min(every, config.num_updates - done)
+                chunk = lambda: _vmapped(functools.partial(_run_chunk, train, n), batch_ndim, (0, hp_axes))
+                state, metrics = timed(compiled(("updates", n), chunk, state, hp), state, hp)
+                state = jax.device_put(state, sharding)  # as placed as a restored one (see above)
+                so_far = _append(so_far, metrics)
+                start = time.perf_counter()
+                sealer = sealer and sealer.finish()
+                save_s += time.perf_counter() - start
+                divergence = first_nonfinite(so_far) if stop_on_nonfinite else None
+                if divergence is not None:
+                    raise NonFiniteError(divergence, last_good, str(directory), so_far)
+                done += n
+                start = time.perf_counter()
+                with writing():  # handed to orbax whole before Ctrl-C stops the run
+                    save_checkpoint(directory, config, state, so_far, hp, rng, start=started_from,
+                                    manager=manager, env_devices=num_env_devices)
+                    sealer = _Sealer(manager, directory, done)
+                last_good = done
+                save_s += time.perf_counter() - start
+                if callback is not None:
+                    callback(done, {name: so_far[name][..., -n:] for name in so_far})
+        finally:
+            # However the run ends (Ctrl-C, a callback's exception), the
+            # write under way is finished and sealed before the directory closes.
             start = time.perf_counter()
-            save_checkpoint(directory, config, state, so_far, hp, rng, start=started_from,
-                            manager=manager, env_devices=num_env_devices)
+            if sealer is not None:
+                sealer.finish()
             save_s += time.perf_counter() - start
-            if callback is not None:
-                callback(done, {name: so_far[name][..., -n:] for name in so_far})
-        start = time.perf_counter()
-        manager.wait_until_finished()
-        save_s += time.perf_counter() - start
 
     all_metrics = {name: jnp.asarray(value) for name, value in so_far.items()}
     return CheckpointedRun(
@@ -690,6 +966,7 @@ def train_with_checkpoints(
         compile_s=compile_s,
         run_s=run_s,
         save_s=save_s,
+        set_aside=set_aside,
     )
 
 
