@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 from typing import Annotated, Any, Literal
 
 import sys
@@ -260,6 +261,28 @@ GYMNAX_ENV_NAMES = (
 1.0; `tests/test_config.py` checks the two agree)."""
 
 
+# Envs that fetch data over the network when built, and where gymnax keeps it:
+# built only once the data is there (a training run does not download).
+_DOWNLOADS = {
+    "MNISTBandit-bsuite": ("/tmp/mnist", ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                                          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")),
+}
+
+
+def _check_downloaded(env_name: str) -> None:
+    if env_name not in _DOWNLOADS:
+        return
+    directory, files = _DOWNLOADS[env_name]
+    missing = [f for f in files if not os.path.isfile(os.path.join(directory, f))]
+    if missing:
+        raise ValueError(
+            f"env_name={env_name!r} downloads the MNIST dataset from the network when built "
+            f"(into {directory}), which lacks {', '.join(missing)}; a training run does not "
+            "download. Fetch it once with python -c 'from gymnax.utils import load_mnist; "
+            "load_mnist.load_mnist()', then run again"
+        )
+
+
 def known_env_names() -> list[str]:
     """The env ids a config accepts: gymnax's registry where gymnax is
     imported already (envs registered at run time included), else its
@@ -358,10 +381,18 @@ def _validate(c: PPOConfig) -> None:
             f"env_name={c.env_name!r} is not a registered gymnax environment.{hint} "
             f"Allowed: {', '.join(names)}."
         )
+    _check_downloaded(c.env_name)
     for name in _INT_FIELDS:
         v = getattr(c, name)
         if v <= 0:
             raise ValueError(f"{name} must be a positive int, got {v}")
+    if c.num_envs * c.num_steps > _INT32_MAX:
+        # Samples of a batch are indexed (shuffled, drawn for) with int32.
+        raise ValueError(
+            f"num_envs*num_steps={c.num_envs:,}*{c.num_steps:,}={c.num_envs * c.num_steps:,} samples "
+            f"per update, over the int32 index's {_INT32_MAX:,}; allowed: num_envs*num_steps <= "
+            f"{_INT32_MAX:,}"
+        )
     for name, (low, high, low_in, high_in) in _RANGES.items():
         try:
             v = float(getattr(c, name))

@@ -58,6 +58,23 @@ class EnvSpec:
         return () if self.discrete else (self.action_dim,)
 
 
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+
+
+def _field_kind(params: Any, name: str, default: Any) -> str:
+    """"b", "i" or "f": the kind of an ``EnvParams`` scalar field, from its
+    annotation where it names one (a float field may default to an int),
+    else from its default."""
+    import dataclasses
+
+    annotation = {f.name: f.type for f in dataclasses.fields(params)}.get(name)
+    annotation = getattr(annotation, "__name__", annotation)
+    if annotation in ("bool", "int", "float"):
+        return annotation[0]
+    kind = np.asarray(default).dtype.kind
+    return {"b": "b", "i": "i", "u": "i"}.get(kind, "f")
+
+
 def make_env(
     env_name: str,
     env_kwargs: tuple[tuple[str, Any], ...] = (),
@@ -98,14 +115,21 @@ def make_env(
         default = getattr(default_params, name)
         if np.ndim(default) != 0 or not isinstance(default, (int, float, np.generic, np.ndarray, jax.Array)):
             continue
-        if np.asarray(default).dtype == np.bool_:
-            ok, kind = isinstance(value, (bool, np.bool_)), "a bool"
+        kind = _field_kind(default_params, name, default)
+        number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+        if kind == "b":
+            ok, allowed = isinstance(value, (bool, np.bool_)), "a bool"
+        elif kind == "i":  # an int32 inside the compiled run
+            ok = (number and bool(np.isfinite(float(value))) and float(value).is_integer()
+                  and _INT32_MIN <= value <= _INT32_MAX)
+            allowed = f"an int in [{_INT32_MIN:,}, {_INT32_MAX:,}] (int32)"
         else:
-            ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-            kind = "a number"
+            ok, allowed = number and bool(np.isfinite(float(value))), "a finite number"
         if not ok:
-            raise ValueError(f"env_params {name}={value!r} for {env_name!r}; allowed: {kind} "
+            raise ValueError(f"env_params {name}={value!r} for {env_name!r}; allowed: {allowed} "
                              f"(the default is {np.asarray(default).item()!r})")
+        if kind == "i" and isinstance(value, float):
+            overrides[name] = int(value)
     env_params = default_params.replace(**overrides)
     obs_space = env.observation_space(env_params)
     act_space = env.action_space(env_params)

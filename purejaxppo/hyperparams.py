@@ -43,13 +43,18 @@ class HyperParams:
         ``train`` cannot check what it is given (its hyperparameters are
         traced), so check a sweep's values with this before the compiled call.
         Raises ``ValueError`` naming the field, the first bad value, its index
-        and the allowed interval; ``TypeError`` on traced values.
+        and the allowed interval; ``TypeError`` naming the field on traced
+        or non-numeric values.
         """
         for name in HYPERPARAM_FIELDS:
             value = getattr(self, name)
             if isinstance(value, jax.core.Tracer):
                 raise TypeError(f"HyperParams.validate() needs concrete values; {name} is traced")
-            v = np.asarray(value, np.float64)
+            try:
+                v = np.asarray(value, np.float64)
+            except (TypeError, ValueError):
+                raise TypeError(f"hyperparams.{name} = {value!r}; allowed: numbers (a float, or an "
+                                "array of floats for a sweep)") from None
             low, high, low_in, high_in = _RANGES[name]
             ok = np.isfinite(v) & ((v >= low) if low_in else (v > low)) & ((v <= high) if high_in else (v < high))
             if not ok.all():

@@ -172,10 +172,17 @@ def test_episode_limit_must_be_a_positive_int(steps):
 
 
 def test_env_param_values_must_be_of_the_fields_kind():
-    with pytest.raises(ValueError, match=r"env_params gravity='x' for 'CartPole-v1'; allowed: a number \(the default is 9.8"):
+    with pytest.raises(ValueError, match=r"env_params gravity='x' for 'CartPole-v1'; allowed: a finite number \(the default is 9.8"):
         make_train(PPOConfig(env_params={"gravity": "x"}))
-    with pytest.raises(ValueError, match=r"env_params gravity=True .* allowed: a number"):
+    with pytest.raises(ValueError, match=r"env_params gravity=True .* allowed: a finite number"):
         make_train(PPOConfig(env_params={"gravity": True}))
+    for bad in (float("nan"), float("inf"), -float("inf")):  # episodes that never end, NaN params
+        with pytest.raises(ValueError, match=r"env_params gravity=-?(nan|inf) .* allowed: a finite number"):
+            make_train(PPOConfig(env_params={"gravity": bad}))
+    # An int field is an int32 inside the run: a value past it, or not whole, is refused.
+    with pytest.raises(ValueError, match=r"max_steps_in_episode=2147483648 for 'CartPole-v1'; allowed: an int in .*\(int32\)"):
+        make_train(PPOConfig(env_params={"max_steps_in_episode": 2**31}))
+    assert make_train(PPOConfig(env_params={"max_steps_in_episode": 2**31 - 1})).config.env_params
     with pytest.raises(ValueError, match=r"env_params dense_reward=1 for 'PointRobot-misc'; allowed: a bool"):
         make_train(PPOConfig(env_name="PointRobot-misc", env_params={"dense_reward": 1}))
     assert make_train(PPOConfig(env_params={"gravity": 9})).config.env_params == (("gravity", 9),)
