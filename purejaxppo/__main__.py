@@ -1,3 +1,3 @@
-from purejaxppo.cli import main
+from purejaxppo.cli import entry
 
-main()
+entry()

@@ -20,8 +20,14 @@ library defaults instead.
 the fixed reference of a fine-tuning run (docs/algorithm.md: fine-tuning), which then
 resumes from its own checkpoints without ``--init-from``.
 
-``--json-out`` writes strict JSON: a NaN (an update before any episode
-ended) is written as null.
+``--json-out`` writes strict JSON: a NaN or infinity (an update before any
+episode ended) is written as null, one entry per update.
+
+Every path is checked before anything compiles. A failure prints one line
+(``purejaxppo: error: ...``) and exits 2 for bad input, 1 for a failure at
+run time: a run that goes NaN or infinite stops with the update and the last
+good checkpoint. Ctrl-C prints where the run stopped and how to resume it,
+and exits 130.
 """
 
 from __future__ import annotations
@@ -29,17 +35,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import time
+import os
+import shlex
+import signal
 import sys
+import threading
+import time
 import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 import tyro
 
 import purejaxppo  # noqa: F401  (applies the XLA guard before jax starts)
 from purejaxppo.config import PPOConfig
+from purejaxppo.divergence import NonFiniteError, first_nonfinite
+from purejaxppo.paths import input_dir, output_dir, output_file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,13 +71,13 @@ class Args:
     """Base PRNG seed; seed i uses split(PRNGKey(seed), num_seeds)[i]."""
     eval_episodes: int = 16
     """Greedy evaluation episodes per seed after training (0 to skip)."""
-    json_out: Path | None = None
+    json_out: str | None = None
     """Write the per-update metrics (median over seeds) and the summary here."""
-    checkpoint_dir: Path | None = None
+    checkpoint_dir: str | None = None
     """Save the full train state here every --checkpoint-every updates, and resume
     from the latest checkpoint found there (it must be of the same config, seed
     and num_seeds; purejaxppo.checkpoint)."""
-    init_from: Path | None = None
+    init_from: str | None = None
     """Start from the policy in this checkpoint directory (its latest checkpoint,
     e.g. another run's --checkpoint-dir) instead of a random one: its parameters
     and observation statistics, the same for every seed. With --reference-kl it
@@ -77,6 +89,10 @@ class Args:
     checkpoint_every: int = 100
     """Updates between checkpoints (with --checkpoint-dir); each chunk of updates
     is one compiled call."""
+    on_bad_checkpoint: Literal["fallback", "stop"] = "fallback"
+    """When the latest checkpoint fails its checksums (a file missing, truncated
+    or corrupt): fallback moves it aside to bad-<step> and resumes from the
+    newest intact one; stop exits with the error."""
     preset: bool = True
     """Start from the env's preset (purejaxppo.presets); --no-preset: library defaults."""
     compile_cache: bool = True
@@ -255,8 +271,9 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
     import jax
 
     from purejaxppo.platform.compile_cache import CacheCounter, enable_compilation_cache
-    from purejaxppo.devices import shard_seeds
+    from purejaxppo.devices import largest_divisor_at_most, shard_seeds
     from purejaxppo.evaluation import final_return, make_evaluate
+    from purejaxppo.memory import check_memory
     from purejaxppo.train import make_train
 
     if args.num_seeds <= 0:
@@ -265,18 +282,22 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
         raise ValueError(f"eval_episodes must be >= 0, got {args.eval_episodes}")
     if args.checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be an int >= 1 (updates), got {args.checkpoint_every}")
+    # Where results go, checked (and made) before anything runs.
+    checkpoint_dir = None if args.checkpoint_dir is None else output_dir("checkpoint_dir", args.checkpoint_dir)
+    json_out = None if args.json_out is None else output_file("json_out", args.json_out)
+    init_from = None if args.init_from is None else input_dir("init_from", args.init_from)
     config = args.config
     for field in ("env_params", "env_kwargs"):
         given = key_values(field, getattr(args, field))
         if given:
             config = config.replace(**{field: {**dict(getattr(config, field)), **given}})
     start, start_note = None, ""
-    if args.init_from is not None:
+    if init_from is not None:
         from purejaxppo.checkpoint import restore_policy
 
-        start = restore_policy(args.init_from, config, seed=args.init_seed)
-        start_note = f" | from {args.init_from} (update {start.updates_done}, seed {start.seed})"
-    elif config.reference_kl and not _has_checkpoint(args.checkpoint_dir):
+        start = restore_policy(init_from, config, seed=args.init_seed)
+        start_note = f" | from {init_from} (update {start.updates_done}, seed {start.seed})"
+    elif config.reference_kl and not _has_checkpoint(checkpoint_dir):
         raise ValueError(
             "reference_kl=True fine-tunes a trained policy and keeps it as the reference: "
             "name the checkpoint directory of the run that trained it, --init-from DIR "
@@ -290,17 +311,20 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
     if args.compile_cache:
         enable_compilation_cache()
     env_devices = resolve_env_devices(args.env_devices, args.num_seeds, config)
-    make = lambda: make_train(config, env_devices=env_devices if env_devices > 1 else None)
+    trainer = make_train(config, env_devices=env_devices if env_devices > 1 else None)
+    # The seeds split over the backend's devices (one when there is one), as
+    # shard_seeds places them; refused first if they cannot fit there.
+    num_devices = 1 if env_devices > 1 else largest_divisor_at_most(args.num_seeds, jax.device_count())
+    check_memory(trainer, runs_per_device=args.num_seeds // num_devices)
     keys = jax.random.split(jax.random.PRNGKey(args.seed), args.num_seeds)
-    num_devices = 1
     if env_devices == 1:
-        # The seeds split over the backend's devices (one when there is one).
         keys = shard_seeds(keys)
         num_devices = len(keys.sharding.device_set)
     steps = config.num_updates * config.batch_size
     steps_run, resumed_note = steps, ""
-    if args.checkpoint_dir is None:
-        train = jax.vmap(make(), in_axes=(0, None, None, None))
+    PROGRESS.update(done=0, total=config.num_updates, checkpoint_dir=checkpoint_dir)
+    if checkpoint_dir is None:
+        train = jax.vmap(trainer, in_axes=(0, None, None, None))
         with CacheCounter() as cache:
             start_s = time.perf_counter()
             compiled = jax.jit(train).lower(keys, None, params, obs_norm).compile()
@@ -308,19 +332,32 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
         start_s = time.perf_counter()
         result = jax.block_until_ready(compiled(keys, None, params, obs_norm))
         run_s = time.perf_counter() - start_s
+        divergence = first_nonfinite(result.metrics)
+        if divergence is not None:
+            _write_json(json_out, {"config": repr(config), "error": f"training diverged: {divergence}"},
+                        result.metrics)
+            raise NonFiniteError(divergence, None, None, result.metrics)
     else:
         from purejaxppo.checkpoint import train_with_checkpoints
 
-        with CacheCounter() as cache:
-            run_ = train_with_checkpoints(make(), keys, args.checkpoint_dir,
-                                          every=args.checkpoint_every, params=params,
-                                          obs_norm=obs_norm)
+        try:
+            with CacheCounter() as cache:
+                run_ = train_with_checkpoints(trainer, keys, checkpoint_dir,
+                                              every=args.checkpoint_every, params=params,
+                                              obs_norm=obs_norm, callback=_track_progress,
+                                              on_bad_checkpoint=args.on_bad_checkpoint)
+        except NonFiniteError as error:
+            _write_json(json_out, {"config": repr(config), "error": str(error)}, error.metrics)
+            raise
+        for bad in run_.set_aside:
+            print(f"purejaxppo: warning: {bad}", file=sys.stderr)
         result, compile_s, run_s = run_.result, run_.compile_s, run_.run_s
         done_before = run_.resumed_from or 0
         steps_run = (config.num_updates - done_before) * config.batch_size
         resumed_note = (f" | resumed from update {done_before} of {config.num_updates}"
                         if run_.resumed_from is not None else "")
-        resumed_note += f" | checkpoints {run_.save_s:.2f} s in {args.checkpoint_dir}"
+        resumed_note += f" | checkpoints {run_.save_s:.2f} s in {checkpoint_dir}"
+    PROGRESS.update(done=config.num_updates)
     finals = final_return(result.metrics)
     evals = None
     if args.eval_episodes:
@@ -333,8 +370,6 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
         ).mean(axis=1)
 
     curve = _median_over_seeds(result.metrics["episode_return"])
-    if curve is None:
-        curve = np.full(config.num_updates, np.nan)
     from purejaxppo.presets import PRESETS
 
     origin = "preset" if args.preset and config.env_name in PRESETS else "library defaults"
@@ -359,7 +394,7 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
         ev = f"{evals[i]:>12.2f}" if evals is not None else f"{'-':>12}"
         print(f"{i:>4} {finals[i]:>13.2f} {ev}")
     median_final = _median_over_seeds(np.asarray(finals)[:, None])  # no warning when all are NaN
-    print(f"{'all':>4} {np.nan if median_final is None else median_final[0]:>13.2f} "
+    print(f"{'all':>4} {median_final[0]:>13.2f} "
           + (f"{np.median(evals):>12.2f}" if evals is not None else f"{'-':>12}")
           + "  (median)")
 
@@ -371,9 +406,9 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
         "compile_cache": cache.status,
         "run_s": run_s,
         "steps_per_s": steps_run * args.num_seeds / run_s if steps_run else None,
-        "resumed_from": None if args.checkpoint_dir is None else run_.resumed_from,
+        "resumed_from": None if checkpoint_dir is None else run_.resumed_from,
         "init_from": None if start is None else {
-            "directory": str(args.init_from), "updates_done": start.updates_done, "seed": start.seed},
+            "directory": str(init_from), "updates_done": start.updates_done, "seed": start.seed},
         "final_return": [float(x) for x in finals],
         "eval_return": None if evals is None else [float(x) for x in evals],
         "backend": jax.default_backend(),
@@ -382,13 +417,18 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
         "devices": num_devices,
         "env_devices": env_devices,
     }
-    if args.json_out is not None:
-        medians = {k: _median_over_seeds(v) for k, v in result.metrics.items()}
-        metrics = {k: [] if m is None else m.tolist() for k, m in medians.items()}
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"summary": summary, "config": repr(config), "metrics_median": metrics}
-        args.json_out.write_text(json.dumps(_nan_to_none(payload), indent=1, allow_nan=False))
+    _write_json(json_out, {"summary": summary, "config": repr(config)}, result.metrics)
     return summary
+
+
+def _write_json(path: Path | None, payload: dict, metrics) -> None:
+    """Write ``payload`` and each metric's median over seeds, one entry per
+    update (null where not finite), to ``path`` (None: nothing)."""
+    if path is None:
+        return
+    medians = {name: _median_over_seeds(values).tolist() for name, values in metrics.items()}
+    payload = {**payload, "metrics_median": medians}
+    path.write_text(json.dumps(_nan_to_none(payload), indent=1, allow_nan=False))
 
 
 def key_values(flag: str, items: tuple[str, ...]) -> dict:
@@ -432,28 +472,152 @@ def _has_checkpoint(directory: Path | None) -> bool:
     return latest_step(directory) is not None
 
 
-def _median_over_seeds(values) -> np.ndarray | None:
+def _median_over_seeds(values) -> np.ndarray:
     """Each update's median over the seeds (axis 0) of a metric, NaN seeds left
     out and NaN where every seed is (e.g. ``episode_return`` before any
-    episode has finished); None when no value at all is finite."""
+    episode has finished)."""
     values = np.asarray(values, np.float64)
-    if not np.isfinite(values).any():
-        return None
     with warnings.catch_warnings():  # the all-NaN updates stay NaN, unwarned
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmedian(values, axis=0)
 
 
+# Where the running command is: what Ctrl-C reports.
+PROGRESS: dict = {"done": 0, "total": None, "checkpoint_dir": None, "argv": None}
+
+
+def _track_progress(done: int, metrics) -> None:
+    PROGRESS["done"] = done
+
+
+def interrupted_message() -> str:
+    """The line Ctrl-C prints: where the run stopped and how to go on."""
+    done, total, directory = PROGRESS["done"], PROGRESS["total"], PROGRESS["checkpoint_dir"]
+    if directory is not None:  # where a resume starts: the newest sealed checkpoint
+        from purejaxppo.checkpoint import MANIFEST
+
+        sealed = [int(p.parent.name) for p in Path(directory).glob(f"*/{MANIFEST}") if p.parent.name.isdigit()]
+        done = max(sealed, default=0)
+    where = f"interrupted at update {done}" + (f" of {total}" if total else "")
+    command = shlex.join([sys.executable, "-m", "purejaxppo", *(PROGRESS["argv"] or [])])
+    if directory is None:
+        return f"{where}; nothing was saved (no --checkpoint-dir). Rerun with: {command} --checkpoint-dir DIR"
+    return f"{where}; its checkpoints are in {directory}. Resume with: {command}"
+
+
+# Failures a user's input causes (exit 2); any other failure exits 1.
+_BAD_INPUT = (ValueError, TypeError, KeyError, OverflowError, FileNotFoundError, NotADirectoryError,
+              IsADirectoryError)
+
+
+def exit_code(error: BaseException) -> int:
+    """2 for bad input, 1 for a failure at run time (a run gone non-finite,
+    an unreadable checkpoint, XLA out of memory, a full disk)."""
+    from purejaxppo.checkpoint import CheckpointError
+
+    if isinstance(error, (NonFiniteError, CheckpointError)) or "Xla" in type(error).__name__ \
+            or "Jax" in type(error).__name__:
+        return 1
+    # A RuntimeError of our own says a setting cannot apply (e.g. a CPU pool
+    # size once JAX has started): the input's fault.
+    return 2 if isinstance(error, _BAD_INPUT + (RuntimeError,)) else 1
+
+
+def one_line(error: BaseException) -> str:
+    """``error`` as one line: its message's first line (XLA's and
+    TensorStore's run to pages), named by its type where the message alone
+    would not say what failed."""
+    text = str(error).strip() or type(error).__name__
+    lines = text.splitlines()
+    line = lines[0] + (" ..." if len(lines) > 1 else "")
+    if isinstance(error, (KeyError, OSError, OverflowError)) or exit_code(error) == 1 and not isinstance(
+            error, NonFiniteError):
+        line = f"{type(error).__name__}: {line}"
+    return line[:2000]
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m purejaxppo`` and the ``purejaxppo`` script."""
+    """Entry point of ``python -m purejaxppo`` and the ``purejaxppo`` script.
+
+    Raises `SystemExit`: 0 after a run, 2 for bad input, 1 for a failure at
+    run time, 130 on Ctrl-C, each failure reported in one line on stderr.
+    ``PUREJAXPPO_TRACEBACK=1`` re-raises instead, for a traceback."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    PROGRESS.update(done=0, total=None, checkpoint_dir=None, argv=argv)
     try:
-        args = parse_args(sys.argv[1:] if argv is None else argv)
+        args = parse_args(argv)
         threads_note, vectors_note = apply_platform(args)  # before anything starts JAX
         run(args, threads_note, vectors_note)
-    except (ValueError, TypeError, RuntimeError, FileNotFoundError) as error:
-        print(f"purejaxppo: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        try:
+            message = interrupted_message()
+        except Exception:  # the line is printed whatever happens
+            message = "interrupted"
+        print(f"purejaxppo: {message}", file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception as error:
+        if os.environ.get("PUREJAXPPO_TRACEBACK"):
+            raise
+        print(f"purejaxppo: error: {one_line(error)}", file=sys.stderr)
+        raise SystemExit(exit_code(error)) from None
+
+
+def entry() -> None:
+    """``python -m purejaxppo``: `main`, with a process that always exits.
+
+    Ctrl-C is seen at once even while a compiled call runs (Python handles
+    signals only between bytecodes): a watcher thread wakes on it, waits up
+    to a second for `main` to report it, and otherwise reports it itself
+    and ends the process. A failure ends the process without waiting for
+    threads that cannot finish (orbax's writers after a failed write)."""
+    _watch_interrupts()
+    try:
+        main()
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        if code != 0:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        raise
+
+
+_INTERRUPT_SEEN = threading.Event()
+
+
+def _watch_interrupts() -> None:
+    from purejaxppo.checkpoint import WRITING, finish_writes
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+
+    def on_sigint(signum, frame):
+        if not _INTERRUPT_SEEN.is_set():  # a second Ctrl-C: the watcher ends the process
+            _INTERRUPT_SEEN.set()
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+
+    def watch():
+        seen = 0
+        while True:
+            seen += os.read(read_fd, 64).count(signal.SIGINT)
+            # The main thread raises KeyboardInterrupt when it next runs
+            # Python; blocked in a compiled call, it would not for minutes.
+            # A checkpoint being written is finished and sealed first.
+            while seen == 1 and WRITING.is_set() and not _INTERRUPT_SEEN.is_set():
+                time.sleep(0.02)
+            if seen >= 2 or (seen == 1 and not _INTERRUPT_SEEN.wait(1.0)):
+                if seen == 1:
+                    finish_writes()  # the checkpoint written beside the chunk: sealed
+                print(f"purejaxppo: {interrupted_message()}", file=sys.stderr, flush=True)
+                os._exit(130)
+
+    threading.Thread(target=watch, name="purejaxppo-interrupts", daemon=True).start()
 
 
 if __name__ == "__main__":
-    main()
+    entry()
