@@ -146,6 +146,12 @@ def config_from_json(fields: dict[str, Any]) -> PPOConfig:
     return PPOConfig(**{name: untuple(value) for name, value in fields.items()})
 
 
+def start_record(params: Any = None, obs_norm: Any = None) -> dict[str, str | None]:
+    """What a run started from, as a checkpoint records it (``start``):
+    fingerprints of the given ``params`` and ``obs_norm``, None for each not given."""
+    return {"params": _fingerprint(params), "obs_norm": _fingerprint(obs_norm)}
+
+
 def _fingerprint(tree: Any) -> str | None:
     """A SHA-256 of ``tree``'s structure, shapes, dtypes and bytes (None for None)."""
     if tree is None:
@@ -723,11 +729,17 @@ def restore_policy(
     )
 
 
+WATCHING_FIELDS = ("log_every",)
+"""`PPOConfig` fields that change how a run is watched, not what it computes:
+a resumed run may change them."""
+
+
 def check_same_config(saved: PPOConfig, given: PPOConfig, where: str) -> None:
     """Raise `ValueError` naming each field in which ``given`` differs from
     ``saved`` (a resumed run must continue the same run)."""
     a, b = config_to_json(saved), config_to_json(given)
-    diffs = [f"{name}={b[name]!r} (saved: {a[name]!r})" for name in a if a[name] != b.get(name)]
+    diffs = [f"{name}={b[name]!r} (saved: {a[name]!r})" for name in a
+             if a[name] != b.get(name) and name not in WATCHING_FIELDS]
     if diffs:
         raise ValueError(f"{where} is of another config: {'; '.join(diffs)}. Resume with the "
                          "saved config, or write to another directory")
@@ -852,7 +864,7 @@ def train_with_checkpoints(
     batch_ndim = len(_batch_shape(rng))
     hp = config.hyperparams() if hparams is None else hparams
     hp_axes = _hparams_axes(hp, batch_ndim)
-    started_from = {"params": _fingerprint(params), "obs_norm": _fingerprint(obs_norm)}
+    started_from = start_record(params, obs_norm)
     where = f"checkpoint directory {directory}"
     sharding = getattr(rng, "sharding", None)
     if not isinstance(sharding, (jax.sharding.NamedSharding, jax.sharding.SingleDeviceSharding)):
@@ -931,8 +943,10 @@ def train_with_checkpoints(
         try:
             while done < config.num_updates:
                 n = min(every, config.num_updates - done)
-                chunk = lambda: _vmapped(functools.partial(_run_chunk, train, n), batch_ndim, (0, hp_axes))
-                state, metrics = timed(compiled(("updates", n), chunk, state, hp), state, hp)
+                chunk = lambda: _vmapped(functools.partial(_run_chunk, train, n), batch_ndim,
+                                         (0, hp_axes, None))
+                offset = np.int32(done)  # traced: every chunk of n updates is one program
+                state, metrics = timed(compiled(("updates", n), chunk, state, hp, offset), state, hp, offset)
                 state = jax.device_put(state, sharding)  # as placed as a restored one (see above)
                 so_far = _append(so_far, metrics)
                 start = time.perf_counter()
@@ -975,8 +989,8 @@ def _strong_types(tree):
     return jax.tree.map(lambda x: x if _is_key(x) else x.astype(x.dtype), tree)
 
 
-def _run_chunk(train, num_updates: int, state: TrainState, hp: HyperParams):
-    return train.run_updates(state, num_updates, hp)
+def _run_chunk(train, num_updates: int, state: TrainState, hp: HyperParams, first_update):
+    return train.run_updates(state, num_updates, hp, first_update)
 
 
 def _append(so_far: dict[str, np.ndarray] | None, chunk: dict[str, Any]) -> dict[str, np.ndarray]:

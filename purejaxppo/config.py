@@ -137,6 +137,11 @@ class PPOConfig:
             activations: ~30% faster per gradient step at 65,536 samples),
             if such a chunk has at least 1,024 samples; on GPU and TPU, one
             pass.
+
+    Watching (static; the results are the same):
+        log_every: updates between live reports to `make_train`'s
+            ``log_fn`` (also after the last update); 0, the default, makes
+            none. A resumed run may change it.
     """
 
     env_name: Annotated[str, tyro.conf.arg(aliases=("--env",))] = "CartPole-v1"
@@ -174,6 +179,8 @@ class PPOConfig:
     cnn_channels: tuple[int, ...] = (16,)
 
     grad_chunk_size: int | None = None
+
+    log_every: int = 0
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -435,6 +442,9 @@ def _validate(c: PPOConfig) -> None:
             f"num_envs*num_steps={c.num_envs}*{c.num_steps}={c.batch_size}; "
             f"divisors of {c.batch_size} that work: {_minibatch_counts_that_work(c)}"
         )
+    if isinstance(c.log_every, bool) or not isinstance(c.log_every, int) or c.log_every < 0:
+        raise ValueError(f"log_every={c.log_every!r}; allowed: an int >= 0 (updates between live "
+                         "reports; 0: none)")
     if c.grad_chunk_size is not None:
         v = c.grad_chunk_size
         if isinstance(v, bool) or not isinstance(v, int):

@@ -142,7 +142,15 @@ def explained_variance(
     )
 
 
-def make_train(config: PPOConfig, env_devices: Any = None) -> Trainer:
+LogFn = Callable[[int, dict[str, np.ndarray]], None]
+"""``log_fn(update_count, metrics)``: called on the host from inside the
+compiled run every ``config.log_every`` updates and after the last, with the
+updates done so far and that update's metrics (NumPy arrays of the runs'
+batch shape: () for one key, (seeds,) under `jax.vmap`, (seeds, sweep)
+under two)."""
+
+
+def make_train(config: PPOConfig, env_devices: Any = None, log_fn: LogFn | None = None) -> Trainer:
     """Build the training function for ``config``.
 
     The env, network and static shapes are fixed here, in Python; nothing of
@@ -176,15 +184,26 @@ def make_train(config: PPOConfig, env_devices: Any = None) -> Trainer:
     state's env leaves are split over the devices, the rest replicated;
     ``train.init``, ``train.update`` and ``train.run_updates`` take and
     return such states. See `split_envs_over_devices`.
+
+    ``log_fn`` (a `LogFn`) watches the run live: every ``config.log_every``
+    updates and after the last, the compiled program hands that update's
+    metrics to it on the host (a `jax.pure_callback`, one call for all runs
+    of a vmapped batch; with envs over devices, from the first device only).
+    The results are the same with or without it.
     """
     if not isinstance(config, PPOConfig):
         raise TypeError(f"config must be a PPOConfig, got {type(config).__name__}")
+    if log_fn is not None and not callable(log_fn):
+        raise TypeError(f"log_fn must be callable as log_fn(update_count, metrics), got {log_fn!r}")
+    if log_fn is not None and config.log_every == 0:
+        raise ValueError("log_fn is given but config.log_every=0 (no reports); allowed: "
+                         "log_every >= 1, the updates between reports")
     if env_devices is not None:
-        return split_envs_over_devices(config, env_devices)
-    return _build_train(config)
+        return split_envs_over_devices(config, env_devices, log_fn)
+    return _build_train(config, log_fn=log_fn)
 
 
-def _build_train(config: PPOConfig, axis_name: str | None = None) -> Trainer:
+def _build_train(config: PPOConfig, axis_name: str | None = None, log_fn: LogFn | None = None) -> Trainer:
     """`make_train`'s body. With ``axis_name``, the functions it returns run
     on one device's share of the envs (``config.num_envs`` of them) inside a
     `jax.shard_map` over that axis: the rollout's randomness is drawn per
@@ -417,14 +436,48 @@ def _build_train(config: PPOConfig, axis_name: str | None = None) -> Trainer:
         )
         return new_state, metrics
 
-    def run_updates(state: TrainState, num_updates: int, hp: HyperParams | None = None):
+    def run_updates(state: TrainState, num_updates: int, hp: HyperParams | None = None,
+                    first_update: jax.Array | int = 0):
         """``num_updates`` (a Python int) updates from ``state`` in one
-        `lax.scan`: ``(state, metrics)``, each metric of shape (num_updates,)."""
+        `lax.scan`: ``(state, metrics)``, each metric of shape (num_updates,).
+        ``first_update``: the updates done before (for ``log_fn``'s count;
+        traced, so each chunk of a long run is the same program)."""
         hp = config.hyperparams() if hp is None else hp
-        return jax.lax.scan(lambda s, _: update(s, hp), state, None, length=num_updates)
+
+        def step(state, i):
+            state, metrics = update(state, hp)
+            if log_fn is not None:
+                # The host's answer (0) flows into the state, so the call stays.
+                token = report(first_update + i + 1, metrics)
+                state = state.replace(update_step=state.update_step + token)
+            return state, metrics
+
+        return jax.lax.scan(step, state, jnp.arange(num_updates, dtype=jnp.int32))
+
+    def report(update_count: jax.Array, metrics: dict[str, jax.Array]) -> jax.Array:
+        """Hand ``metrics`` to ``log_fn`` on the host every ``log_every``
+        updates and after the last; returns 0 (int32)."""
+        due = (update_count % config.log_every == 0) | (update_count == config.num_updates)
+        if axis_name is not None:  # one report per update, from the first device
+            due = due & (jax.lax.axis_index(axis_name) == 0)
+        answer = jax.ShapeDtypeStruct((), jnp.int32)
+        call = lambda: jax.pure_callback(_host_report(log_fn), answer, update_count, metrics,
+                                         vmap_method="broadcast_all")
+        return jax.lax.cond(due, call, lambda: jnp.zeros((), jnp.int32))
 
     return Trainer(config=config, env_spec=spec, network=plain_network, init=init, update=update,
                    run_updates=run_updates, random_params=random_params)
+
+
+def _host_report(log_fn: Callable[[int, dict[str, np.ndarray]], None]):
+    """The host side of a report: under `jax.vmap` one call carries every
+    run's values (``vmap_method="broadcast_all"``), each metric of the
+    batch's shape; a run of one key gets 0-d arrays."""
+    def host(update_count, metrics):
+        update_count = np.asarray(update_count)
+        log_fn(int(update_count.flat[0]), {name: np.asarray(value) for name, value in metrics.items()})
+        return np.zeros(update_count.shape, np.int32)
+    return host
 
 
 @dataclasses.dataclass(frozen=True)
@@ -444,9 +497,11 @@ class Trainer:
             TrainState``, the state before the first update.
         update: ``update(state, hparams=None) -> (state, metrics)``, one
             update (rollout, GAE, K epochs of minibatch steps).
-        run_updates: ``run_updates(state, num_updates, hparams=None) ->
-            (state, metrics)``, ``num_updates`` (a Python int) updates in one
-            `lax.scan`, each metric of shape (num_updates,).
+        run_updates: ``run_updates(state, num_updates, hparams=None,
+            first_update=0) -> (state, metrics)``, ``num_updates`` (a Python
+            int) updates in one `lax.scan`, each metric of shape
+            (num_updates,); ``first_update`` counts the updates before
+            (what ``log_fn`` is told).
         random_params: ``random_params(key)``, the network's initialisation.
         env_devices: the devices one seed's envs are split over, or None.
     """
@@ -468,7 +523,7 @@ class Trainer:
         obs_norm: RunningMeanStd | None = None,
     ) -> TrainResult:
         hp = self.config.hyperparams() if hparams is None else hparams
-        state, metrics = self.run_updates(self.init(rng, hp, params, obs_norm), self.config.num_updates, hp)
+        state, metrics = self.run_updates(self.init(rng, hp, params, obs_norm), self.config.num_updates, hp, 0)
         return TrainResult(train_state=state, metrics=metrics)
 
 
@@ -510,7 +565,7 @@ def _resolve_env_devices(env_devices: Any) -> list:
     return devices
 
 
-def split_envs_over_devices(config: PPOConfig, env_devices: Any) -> Trainer:
+def split_envs_over_devices(config: PPOConfig, env_devices: Any, log_fn: LogFn | None = None) -> Trainer:
     """`make_train` (``config``) with each run's envs split over devices.
 
     ``env_devices``: an int D (the first D of `jax.devices()`) or a sequence
@@ -556,7 +611,7 @@ def split_envs_over_devices(config: PPOConfig, env_devices: Any) -> Trainer:
         num_envs=config.num_envs // d,
         total_timesteps=config.num_updates * config.batch_size // d,
     )
-    inner = _build_train(local_config, axis_name=ENV_AXIS)
+    inner = _build_train(local_config, axis_name=ENV_AXIS, log_fn=log_fn)
     mesh = jax.sharding.Mesh(np.array(devices), (ENV_AXIS,))
     split, same = P(ENV_AXIS), P()
     state_spec = TrainState(
@@ -584,10 +639,10 @@ def split_envs_over_devices(config: PPOConfig, env_devices: Any) -> Trainer:
         hp = config.hyperparams() if hp is None else hp
         return sharded(inner.update, (state_spec, same), (state_spec, same))(state, hp)
 
-    def run_updates(state: TrainState, num_updates: int, hp=None):
+    def run_updates(state: TrainState, num_updates: int, hp=None, first_update=0):
         hp = config.hyperparams() if hp is None else hp
-        body = lambda s, h: inner.run_updates(s, num_updates, h)
-        return sharded(body, (state_spec, same), (state_spec, same))(state, hp)
+        body = lambda s, h, f: inner.run_updates(s, num_updates, h, f)
+        return sharded(body, (state_spec, same, same), (state_spec, same))(state, hp, first_update)
 
     return Trainer(config=config, env_spec=inner.env_spec, network=inner.network, init=init,
                    update=update, run_updates=run_updates, random_params=inner.random_params,

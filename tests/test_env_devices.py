@@ -288,6 +288,16 @@ out["pendulum_replicated_same"] = all(stats)
 out["pendulum_obs_count"] = float(np.asarray(p_state.obs_norm.count))
 out["pendulum_return_count"] = float(np.asarray(p_state.reward_scaler.return_stats.count))
 
+# Live reports of a split run: one per reported update (from the first device),
+# carrying both seeds, equal to the run's metrics.
+reports = []
+logged = make_train(config.replace(log_every=2), env_devices=2,
+                    log_fn=lambda u, m: reports.append((u, np.asarray(m["loss"]).tolist())))
+logged_result = jax.block_until_ready(jax.jit(jax.vmap(logged))(keys))  # reports come as it runs
+out["reports"] = [u for u, _ in reports]
+out["reports_equal"] = all(
+    np.array_equal(np.asarray(loss), np.asarray(logged_result.metrics["loss"])[:, u - 1]) for u, loss in reports)
+
 # The split's errors name the field and what is allowed.
 errors = {}
 for name, fields in {"envs": dict(num_envs=7), "minibatch": dict(num_envs=8, num_steps=3, num_minibatches=8),
@@ -322,6 +332,11 @@ def test_split_run_places_envs_and_replicates_the_rest(two_device_run):
     # psum'd over both devices' envs: 8 envs x 32 steps finish episodes (CartPole's
     # random start: at least a few in the first update).
     assert len(r["episodes_finished"]) == 6 and r["episodes_finished"][0] >= 2
+
+
+def test_split_run_reports_once_per_update_not_once_per_device(two_device_run):
+    r = two_device_run
+    assert r["reports"] == [2, 4, 6] and r["reports_equal"]
 
 
 def test_split_run_under_vmap_and_resumed_from_a_checkpoint(two_device_run):
