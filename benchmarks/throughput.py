@@ -81,6 +81,11 @@ CASES: dict[str, tuple[dict, int]] = {
     "cartpole_default": (dict(env_name="CartPole-v1", total_timesteps=500_000), 0),
     "cartpole_2048x128": (dict(env_name="CartPole-v1", num_envs=2048, num_steps=128,
                                total_timesteps=2048 * 128 * 4), 0),
+    # The same two with the command line's live reports (purejaxppo.loggers: metrics.csv and
+    # the progress line), at its default interval of num_updates // 50 updates.
+    "cartpole_default_logged": (dict(env_name="CartPole-v1", total_timesteps=500_000, log_every=19), 0),
+    "cartpole_2048x128_logged": (dict(env_name="CartPole-v1", num_envs=2048, num_steps=128,
+                                      total_timesteps=2048 * 128 * 4, log_every=1), 0),
     "cartpole_default_x8": (dict(env_name="CartPole-v1", total_timesteps=131_072), 8),
     "cartpole_default_x64": (dict(env_name="CartPole-v1", total_timesteps=32_768), 64),
     "pendulum": (dict(env_name="Pendulum-v1", num_envs=16, num_steps=128, update_epochs=10,
@@ -429,11 +434,25 @@ def _train_fn(overrides: dict, seeds: int):
     # --env-devices auto does (`purejaxppo.devices.auto_env_devices`).
     env_devices = 1 if seeds > 1 else auto_env_devices(config.num_envs, config.minibatch_size, 1,
                                                        config.grad_chunk_size)
-    train = make_train(config, env_devices=env_devices if env_devices > 1 else None)
+    train = make_train(config, env_devices=env_devices if env_devices > 1 else None,
+                       log_fn=_cli_reporter(config, max(seeds, 1)) if config.log_every else None)
     key = jax.random.PRNGKey(0)
     # Seeds split over the devices there are (`purejaxppo.devices`), as the CLI does.
     keys = shard_seeds(jax.random.split(key, seeds)) if seeds else key
     return config, train, (jax.vmap(train) if seeds else train), keys
+
+
+def _cli_reporter(config, runs: int):
+    """What the command line's live reports do on the host: a metrics.csv
+    row per run and the progress line (to a buffer, as off a terminal)."""
+    import io
+    import tempfile
+
+    from purejaxppo.loggers import CSVLogger, ProgressDisplay, Reporter
+
+    csv_path = Path(tempfile.mkdtemp(prefix="purejaxppo-bench-")) / "metrics.csv"
+    display = ProgressDisplay(config.num_updates, config.batch_size, runs, stream=io.StringIO())
+    return Reporter([CSVLogger(csv_path), display], config.batch_size)
 
 
 def compile_case(overrides: dict, seeds: int, cache_dir: str | None = None) -> dict:
