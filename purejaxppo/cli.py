@@ -51,6 +51,7 @@ import tyro
 import purejaxppo  # noqa: F401  (applies the XLA guard before jax starts)
 from purejaxppo.config import PPOConfig
 from purejaxppo.divergence import NonFiniteError, first_nonfinite
+from purejaxppo.loggers import Reporter
 from purejaxppo.paths import input_dir, output_dir, output_file
 
 
@@ -86,9 +87,30 @@ class Args:
     init_seed: int = 0
     """With --init-from: which of that run's seeds to start from (0 <= i < its
     num_seeds)."""
-    checkpoint_every: int = 100
-    """Updates between checkpoints (with --checkpoint-dir); each chunk of updates
-    is one compiled call."""
+    checkpoint_every: int = 0
+    """Updates between checkpoints; each chunk of updates is one compiled call.
+    0: the whole run is one compiled call and only its final state is saved
+    (100 with --checkpoint-dir, or when resuming a run saved in chunks)."""
+    run_dir: str = "auto"
+    """Where the run's files go: config.json (rerun it with --config), metrics.csv
+    (each reported update and seed), checkpoints/, summary.json, curves.png.
+    auto: runs/<env>/<date-time>; none: write nothing; a run directory that
+    holds checkpoints resumes that run."""
+    progress: bool = True
+    """Report while training: a progress bar on a terminal, else a metrics line
+    every 10 s; metrics.csv gets each report as it comes. Reports come every
+    --log-every updates (0: auto, about 50 per run) from inside the compiled
+    run, which then is not kept in JAX's compilation cache (it holds a host
+    callback). --no-progress: no live reports, metrics.csv gets every update
+    at the end, and the compiled program is cached."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files to RUN_DIR/tensorboard (needs the
+    tensorboard extra: pip install 'purejaxppo[tensorboard]')."""
+    wandb: bool = False
+    """Also log to Weights & Biases, in RUN_DIR/wandb (needs the wandb extra;
+    WANDB_MODE=offline keeps it local)."""
+    wandb_project: str = "purejaxppo"
+    """The W&B project of --wandb."""
     on_bad_checkpoint: Literal["fallback", "stop"] = "fallback"
     """When the latest checkpoint fails its checksums (a file missing, truncated
     or corrupt): fallback moves it aside to bad-<step> and resumes from the
@@ -149,10 +171,15 @@ def default_args(argv: list[str]) -> Args:
 
 
 def parse_args(argv: list[str]) -> Args:
-    """``argv`` as `Args`, the env's preset under the flags. Building the
-    config starts no JAX backend, so the CPU settings that must precede it
-    (`apply_platform`) can be chosen from the parsed run."""
-    return tyro.cli(Args, args=argv, default=default_args(argv), description=__doc__.splitlines()[0])
+    """``argv`` as `Args`, the env's preset under the flags; with ``--config
+    RUN/config.json``, that run's config and arguments under them. Building
+    the config starts no JAX backend, so the CPU settings that must precede
+    it (`apply_platform`) can be chosen from the parsed run."""
+    first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    first.add_argument("--config", dest="config_file", default=None)
+    known, rest = first.parse_known_args(argv)
+    default = read_run_config(known.config_file) if known.config_file else default_args(argv)
+    return tyro.cli(Args, args=rest, default=default, description=__doc__.splitlines()[0])
 
 
 def resolve_env_devices(choice: str, num_seeds: int, config: PPOConfig) -> int:
@@ -268,11 +295,11 @@ def apply_platform(args: Args) -> tuple[str, str]:
 
 
 def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str | None = None) -> dict:
+    """Train as ``args`` say; print the result; return the summary."""
     import jax
 
-    from purejaxppo.platform.compile_cache import CacheCounter, enable_compilation_cache
+    from purejaxppo.platform.compile_cache import enable_compilation_cache
     from purejaxppo.devices import largest_divisor_at_most, shard_seeds
-    from purejaxppo.evaluation import final_return, make_evaluate
     from purejaxppo.memory import check_memory
     from purejaxppo.train import make_train
 
@@ -280,13 +307,24 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
         raise ValueError(f"num_seeds must be a positive int, got {args.num_seeds}")
     if args.eval_episodes < 0:
         raise ValueError(f"eval_episodes must be >= 0, got {args.eval_episodes}")
-    if args.checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every must be an int >= 1 (updates), got {args.checkpoint_every}")
+    if args.checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every must be an int >= 0 (updates; 0: the final state "
+                         f"only), got {args.checkpoint_every}")
+    if (args.tensorboard or args.wandb) and args.run_dir == "none":
+        raise ValueError("--tensorboard and --wandb write into the run directory; allowed with "
+                         "--run-dir auto or DIR, not none")
+    config = args.config
+    if config.log_every == 0 and args.progress:
+        config = config.replace(log_every=max(1, config.num_updates // AUTO_REPORTS))
     # Where results go, checked (and made) before anything runs.
-    checkpoint_dir = None if args.checkpoint_dir is None else output_dir("checkpoint_dir", args.checkpoint_dir)
+    run_dir = resolve_run_dir(args.run_dir, config.env_name)
+    if run_dir is not None:
+        run_dir = output_dir("run_dir", run_dir)
+    checkpoint_dir = (args.checkpoint_dir if args.checkpoint_dir is not None
+                      else run_dir / "checkpoints" if run_dir is not None else None)
+    checkpoint_dir = None if checkpoint_dir is None else output_dir("checkpoint_dir", checkpoint_dir)
     json_out = None if args.json_out is None else output_file("json_out", args.json_out)
     init_from = None if args.init_from is None else input_dir("init_from", args.init_from)
-    config = args.config
     for field in ("env_params", "env_kwargs"):
         given = key_values(field, getattr(args, field))
         if given:
@@ -311,7 +349,17 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
     if args.compile_cache:
         enable_compilation_cache()
     env_devices = resolve_env_devices(args.env_devices, args.num_seeds, config)
-    trainer = make_train(config, env_devices=env_devices if env_devices > 1 else None)
+    resuming = checkpoint_dir is not None and _has_checkpoint(checkpoint_dir)
+    every = args.checkpoint_every or (100 if args.checkpoint_dir is not None or resuming else 0)
+    if run_dir is not None:
+        write_run_config(run_dir, config, args, PROGRESS["argv"] or [])
+    loggers = make_loggers(args, config, run_dir)
+    reporter = Reporter(loggers, config.batch_size) if loggers else None
+    # Live reports come from inside the compiled run; without them (--no-progress)
+    # the loggers get every update at the end, and the program, free of host
+    # callbacks, can be kept in JAX's compilation cache.
+    live = reporter if args.progress else None
+    trainer = make_train(config, env_devices=env_devices if env_devices > 1 else None, log_fn=live)
     # The seeds split over the backend's devices (one when there is one), as
     # shard_seeds places them; refused first if they cannot fit there.
     num_devices = 1 if env_devices > 1 else largest_divisor_at_most(args.num_seeds, jax.device_count())
@@ -320,10 +368,40 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
     if env_devices == 1:
         keys = shard_seeds(keys)
         num_devices = len(keys.sharding.device_set)
+    PROGRESS.update(done=0, total=config.num_updates, checkpoint_dir=checkpoint_dir if every else None)
+    try:
+        return _train_and_report(args, config, trainer, keys, params, obs_norm, every, checkpoint_dir,
+                                 run_dir, json_out, start, start_note, env_devices, num_devices,
+                                 cpu_threads_note, cpu_vectors_note, reporter)
+    finally:
+        if reporter is not None:
+            reporter.close()
+
+
+def _train_and_report(args, config, trainer, keys, params, obs_norm, every, checkpoint_dir, run_dir,
+                      json_out, start, start_note, env_devices, num_devices, cpu_threads_note,
+                      cpu_vectors_note, reporter) -> dict:
+    import jax
+
+    from purejaxppo.platform.compile_cache import CacheCounter
+    from purejaxppo.devices import shard_seeds
+    from purejaxppo.evaluation import final_return, make_evaluate
+
+    from purejaxppo.presets import PRESETS
+
     steps = config.num_updates * config.batch_size
     steps_run, resumed_note = steps, ""
-    PROGRESS.update(done=0, total=config.num_updates, checkpoint_dir=checkpoint_dir)
-    if checkpoint_dir is None:
+    origin = "preset" if args.preset and config.env_name in PRESETS else "library defaults"
+    print(f"purejaxppo | {config.env_name} ({origin} + flags) | {args.num_seeds} seed(s) x {steps:,} steps "
+          f"| {config.num_envs} envs x {config.num_steps} steps x {config.num_updates} updates "
+          f"| backend {jax.default_backend()}"
+          + start_note
+          + (f" | seeds over {num_devices} devices" if num_devices > 1 else "")
+          + (f" | envs over {env_devices} devices" if env_devices > 1 else "")
+          + (f" | cpu threads {cpu_threads_note}" if cpu_threads_note and jax.default_backend() == "cpu" else "")
+          + (f" | cpu vectors {cpu_vectors_note}" if cpu_vectors_note and jax.default_backend() == "cpu" else ""),
+          flush=True)
+    if not every:
         train = jax.vmap(trainer, in_axes=(0, None, None, None))
         with CacheCounter() as cache:
             start_s = time.perf_counter()
@@ -337,13 +415,19 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
             _write_json(json_out, {"config": repr(config), "error": f"training diverged: {divergence}"},
                         result.metrics)
             raise NonFiniteError(divergence, None, None, result.metrics)
+        if checkpoint_dir is not None:  # the final state: what `eval` and --init-from read
+            from purejaxppo.checkpoint import save_checkpoint, start_record
+
+            save_checkpoint(checkpoint_dir, config, result.train_state, result.metrics,
+                            config.hyperparams(), keys, start=start_record(params, obs_norm),
+                            env_devices=env_devices)
     else:
         from purejaxppo.checkpoint import train_with_checkpoints
 
         try:
             with CacheCounter() as cache:
                 run_ = train_with_checkpoints(trainer, keys, checkpoint_dir,
-                                              every=args.checkpoint_every, params=params,
+                                              every=every, params=params,
                                               obs_norm=obs_norm, callback=_track_progress,
                                               on_bad_checkpoint=args.on_bad_checkpoint)
         except NonFiniteError as error:
@@ -358,6 +442,8 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
                         if run_.resumed_from is not None else "")
         resumed_note += f" | checkpoints {run_.save_s:.2f} s in {checkpoint_dir}"
     PROGRESS.update(done=config.num_updates)
+    if reporter is not None and reporter.last is None:  # nothing came live (--no-progress)
+        reporter.replay(result.metrics)
     finals = final_return(result.metrics)
     evals = None
     if args.eval_episodes:
@@ -370,17 +456,6 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
         ).mean(axis=1)
 
     curve = _median_over_seeds(result.metrics["episode_return"])
-    from purejaxppo.presets import PRESETS
-
-    origin = "preset" if args.preset and config.env_name in PRESETS else "library defaults"
-    print(f"purejaxppo | {config.env_name} ({origin} + flags) | {args.num_seeds} seed(s) x {steps:,} steps "
-          f"| {config.num_envs} envs x {config.num_steps} steps x {config.num_updates} updates "
-          f"| backend {jax.default_backend()}"
-          + start_note
-          + (f" | seeds over {num_devices} devices" if num_devices > 1 else "")
-          + (f" | envs over {env_devices} devices" if env_devices > 1 else "")
-          + (f" | cpu threads {cpu_threads_note}" if cpu_threads_note and jax.default_backend() == "cpu" else "")
-          + (f" | cpu vectors {cpu_vectors_note}" if cpu_vectors_note and jax.default_backend() == "cpu" else ""))
     cache_note = {"hit": " (from the compilation cache)", "miss": " (cold)", "off": ""}[cache.status] if compile_s else ""
     rate = f"{steps_run * args.num_seeds / run_s:,.0f} env steps/s (all seeds)" if steps_run else "nothing left to run"
     print(f"compile {compile_s:.2f} s{cache_note} | run {run_s:.2f} s | {rate}{resumed_note}")
@@ -406,9 +481,10 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
         "compile_cache": cache.status,
         "run_s": run_s,
         "steps_per_s": steps_run * args.num_seeds / run_s if steps_run else None,
-        "resumed_from": None if checkpoint_dir is None else run_.resumed_from,
+        "resumed_from": None if not every else run_.resumed_from,
+        "run_dir": None if run_dir is None else str(run_dir),
         "init_from": None if start is None else {
-            "directory": str(init_from), "updates_done": start.updates_done, "seed": start.seed},
+            "directory": str(args.init_from), "updates_done": start.updates_done, "seed": start.seed},
         "final_return": [float(x) for x in finals],
         "eval_return": None if evals is None else [float(x) for x in evals],
         "backend": jax.default_backend(),
@@ -418,7 +494,95 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
         "env_devices": env_devices,
     }
     _write_json(json_out, {"summary": summary, "config": repr(config)}, result.metrics)
+    if run_dir is not None:
+        (run_dir / "summary.json").write_text(json.dumps(_nan_to_none(summary), indent=1, allow_nan=False))
+        _plot_curves(run_dir)
+        print(f"\nrun directory: {run_dir} (evaluate: python -m purejaxppo eval {run_dir})")
     return summary
+
+
+AUTO_REPORTS = 50  # live reports per run when --log-every is left at 0
+
+
+def resolve_run_dir(choice: str, env_name: str) -> Path | None:
+    """``--run-dir``: None for ``none``; ``auto``: ``runs/<env>/<date-time>``
+    (under ``$PUREJAXPPO_RUNS`` where set; a suffix where it exists); else
+    the path given."""
+    if choice == "none":
+        return None
+    if choice != "auto":
+        return Path(choice)
+    base = Path(os.environ.get("PUREJAXPPO_RUNS") or "runs") / env_name / time.strftime("%Y%m%d-%H%M%S")
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+# Args fields that say where a run writes, not what it is: not reused by --config.
+_OUTPUT_ARGS = ("run_dir", "checkpoint_dir", "json_out")
+
+
+def write_run_config(run_dir: Path, config: PPOConfig, args: Args, argv: list[str]) -> None:
+    """``config.json``: the exact `PPOConfig`, the other arguments and the
+    command line; ``--config`` reads it back."""
+    from purejaxppo.checkpoint import config_to_json
+
+    others = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.name != "config"}
+    record = {"config": config_to_json(config), "args": others, "argv": list(argv)}
+    (run_dir / "config.json").write_text(json.dumps(record, indent=1, default=str))
+
+
+def read_run_config(path: str | Path) -> Args:
+    """The `Args` a ``config.json`` records (its output paths left at their
+    defaults: a rerun writes a run of its own)."""
+    from purejaxppo.checkpoint import config_from_json
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
+    try:
+        record = json.loads(path.read_text())
+        config = config_from_json(record["config"])
+        saved = {k: tuple(v) if isinstance(v, list) else v for k, v in record["args"].items()
+                 if k not in _OUTPUT_ARGS and k in {f.name for f in dataclasses.fields(Args)}}
+    except FileNotFoundError:
+        raise ValueError(f"--config {path}: no such file; allowed: a run's config.json (or its "
+                         "run directory)") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"--config {path} is not a run's config.json: {type(error).__name__}: "
+                         f"{error}") from None
+    return Args(config=config, **saved)
+
+
+def make_loggers(args: Args, config: PPOConfig, run_dir: Path | None) -> list:
+    """The loggers ``args`` ask for (`purejaxppo.loggers`)."""
+    from purejaxppo.checkpoint import config_to_json
+    from purejaxppo.loggers import CSVLogger, ProgressDisplay, TensorBoardLogger, WandbLogger
+
+    loggers = []
+    if run_dir is not None:
+        loggers.append(CSVLogger(run_dir / "metrics.csv"))
+    if args.tensorboard:
+        loggers.append(TensorBoardLogger(run_dir / "tensorboard"))
+    if args.wandb:
+        loggers.append(WandbLogger(run_dir, config_to_json(config), project=args.wandb_project,
+                                   name=run_dir.name))
+    if args.progress:
+        loggers.append(ProgressDisplay(config.num_updates, config.batch_size, args.num_seeds))
+    return loggers
+
+
+def _plot_curves(run_dir: Path) -> None:
+    """``curves.png`` of the run, where matplotlib is installed (the plot extra)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    from purejaxppo.plotting import plot_runs
+
+    plot_runs([run_dir], out=run_dir / "curves.png")
 
 
 def _write_json(path: Path | None, payload: dict, metrics) -> None:
@@ -482,6 +646,62 @@ def _median_over_seeds(values) -> np.ndarray:
         return np.nanmedian(values, axis=0)
 
 
+def eval_command(argv: list[str]) -> dict:
+    """``python -m purejaxppo eval RUN_DIR``: play a trained run's policy,
+    print its mean return, and draw an episode as a GIF (``--gif``)."""
+    from purejaxppo.render import evaluate_run
+
+    parser = argparse.ArgumentParser(prog="purejaxppo eval", description=eval_command.__doc__.split(":")[1].strip())
+    parser.add_argument("run_dir", help="a run directory (python -m purejaxppo --run-dir ...)")
+    parser.add_argument("--episodes", type=int, default=16, help="episodes to play (default 16)")
+    parser.add_argument("--seed-index", type=int, default=0, help="which of the run's seeds (default 0)")
+    parser.add_argument("--sampled", action="store_true", help="sample actions instead of the greedy ones")
+    parser.add_argument("--gif", default=None, help="also write one episode as an animated GIF here")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="cut the GIF's episode after this many steps (default: the env's limit)")
+    parser.add_argument("--seed", type=int, default=0, help="PRNG seed of the episodes (default 0)")
+    args = _parse_or_exit(parser, argv)
+    if args.episodes < 1:
+        raise ValueError(f"--episodes {args.episodes}; allowed: an int >= 1")
+    gif = None if args.gif is None else output_file("gif", args.gif)
+    result = evaluate_run(input_dir("run_dir", args.run_dir), episodes=args.episodes,
+                          seed_index=args.seed_index, greedy=not args.sampled, gif=gif, key_seed=args.seed,
+                          max_steps=args.max_steps)
+    mode = "sampled" if args.sampled else "greedy"
+    print(f"{args.run_dir} (seed {args.seed_index}): return {result['mean']:.2f} ± {result['std']:.2f} "
+          f"over {args.episodes} {mode} episode(s)")
+    if gif is not None:
+        print(f"wrote {gif} ({result['frames']} frames)")
+    return result
+
+
+def plot_command(argv: list[str]) -> None:
+    """``python -m purejaxppo plot RUN_DIR...``: one metric of several runs
+    against env steps, median over seeds and 25-75% band."""
+    from purejaxppo.plotting import plot_runs
+
+    parser = argparse.ArgumentParser(prog="purejaxppo plot", description=plot_command.__doc__.split(":")[1].strip())
+    parser.add_argument("run_dirs", nargs="+", help="run directories to overlay")
+    parser.add_argument("--metric", default="episode_return", help="the metric (default episode_return)")
+    parser.add_argument("--out", default="curves.png", help="the image to write (default curves.png)")
+    args = _parse_or_exit(parser, argv)
+    out = output_file("out", args.out)
+    plot_runs([input_dir("run_dir", d) for d in args.run_dirs], metric=args.metric, out=out)
+    print(f"wrote {out}")
+
+
+def _parse_or_exit(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """argparse's errors as our one line (exit 2); ``--help`` as usual."""
+    parser.exit_on_error = False
+    try:
+        return parser.parse_args(argv)
+    except argparse.ArgumentError as error:
+        raise ValueError(f"{parser.prog}: {error}") from None
+
+
+SUBCOMMANDS = {"eval": eval_command, "plot": plot_command}
+
+
 # Where the running command is: what Ctrl-C reports.
 PROGRESS: dict = {"done": 0, "total": None, "checkpoint_dir": None, "argv": None}
 
@@ -501,7 +721,8 @@ def interrupted_message() -> str:
     where = f"interrupted at update {done}" + (f" of {total}" if total else "")
     command = shlex.join([sys.executable, "-m", "purejaxppo", *(PROGRESS["argv"] or [])])
     if directory is None:
-        return f"{where}; nothing was saved (no --checkpoint-dir). Rerun with: {command} --checkpoint-dir DIR"
+        return (f"{where}; no checkpoint was saved (the run was one compiled call). Rerun with "
+                f"checkpoints every 100 updates: {command} --checkpoint-every 100")
     return f"{where}; its checkpoints are in {directory}. Resume with: {command}"
 
 
@@ -545,6 +766,9 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     PROGRESS.update(done=0, total=None, checkpoint_dir=None, argv=argv)
     try:
+        if argv and argv[0] in SUBCOMMANDS:
+            SUBCOMMANDS[argv[0]](argv[1:])
+            return
         args = parse_args(argv)
         threads_note, vectors_note = apply_platform(args)  # before anything starts JAX
         run(args, threads_note, vectors_note)

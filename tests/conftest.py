@@ -8,6 +8,11 @@ from pathlib import Path
 # The suite runs in two worker processes (pytest-xdist, pyproject.toml): on a
 # GPU, each must not take most of its memory up front, as JAX does by default.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+# The command line's default run directories (runs/<env>/<time>) go to a
+# scratch directory, not into the checkout.
+import tempfile  # noqa: E402
+
+os.environ.setdefault("PUREJAXPPO_RUNS", tempfile.mkdtemp(prefix="purejaxppo-test-runs-"))
 
 import purejaxppo  # noqa: F401  (must come before any jax computation)
 import pytest

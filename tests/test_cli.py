@@ -29,7 +29,8 @@ def test_cli_compile_cache_is_reused_by_a_second_process(tmp_path):
     cache, and the CLI says so (a warm compile is never shown as a cold one)."""
     env = {**os.environ, "PUREJAXPPO_CACHE_DIR": str(tmp_path / "cache")}
     flags = ["--env", "CartPole-v1", "--total-timesteps", "1024", "--num-envs", "4",
-             "--num-steps", "32", "--hidden-sizes", "8", "--eval-episodes", "0", "--num-seeds", "2"]
+             "--num-steps", "32", "--hidden-sizes", "8", "--eval-episodes", "0", "--num-seeds", "2",
+             "--no-progress"]  # no host callback: the program can be cached
     statuses = []
     for i in range(2):
         out = tmp_path / f"run{i}.json"

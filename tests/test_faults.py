@@ -164,7 +164,7 @@ def test_a_checkpoint_of_another_format_is_refused_not_set_aside(train, whole, t
 
 def _nan_from_update(train, update):
     """``train`` whose parameters turn NaN before the given update (counted from 1)."""
-    def run_updates(state, num_updates, hp=None):
+    def run_updates(state, num_updates, hp=None, first_update=0):
         def step(state, _):
             poison = state.update_step == update - 1
             params = jax.tree.map(lambda p: jnp.where(poison, jnp.nan, p), state.params)
@@ -317,14 +317,15 @@ def _wait_for(condition, proc, timeout=120):
         time.sleep(0.05)
 
 
-LONG = [*SMALL, "--total-timesteps", str(4 * 16 * 200000), "--checkpoint-every", "1"]
+LONG = [*SMALL, "--total-timesteps", str(4 * 16 * 200000)]
 
 
 def test_kill_9_during_writes_then_the_same_command_resumes(capsys, tmp_path):
     """SIGKILL while checkpoints are written every update (some of them
     mid-write): the same command resumes from the newest sealed one."""
     directory = tmp_path / "ckpt"
-    argv = [*LONG, "--checkpoint-dir", str(directory), "--total-timesteps", str(4 * 16 * 60)]
+    argv = [*LONG, "--checkpoint-dir", str(directory), "--checkpoint-every", "1",
+            "--total-timesteps", str(4 * 16 * 60)]
     proc, _ = _start(argv, tmp_path, "killed")
     _wait_for(lambda: directory.is_dir() and len(list(directory.iterdir())) >= 3, proc)
     time.sleep(0.1)
@@ -338,8 +339,9 @@ def test_kill_9_during_writes_then_the_same_command_resumes(capsys, tmp_path):
 
 @pytest.mark.parametrize("checkpoints", [True, False], ids=["between-chunks", "inside-one-compiled-call"])
 def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, checkpoints):
-    directory = tmp_path / "ckpt"
-    argv = [*LONG] + (["--checkpoint-dir", str(directory)] if checkpoints else [])
+    directory, run_dir = tmp_path / "ckpt", tmp_path / "run"
+    argv = [*LONG, "--run-dir", str(run_dir)] + (
+        ["--checkpoint-dir", str(directory), "--checkpoint-every", "1"] if checkpoints else [])
     proc, err_file = _start(argv, tmp_path, "sigint")
     if checkpoints:
         _wait_for(lambda: latest_step(directory) is not None if directory.is_dir() else False, proc)
@@ -358,4 +360,8 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, checkpoints):
         assert f"--checkpoint-dir {directory}" in err
         assert verify_checkpoint(directory, done) is None  # sealed: the resume starts there
     else:
-        assert "interrupted at update 0 of 200000; nothing was saved" in err
+        assert "interrupted at update 0 of 200000; no checkpoint was saved" in err
+        assert err.rstrip().endswith("--checkpoint-every 100")
+        # What was reported live is kept: metrics.csv's rows up to the stop.
+        rows = (run_dir / "metrics.csv").read_text().splitlines()
+        assert rows[0].startswith("update,env_steps,seed,wall_time") and len(rows) >= 2
