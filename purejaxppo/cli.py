@@ -428,7 +428,7 @@ def _train_and_report(args, config, trainer, keys, params, obs_norm, every, chec
             with CacheCounter() as cache:
                 run_ = train_with_checkpoints(trainer, keys, checkpoint_dir,
                                               every=every, params=params,
-                                              obs_norm=obs_norm, callback=_track_progress,
+                                              obs_norm=obs_norm,
                                               on_bad_checkpoint=args.on_bad_checkpoint)
         except NonFiniteError as error:
             _write_json(json_out, {"config": repr(config), "error": str(error)}, error.metrics)
@@ -570,7 +570,7 @@ def make_loggers(args: Args, config: PPOConfig, run_dir: Path | None) -> list:
         loggers.append(WandbLogger(run_dir, config_to_json(config), project=args.wandb_project,
                                    name=run_dir.name))
     if args.progress:
-        loggers.append(ProgressDisplay(config.num_updates, config.batch_size, args.num_seeds))
+        loggers += [ProgressDisplay(config.num_updates, config.batch_size, args.num_seeds), _TrackProgress()]
     return loggers
 
 
@@ -706,12 +706,20 @@ SUBCOMMANDS = {"eval": eval_command, "plot": plot_command}
 PROGRESS: dict = {"done": 0, "total": None, "checkpoint_dir": None, "argv": None}
 
 
-def _track_progress(done: int, metrics) -> None:
-    PROGRESS["done"] = done
+class _TrackProgress:
+    """A logger that keeps the last reported update for Ctrl-C's message."""
+
+    def write(self, report) -> None:
+        PROGRESS["done"] = report.update
+
+    def close(self) -> None:
+        pass
 
 
 def interrupted_message() -> str:
-    """The line Ctrl-C prints: where the run stopped and how to go on."""
+    """The line Ctrl-C prints: where the run stopped (the newest sealed
+    checkpoint, where a resume starts; else the last reported update) and
+    how to go on."""
     done, total, directory = PROGRESS["done"], PROGRESS["total"], PROGRESS["checkpoint_dir"]
     if directory is not None:  # where a resume starts: the newest sealed checkpoint
         from purejaxppo.checkpoint import MANIFEST

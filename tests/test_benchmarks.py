@@ -395,6 +395,7 @@ def test_cases_cpu_pool(monkeypatch):
               for name, (o, s) in throughput.CASES.items()}
     x64_split = cpu_devices_for(64) > 1  # seeds over devices: one thread each
     assert picked == {"cartpole_default": 1, "cartpole_2048x128": None, "cartpole_default_x8": 1,
+                      "cartpole_default_logged": 1, "cartpole_2048x128_logged": None,
                       "cartpole_default_x64": 1 if x64_split else None, "pendulum": 1,
                       "breakout_minatar_cnn": None,
                       "breakout_minatar_cnn_x4": 1 if cpu_devices_for(4) > 1 else None}
@@ -430,6 +431,7 @@ def test_cpu_settings_and_floors_apply_to_the_cpu_only(monkeypatch):
                 for name, (overrides, seeds) in throughput.CASES.items()}
     assert settings == {
         "cartpole_default": (1, 1), "cartpole_2048x128": (1, 2), "cartpole_default_x8": (1, 2),
+        "cartpole_default_logged": (1, 1), "cartpole_2048x128_logged": (1, 2),
         "cartpole_default_x64": (1, 2), "pendulum": (1, 1), "breakout_minatar_cnn": (1, 2),
         "breakout_minatar_cnn_x4": (1, 2)}
     assert [throughput.floor_devices(b, 4) for b in ("cpu", "gpu", "tpu")] == [1, 4, 4]

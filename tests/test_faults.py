@@ -10,6 +10,7 @@ hang.
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -279,10 +280,7 @@ def test_sizes_and_env_params_past_the_machine_are_refused_before_compiling(caps
     if "MNISTBandit-bsuite" in flags and Path("/tmp/mnist/train-images-idx3-ubyte.gz").exists():
         pytest.skip("MNIST is downloaded here")
     code, err = _cli_error(capsys, [*SMALL, *flags])
-    assert code == 2
-    import re
-
-    assert re.search(message, err), err
+    assert code == 2 and re.search(message, err), err
 
 
 def test_hyperparams_validate_names_a_non_numeric_field():
@@ -360,7 +358,7 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, checkpoints):
         assert f"--checkpoint-dir {directory}" in err
         assert verify_checkpoint(directory, done) is None  # sealed: the resume starts there
     else:
-        assert "interrupted at update 0 of 200000; no checkpoint was saved" in err
+        assert re.search(r"interrupted at update [1-9]\d* of 200000; no checkpoint was saved", err), err
         assert err.rstrip().endswith("--checkpoint-every 100")
         # What was reported live is kept: metrics.csv's rows up to the stop.
         rows = (run_dir / "metrics.csv").read_text().splitlines()
