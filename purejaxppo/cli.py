@@ -442,8 +442,10 @@ def _train_and_report(args, config, trainer, keys, params, obs_norm, every, chec
                         if run_.resumed_from is not None else "")
         resumed_note += f" | checkpoints {run_.save_s:.2f} s in {checkpoint_dir}"
     PROGRESS.update(done=config.num_updates)
-    if reporter is not None and reporter.last is None:  # nothing came live (--no-progress)
-        reporter.replay(result.metrics)
+    if reporter is not None:
+        if reporter.last is None:  # nothing came live (--no-progress)
+            reporter.replay(result.metrics)
+        reporter.close()  # the progress bar ends before the results print
     finals = final_return(result.metrics)
     evals = None
     if args.eval_episodes:

@@ -106,7 +106,9 @@ class Reporter:
                 logger.write(report)
 
     def close(self) -> None:
-        for logger in self.loggers:
+        """Close every logger (once; a second call does nothing)."""
+        loggers, self.loggers = self.loggers, []
+        for logger in loggers:
             logger.close()
 
 
@@ -205,11 +207,10 @@ class ProgressDisplay:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self.bar = Progress(TextColumn("updates"), BarColumn(), MofNCompleteColumn(),
+            self.bar = Progress(BarColumn(bar_width=24), MofNCompleteColumn(), TextColumn("updates"),
                                 TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
                                 console=Console(file=self.stream), transient=False)
             self.task = self.bar.add_task("train", total=total_updates, completed=first_update, status="")
-            self.bar.start()
 
     def status(self, report: Report) -> str:
         first = self.first
@@ -223,6 +224,8 @@ class ProgressDisplay:
     def write(self, report: Report) -> None:
         self.first = self.first or report
         if self.bar is not None:
+            if self.first is report:  # shown from the first report on (after the compile)
+                self.bar.start()
             self.bar.update(self.task, completed=report.update, status=self.status(report))
         elif report.wall_time >= self.next_line or report.update == self.total:
             print(f"update {report.update}/{self.total} | {self.status(report)} | "
