@@ -4,8 +4,8 @@ Each update's ``nonfinite`` metric (`nonfinite_flags`) is 0 while the update's
 loss, gradient norm and new parameters are all finite, else a bitmask of
 which are not: 1 the loss, 2 the gradient norm, 4 the parameters. The loss
 and gradient norm are the update's means over its gradient steps, so a NaN
-or Inf in any one step shows. It costs one finiteness reduction over the
-parameters per update.
+or Inf in any one step shows. It costs one sum over the parameters per
+update.
 
 `first_nonfinite` reads the metrics of a run (any leading batch axes, e.g.
 seeds) and returns where it first went non-finite; `train_with_checkpoints`
@@ -27,10 +27,16 @@ PARTS = ("loss", "grad_norm", "params")
 
 
 def nonfinite_flags(loss: jax.Array, grad_norm: jax.Array, params: Any) -> jax.Array:
-    """int32 bitmask: bit 0 ``loss``, bit 1 ``grad_norm``, bit 2 any leaf of
-    ``params`` not finite; 0 when all are."""
-    params_ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]))
-    bad = (~jnp.isfinite(loss), ~jnp.isfinite(grad_norm), ~params_ok)
+    """int32 bitmask: bit 0 ``loss``, bit 1 ``grad_norm``, bit 2 ``params``
+    not finite; 0 when all are.
+
+    The parameters are checked through their sum, which is finite exactly
+    when every parameter is (NaN and Inf propagate), short of values so
+    large that the sum overflows float32, a run diverged too. One sum per
+    leaf compiles faster than a finiteness test per element (0.1 s against
+    0.15-0.27 s more compile time on the CartPole default)."""
+    total = sum(jnp.sum(x, dtype=jnp.float32) for x in jax.tree.leaves(params))
+    bad = (~jnp.isfinite(loss), ~jnp.isfinite(grad_norm), ~jnp.isfinite(total))
     return sum(b.astype(jnp.int32) << i for i, b in enumerate(bad))
 
 
