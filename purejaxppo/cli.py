@@ -296,13 +296,6 @@ def apply_platform(args: Args) -> tuple[str, str]:
 
 def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str | None = None) -> dict:
     """Train as ``args`` say; print the result; return the summary."""
-    import jax
-
-    from purejaxppo.platform.compile_cache import enable_compilation_cache
-    from purejaxppo.devices import largest_divisor_at_most, shard_seeds
-    from purejaxppo.memory import check_memory
-    from purejaxppo.train import make_train
-
     if args.num_seeds <= 0:
         raise ValueError(f"num_seeds must be a positive int, got {args.num_seeds}")
     if args.eval_episodes < 0:
@@ -317,14 +310,36 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
     if config.log_every == 0 and args.progress:
         config = config.replace(log_every=max(1, config.num_updates // AUTO_REPORTS))
     # Where results go, checked (and made) before anything runs.
-    run_dir = resolve_run_dir(args.run_dir, config.env_name)
-    if run_dir is not None:
-        run_dir = output_dir("run_dir", run_dir)
-    checkpoint_dir = (args.checkpoint_dir if args.checkpoint_dir is not None
-                      else run_dir / "checkpoints" if run_dir is not None else None)
-    checkpoint_dir = None if checkpoint_dir is None else output_dir("checkpoint_dir", checkpoint_dir)
     json_out = None if args.json_out is None else output_file("json_out", args.json_out)
     init_from = None if args.init_from is None else input_dir("init_from", args.init_from)
+    run_dir = resolve_run_dir(args.run_dir, config.env_name)
+    checkpoint_dir = (args.checkpoint_dir if args.checkpoint_dir is not None
+                      else run_dir / "checkpoints" if run_dir is not None else None)
+    # The directories the checks make, removed again (if still empty) when the run is refused.
+    made = [Path(d) for d in (checkpoint_dir, run_dir) if d is not None and str(d) and not Path(d).exists()]
+    if run_dir is not None:
+        run_dir = output_dir("run_dir", run_dir)
+    try:
+        checkpoint_dir = None if checkpoint_dir is None else output_dir("checkpoint_dir", checkpoint_dir)
+        return _checked_run(args, config, run_dir, checkpoint_dir, json_out, init_from,
+                            cpu_threads_note, cpu_vectors_note)
+    except BaseException:
+        # A run refused before it started leaves no empty directory behind (once
+        # it has started, its run directory holds config.json and stays).
+        _remove_if_empty(*made)
+        raise
+
+
+def _checked_run(args: Args, config: PPOConfig, run_dir, checkpoint_dir, json_out, init_from,
+                 cpu_threads_note, cpu_vectors_note) -> dict:
+    """`run` once its output paths are checked."""
+    import jax
+
+    from purejaxppo.platform.compile_cache import enable_compilation_cache
+    from purejaxppo.devices import largest_divisor_at_most, shard_seeds
+    from purejaxppo.memory import check_memory
+    from purejaxppo.train import make_train
+
     for field in ("env_params", "env_kwargs"):
         given = key_values(field, getattr(args, field))
         if given:
@@ -351,13 +366,10 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
     env_devices = resolve_env_devices(args.env_devices, args.num_seeds, config)
     resuming = checkpoint_dir is not None and _has_checkpoint(checkpoint_dir)
     every = args.checkpoint_every or (100 if args.checkpoint_dir is not None or resuming else 0)
-    if run_dir is not None:
-        write_run_config(run_dir, config, args, PROGRESS["argv"] or [])
-    loggers = make_loggers(args, config, run_dir)
-    reporter = Reporter(loggers, config.batch_size) if loggers else None
     # Live reports come from inside the compiled run; without them (--no-progress)
     # the loggers get every update at the end, and the program, free of host
     # callbacks, can be kept in JAX's compilation cache.
+    reporter = Reporter([], config.batch_size)
     live = reporter if args.progress else None
     trainer = make_train(config, env_devices=env_devices if env_devices > 1 else None, log_fn=live)
     # The seeds split over the backend's devices (one when there is one), as
@@ -368,14 +380,27 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
     if env_devices == 1:
         keys = shard_seeds(keys)
         num_devices = len(keys.sharding.device_set)
+    if run_dir is not None:
+        write_run_config(run_dir, config, args, PROGRESS["argv"] or [])
     PROGRESS.update(done=0, total=config.num_updates, checkpoint_dir=checkpoint_dir if every else None)
     try:
+        reporter.loggers = make_loggers(args, config, run_dir)
         return _train_and_report(args, config, trainer, keys, params, obs_norm, every, checkpoint_dir,
                                  run_dir, json_out, start, start_note, env_devices, num_devices,
                                  cpu_threads_note, cpu_vectors_note, reporter)
     finally:
-        if reporter is not None:
-            reporter.close()
+        reporter.close()
+
+
+def _remove_if_empty(*directories: Path | None) -> None:
+    """Remove each of ``directories`` that is empty (made by the path checks
+    of a run that was then refused)."""
+    for directory in directories:
+        try:
+            if directory is not None:
+                directory.rmdir()
+        except OSError:  # not empty, or gone: left as it is
+            pass
 
 
 def _train_and_report(args, config, trainer, keys, params, obs_norm, every, checkpoint_dir, run_dir,
@@ -442,10 +467,9 @@ def _train_and_report(args, config, trainer, keys, params, obs_norm, every, chec
                         if run_.resumed_from is not None else "")
         resumed_note += f" | checkpoints {run_.save_s:.2f} s in {checkpoint_dir}"
     PROGRESS.update(done=config.num_updates)
-    if reporter is not None:
-        if reporter.last is None:  # nothing came live (--no-progress)
-            reporter.replay(result.metrics)
-        reporter.close()  # the progress bar ends before the results print
+    if reporter.last is None:  # nothing came live (--no-progress)
+        reporter.replay(result.metrics)
+    reporter.close()  # the progress bar ends before the results print
     finals = final_return(result.metrics)
     evals = None
     if args.eval_episodes:

@@ -276,11 +276,13 @@ def test_a_process_whose_failure_leaves_a_thread_running_still_exits(tmp_path):
     (["--env", "MNISTBandit-bsuite", "--total-timesteps", "64"], r"downloads the MNIST dataset"),
 ], ids=["huge-batch", "huge-seeds", "huge-layer", "batch-over-int32", "env-int32", "env-inf", "env-nan",
         "needs-network"])
-def test_sizes_and_env_params_past_the_machine_are_refused_before_compiling(capsys, flags, message):
+def test_sizes_and_env_params_past_the_machine_are_refused_before_compiling(capsys, tmp_path, flags,
+                                                                           message):
     if "MNISTBandit-bsuite" in flags and Path("/tmp/mnist/train-images-idx3-ubyte.gz").exists():
         pytest.skip("MNIST is downloaded here")
-    code, err = _cli_error(capsys, [*SMALL, *flags])
+    code, err = _cli_error(capsys, [*SMALL, *flags, "--run-dir", str(tmp_path / "run")])
     assert code == 2 and re.search(message, err), err
+    assert not (tmp_path / "run").exists()  # a refused run leaves no empty run directory
 
 
 def test_hyperparams_validate_names_a_non_numeric_field():
@@ -343,8 +345,9 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, checkpoints):
     proc, err_file = _start(argv, tmp_path, "sigint")
     if checkpoints:
         _wait_for(lambda: latest_step(directory) is not None if directory.is_dir() else False, proc)
-    else:  # wait until the compiled run is under way
-        _wait_for(lambda: time.sleep(5) or True, proc)
+    else:  # wait until the compiled run is under way: its first report is written
+        csv_file = run_dir / "metrics.csv"
+        _wait_for(lambda: csv_file.exists() and len(csv_file.read_text().splitlines()) >= 2, proc)
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=60)
