@@ -179,7 +179,9 @@ def parse_args(argv: list[str]) -> Args:
     first.add_argument("--config", dest="config_file", default=None)
     known, rest = first.parse_known_args(argv)
     default = read_run_config(known.config_file) if known.config_file else default_args(argv)
-    return tyro.cli(Args, args=rest, default=default, description=__doc__.splitlines()[0])
+    description = (__doc__.splitlines()[0] + " Also: 'eval RUN_DIR' plays a trained run's policy "
+                   "and draws a GIF; 'plot RUN_DIR...' overlays runs (each with --help).")
+    return tyro.cli(Args, args=rest, default=default, description=description)
 
 
 def resolve_env_devices(choice: str, num_seeds: int, config: PPOConfig) -> int:
