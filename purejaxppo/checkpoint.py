@@ -315,9 +315,7 @@ def save_checkpoint(
         latest = own.latest_step()
         _check_step_after(latest, step, directory)
         if latest is not None:
-            bad = verify_checkpoint(directory, latest)
-            if bad is not None:
-                raise CheckpointError(bad)
+            _check_intact(directory, latest)
             saved = own.restore(latest, args=ocp.args.Composite(run=ocp.args.JsonRestore())).run
             where = f"checkpoint {directory}/{latest}"
             if saved.get("format") != FORMAT:
@@ -487,6 +485,13 @@ def verify_checkpoint(directory: str | Path, step: int) -> BadCheckpoint | None:
     return None
 
 
+def _check_intact(directory: str | Path, step: int) -> None:
+    """`CheckpointError` unless the checkpoint of ``step`` passes `verify_checkpoint`."""
+    bad = verify_checkpoint(directory, step)
+    if bad is not None:
+        raise CheckpointError(bad)
+
+
 def _check_format(step_dir: Path) -> None:
     """A `ValueError` if ``step_dir`` reads as a whole checkpoint of another
     format (written by another version, hence without checksums)."""
@@ -598,9 +603,8 @@ def restore_checkpoint(
                 f"(steps there: {sorted(available) or 'none'})"
             )
         step = max(available) if step is None else step
-        bad = verify_checkpoint(directory, step) if verify else None
-        if bad is not None:
-            raise CheckpointError(bad)
+        if verify:
+            _check_intact(directory, step)
         record = manager.restore(step, args=ocp.args.Composite(run=ocp.args.JsonRestore())).run
         if record.get("format") != FORMAT:
             raise ValueError(f"checkpoint {directory}/{step} has format {record.get('format')!r}; "
@@ -949,9 +953,11 @@ def train_with_checkpoints(
                 state, metrics = timed(compiled(("updates", n), chunk, state, hp, offset), state, hp, offset)
                 state = jax.device_put(state, sharding)  # as placed as a restored one (see above)
                 so_far = _append(so_far, metrics)
-                start = time.perf_counter()
-                sealer = sealer and sealer.finish()
-                save_s += time.perf_counter() - start
+                if sealer is not None:  # the previous write ran beside this chunk
+                    start = time.perf_counter()
+                    sealer.finish()
+                    sealer = None
+                    save_s += time.perf_counter() - start
                 divergence = first_nonfinite(so_far) if stop_on_nonfinite else None
                 if divergence is not None:
                     raise NonFiniteError(divergence, last_good, str(directory), so_far)

@@ -33,8 +33,7 @@ def nonfinite_flags(loss: jax.Array, grad_norm: jax.Array, params: Any) -> jax.A
     The parameters are checked through their sum, which is finite exactly
     when every parameter is (NaN and Inf propagate), short of values so
     large that the sum overflows float32, a run diverged too. One sum per
-    leaf compiles faster than a finiteness test per element (0.1 s against
-    0.15-0.27 s more compile time on the CartPole default)."""
+    leaf compiles faster than a finiteness test per element."""
     total = sum(jnp.sum(x, dtype=jnp.float32) for x in jax.tree.leaves(params))
     bad = (~jnp.isfinite(loss), ~jnp.isfinite(grad_norm), ~jnp.isfinite(total))
     return sum(b.astype(jnp.int32) << i for i, b in enumerate(bad))

@@ -15,6 +15,41 @@ from purejaxppo.networks import make_network
 from purejaxppo.normalization import RunningMeanStd
 
 
+def make_acting(config: PPOConfig, num_envs: int, deterministic: bool = True):
+    """How a trained policy plays ``num_envs`` envs: ``(vec_env, max_steps,
+    act)``, with ``act(params, normalize, obs, env_state, key) -> StepOut``
+    one env step after the policy's action, the greedy one
+    (``deterministic``) or a sample, on ``normalize(obs)``. `make_evaluate`
+    and `purejaxppo.render` both play through it."""
+    env, env_params, spec = make_env(config.env_name, config.env_kwargs, config.env_params)
+    vec_env = VecEnv(env, env_params, spec, num_envs)
+    network = make_network(spec, config.hidden_sizes, config.activation, config.torso, config.cnn_channels)
+
+    def act(params: Any, normalize, obs: jax.Array, env_state: Any, key: jax.Array):
+        act_key, env_key = jax.random.split(key)
+        dist = network.apply(params, normalize(obs), method=network.policy)
+        action = dist.mode() if deterministic else dist.sample(act_key)
+        return vec_env.step(env_key, env_state, action)
+
+    return vec_env, int(np.asarray(env_params.max_steps_in_episode)), act
+
+
+def observation_normalizer(config: PPOConfig, obs_norm: RunningMeanStd | None, obs_clip=None):
+    """What the policy's observations go through: ``obs_norm``'s
+    normalisation clipped at ``obs_clip`` (default ``config.obs_clip``) with
+    ``config.normalize_obs``, where ``obs_norm`` is then required; else the
+    identity."""
+    if not config.normalize_obs:
+        return lambda obs: obs
+    if obs_norm is None:
+        raise ValueError(
+            "config.normalize_obs is set: pass the run's observation statistics "
+            "(train_state.obs_norm, or restore_policy(...).obs_norm)"
+        )
+    clip = config.obs_clip if obs_clip is None else obs_clip
+    return lambda obs: obs_norm.normalize(obs, clip)
+
+
 def make_evaluate(config: PPOConfig, num_episodes: int = 16, deterministic: bool = True):
     """Build ``evaluate(params, rng, obs_norm=None, obs_clip=None) -> returns (num_episodes,)``.
 
@@ -30,30 +65,18 @@ def make_evaluate(config: PPOConfig, num_episodes: int = 16, deterministic: bool
     """
     if not isinstance(num_episodes, int) or num_episodes <= 0:
         raise ValueError(f"num_episodes must be a positive int, got {num_episodes!r}")
-    env, env_params, spec = make_env(config.env_name, config.env_kwargs, config.env_params)
-    vec_env = VecEnv(env, env_params, spec, num_episodes)
-    network = make_network(spec, config.hidden_sizes, config.activation, config.torso, config.cnn_channels)
-    max_steps = int(np.asarray(env_params.max_steps_in_episode))
+    vec_env, max_steps, act = make_acting(config, num_episodes, deterministic)
 
     def evaluate(
         params: Any, rng: jax.Array, obs_norm: RunningMeanStd | None = None, obs_clip=None
     ) -> jax.Array:
-        if config.normalize_obs and obs_norm is None:
-            raise ValueError(
-                "config.normalize_obs is set: pass the trained observation statistics, "
-                "evaluate(params, rng, train_state.obs_norm)"
-            )
-        clip = config.obs_clip if obs_clip is None else obs_clip
-        normalize = (lambda o: obs_norm.normalize(o, clip)) if config.normalize_obs else (lambda o: o)
+        normalize = observation_normalizer(config, obs_norm, obs_clip)
         reset_key, rng = jax.random.split(rng)
         obs, env_state = vec_env.reset(reset_key)
 
         def step(carry, key):
             obs, env_state, returns, active = carry
-            act_key, env_key = jax.random.split(key)
-            dist = network.apply(params, normalize(obs), method=network.policy)
-            action = dist.mode() if deterministic else dist.sample(act_key)
-            out = vec_env.step(env_key, env_state, action)
+            out = act(params, normalize, obs, env_state, key)
             returns = returns + jnp.where(active, out.reward, 0.0)
             active = active & ~(out.terminated | out.truncated)
             return (out.obs, out.env_state, returns, active), None

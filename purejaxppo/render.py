@@ -31,9 +31,8 @@ import jax
 import numpy as np
 
 from purejaxppo.config import PPOConfig
-from purejaxppo.envs import VecEnv, make_env
-from purejaxppo.evaluation import make_evaluate
-from purejaxppo.networks import make_network
+from purejaxppo.envs import make_env
+from purejaxppo.evaluation import make_acting, make_evaluate, observation_normalizer
 from purejaxppo.normalization import RunningMeanStd
 from purejaxppo.paths import output_file
 
@@ -54,17 +53,6 @@ def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name}={value!r}; allowed: an int >= 1")
     return int(value)
-
-
-def _obs_norm(config: PPOConfig, obs_norm: RunningMeanStd | None) -> RunningMeanStd | None:
-    """The statistics the policy acts through: required with
-    ``normalize_obs``, unused (None) without it."""
-    if not config.normalize_obs:
-        return None
-    if obs_norm is None:
-        raise ValueError("config.normalize_obs is set: pass the run's observation statistics "
-                         "(restore_policy(...).obs_norm, or train_state.obs_norm)")
-    return obs_norm
 
 
 @functools.lru_cache(maxsize=16)
@@ -90,35 +78,26 @@ def play(
     """
     episodes = _positive_int("episodes", episodes)
     evaluate = _compiled_evaluate(config, episodes, bool(greedy))
-    return np.asarray(evaluate(params, key, _obs_norm(config, obs_norm)))
-
-
-def _env_limit(env_params: Any) -> int:
-    return int(np.asarray(env_params.max_steps_in_episode))
+    observation_normalizer(config, obs_norm)  # obs_norm required with normalize_obs: a clear error
+    return np.asarray(evaluate(params, key, obs_norm if config.normalize_obs else None))
 
 
 @functools.lru_cache(maxsize=16)
 def _compiled_record(config: PPOConfig, greedy: bool, steps: int):
     """A jitted ``record(params, key, obs_norm) -> (states, rewards, dones)``
-    of ``steps`` steps of one env: states ``(steps, 1, ...)`` (each the state
-    the step's action was taken in), rewards and dones ``(steps,)``."""
-    env, env_params, spec = make_env(config.env_name, config.env_kwargs, config.env_params)
-    vec_env = VecEnv(env, env_params, spec, 1)
-    network = make_network(spec, config.hidden_sizes, config.activation, config.torso,
-                           config.cnn_channels)
+    of ``steps`` steps of one env, played as `make_evaluate` plays (the same
+    keys): states ``(steps, 1, ...)`` (each the state the step's action was
+    taken in), rewards and dones ``(steps,)``."""
+    vec_env, _, act = make_acting(config, 1, greedy)
 
     def record(params, key, obs_norm):
-        normalize = ((lambda o: obs_norm.normalize(o, config.obs_clip))
-                     if config.normalize_obs else (lambda o: o))
+        normalize = observation_normalizer(config, obs_norm)
         reset_key, rng = jax.random.split(key)
         obs, env_state = vec_env.reset(reset_key)
 
         def step(carry, step_key):
             obs, env_state = carry
-            act_key, env_key = jax.random.split(step_key)
-            dist = network.apply(params, normalize(obs), method=network.policy)
-            action = dist.mode() if greedy else dist.sample(act_key)
-            out = vec_env.step(env_key, env_state, action)
+            out = act(params, normalize, obs, env_state, step_key)
             done = out.terminated[0] | out.truncated[0]
             return (out.obs, out.env_state), (env_state, out.reward[0], done)
 
@@ -150,10 +129,11 @@ def record_episode(
     One compiled `lax.scan` of ``max_steps`` steps (compiled once per
     config, ``greedy`` and ``max_steps``), cut on the host.
     """
-    env, env_params, _ = make_env(config.env_name, config.env_kwargs, config.env_params)
-    steps = _env_limit(env_params) if max_steps is None else _positive_int("max_steps", max_steps)
+    _, env_limit, _ = make_acting(config, 1)
+    steps = env_limit if max_steps is None else _positive_int("max_steps", max_steps)
+    observation_normalizer(config, obs_norm)  # obs_norm required with normalize_obs: a clear error
     record = _compiled_record(config, bool(greedy), steps)
-    states, rewards, dones = jax.device_get(record(params, key, _obs_norm(config, obs_norm)))
+    states, rewards, dones = jax.device_get(record(params, key, obs_norm if config.normalize_obs else None))
     ended = np.flatnonzero(dones)
     length = int(ended[0]) + 1 if ended.size else steps
     per_step = [jax.tree.map(lambda x, t=t: np.asarray(x[t, 0]), states) for t in range(length)]

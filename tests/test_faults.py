@@ -26,6 +26,7 @@ import pytest
 
 from purejaxppo import HyperParams, PPOConfig, make_train
 from purejaxppo.checkpoint import (
+    BadCheckpoint,
     CheckpointError,
     CheckpointWarning,
     latest_step,
@@ -294,8 +295,7 @@ def test_hyperparams_validate_names_a_non_numeric_field():
 def test_every_error_is_one_line_with_its_exit_status():
     assert exit_code(ValueError("x")) == 2 and exit_code(KeyError("x")) == 2
     assert exit_code(OverflowError("x")) == 2 and exit_code(OSError(28, "No space left")) == 1
-    assert exit_code(CheckpointError(__import__("purejaxppo.checkpoint").checkpoint.BadCheckpoint(
-        3, "f", "missing"))) == 1
+    assert exit_code(CheckpointError(BadCheckpoint(3, "f", "missing"))) == 1
     XlaRuntimeError = type("XlaRuntimeError", (RuntimeError,), {})  # as jaxlib names it
     long = XlaRuntimeError("RESOURCE_EXHAUSTED: Out of memory\nwhile allocating\nmore lines")
     assert exit_code(long) == 1 and exit_code(RuntimeError("cannot change the pool")) == 2
