@@ -1,4 +1,5 @@
-"""Actor and critic networks (flax linen), separate MLPs with orthogonal init.
+"""Actor and critic networks (flax linen), separate MLPs with orthogonal init,
+and their recurrent form: a GRU between the torso and the heads.
 
 Initialisation follows the PPO implementation details: orthogonal weights with
 gain sqrt(2) in hidden layers, 0.01 on the policy head, 1.0 on the value head,
@@ -21,6 +22,7 @@ import jax.numpy as jnp
 
 from purejaxppo.distributions import Categorical, DiagGaussian
 from purejaxppo.envs import EnvSpec
+from purejaxppo.fast.gru_sequence import gru_sequence
 from purejaxppo.fast.im2col import conv_valid
 from purejaxppo.fast.transposed_matmul import matmul
 
@@ -176,6 +178,180 @@ class ActorCritic(nn.Module):
         return self.policy(obs), self.value(obs)
 
 
+def gru_cell(h: jax.Array, gi: jax.Array, recurrent_kernel: jax.Array,
+             recurrent_bias: jax.Array, transposed_grad: bool = False) -> jax.Array:
+    """One GRU step (Cho et al., 2014), the gates of `flax.linen.GRUCell`::
+
+        r  = sigmoid(x W_ir + b_ir + h W_hr)
+        z  = sigmoid(x W_iz + b_iz + h W_hz)
+        n  = tanh(x W_in + b_in + r * (h W_hn + b_hn))
+        h' = (1 - z) * n + z * h
+
+    Args:
+        h: the hidden state (..., H).
+        gi: the input's projection ``x [W_ir W_iz W_in] + [b_ir b_iz b_in]``
+            (..., 3H), computed for a whole sequence at once by `GRU`.
+        recurrent_kernel: ``[W_hr W_hz W_hn]``, (H, 3H).
+        recurrent_bias: ``b_hn``, (H,).
+    Returns:
+        h' (..., H).
+    """
+    size = h.shape[-1]
+    gh = matmul(h, recurrent_kernel, transposed_grad)
+    r = jax.nn.sigmoid(gi[..., :size] + gh[..., :size])
+    z = jax.nn.sigmoid(gi[..., size : 2 * size] + gh[..., size : 2 * size])
+    n = jnp.tanh(gi[..., 2 * size :] + r * (gh[..., 2 * size :] + recurrent_bias))
+    return (1.0 - z) * n + z * h
+
+
+def gate_orthogonal(gain: float = 1.0) -> Callable:
+    """An initializer of (H, 3H) recurrent kernels: each gate's (H, H) block
+    orthogonal, as three `flax.linen.GRUCell` recurrent kernels."""
+    base = nn.initializers.orthogonal(gain)
+
+    def init(key, shape, dtype=jnp.float32):
+        rows, cols = shape
+        blocks = [base(k, (rows, cols // 3), dtype) for k in jax.random.split(key, 3)]
+        return jnp.concatenate(blocks, axis=-1)
+
+    return init
+
+
+GRU_GAIN = 1.0
+
+
+class GRU(nn.Module):
+    """A GRU over a time-major sequence, reset where an episode starts.
+
+    Input ``(h0, x, starts)``: the hidden state before the sequence (B, H),
+    the inputs (T, B, F) and the episode starts (T, B) bool (or None: no
+    reset). Before step t, ``h`` is zeroed where ``starts[t]``. Returns
+    every step's hidden state (T, B, H).
+
+    The input projection of all T steps is one matmul before the time loop;
+    only ``h @ recurrent_kernel`` runs inside it (`gru_cell`). With
+    ``fast_backward`` (the default) a sequence goes through
+    `purejaxppo.fast.gru_sequence`, the same loop with a hand-written
+    backward pass; else through a plain `jax.lax.scan`. Parameters:
+    ``kernel`` (F, 3H) and ``bias`` (3H,) of the input, ``recurrent_kernel``
+    (H, 3H), ``recurrent_bias`` (H,): the twelve of a `flax.linen.GRUCell`
+    (ir, iz, in; hr, hz, hn), gates concatenated in that order.
+    """
+
+    features: int
+    transposed_grad: bool = False
+    fast_backward: bool = True
+
+    @nn.compact
+    def __call__(self, h0: jax.Array, x: jax.Array, starts: jax.Array | None = None) -> jax.Array:
+        size = self.features
+        kernel = self.param("kernel", nn.initializers.orthogonal(GRU_GAIN), (x.shape[-1], 3 * size))
+        bias = self.param("bias", nn.initializers.zeros, (3 * size,))
+        recurrent_kernel = self.param("recurrent_kernel", gate_orthogonal(GRU_GAIN), (size, 3 * size))
+        recurrent_bias = self.param("recurrent_bias", nn.initializers.zeros, (size,))
+        gi = matmul(x, kernel, self.transposed_grad) + bias
+
+        def step(h, inputs):
+            gi_t, start_t = inputs
+            if start_t is not None:
+                h = jnp.where(start_t[..., None], jnp.zeros_like(h), h)
+            h = gru_cell(h, gi_t, recurrent_kernel, recurrent_bias, self.transposed_grad)
+            return h, h
+
+        if x.shape[0] == 1:  # one step (acting): no loop
+            return step(h0, (gi[0], None if starts is None else starts[0]))[1][None]
+        if self.fast_backward:
+            starts = jnp.zeros(gi.shape[:-1], bool) if starts is None else starts
+            return gru_sequence(h0, gi, starts, recurrent_kernel, recurrent_bias)
+        return jax.lax.scan(step, h0, (gi, starts))[1]
+
+
+class RecurrentActorCritic(nn.Module):
+    """Torso (MLP or CNN), then a GRU, then the actor and critic heads.
+
+    The hidden state has shape (..., cores, recurrent_size): one core
+    (``shared_core``: one torso and one GRU feed both heads) or two (the
+    actor's torso and GRU, then the critic's, as `ActorCritic` keeps them
+    apart). It is zeroed where an episode starts.
+
+    Methods (``network.apply(params, ..., method=...)``):
+        step(obs (B, *obs_shape), hidden (B, C, H)) -> (hidden', distribution):
+            one acting step; ``hidden`` is the state before it (already
+            zeroed at an episode's start), ``hidden'`` after it.
+        hidden_values(hidden (..., C, H)) -> V (...): the value of the
+            observation whose step ended in ``hidden``.
+        bootstrap_values(hidden (..., C, H), obs (..., *obs_shape)) -> V (...):
+            the value of ``obs`` seen one step after ``hidden`` in the same
+            episode (the final observation of a truncated episode).
+        __call__(obs (B, T, *obs_shape), starts (B, T), hidden0 (B, C, H))
+            -> (distribution, values) over (B, T): B sequences replayed
+            from their stored hidden state, reset where ``starts``.
+    """
+
+    spec: EnvSpec
+    hidden_sizes: Sequence[int] = (64, 64)
+    activation: str = "tanh"
+    torso: str = "mlp"
+    cnn_channels: Sequence[int] = (16,)
+    transposed_grad: bool = False
+    recurrent_size: int = 128
+    shared_core: bool = True
+
+    @property
+    def cores(self) -> int:
+        return 1 if self.shared_core else 2
+
+    def initial_hidden(self, batch: int) -> jax.Array:
+        """The hidden state of ``batch`` envs at an episode's start: zeros (batch, C, H)."""
+        return jnp.zeros((batch, self.cores, self.recurrent_size), jnp.float32)
+
+    def setup(self):
+        if self.torso == "cnn":
+            make = lambda: CNN(self.cnn_channels, self.hidden_sizes, self.activation, self.transposed_grad)
+        else:
+            obs_ndim = len(self.spec.obs_shape)
+            make = lambda: MLP(self.hidden_sizes, self.activation, obs_ndim, self.transposed_grad)
+        self.torsos = [make() for _ in range(self.cores)]
+        self.grus = [GRU(self.recurrent_size, self.transposed_grad) for _ in range(self.cores)]
+        self.policy_head = _dense(self.spec.action_dim, POLICY_GAIN, self.transposed_grad)
+        self.value_head = _dense(1, VALUE_GAIN, self.transposed_grad)
+        if not self.spec.discrete:
+            self.log_std = self.param("log_std", nn.initializers.zeros, (self.spec.action_dim,))
+
+    def _unroll(self, h0: jax.Array, obs: jax.Array, starts: jax.Array | None) -> jax.Array:
+        """Time-major: obs (T, B, ...), h0 (B, C, H) -> hidden states (T, B, C, H)."""
+        return jnp.stack(
+            [gru(h0[..., c, :], torso(obs), starts)
+             for c, (torso, gru) in enumerate(zip(self.torsos, self.grus))],
+            axis=-2,
+        )
+
+    def _distribution(self, hidden: jax.Array):
+        out = self.policy_head(hidden[..., 0, :])
+        if self.spec.discrete:
+            return Categorical(logits=out)
+        return DiagGaussian(mean=out, log_std=jnp.broadcast_to(self.log_std, out.shape))
+
+    def hidden_values(self, hidden: jax.Array) -> jax.Array:
+        return self.value_head(hidden[..., -1, :])[..., 0]
+
+    def step(self, obs: jax.Array, hidden: jax.Array):
+        new_hidden = self._unroll(hidden, obs[None], None)[0]
+        return new_hidden, self._distribution(new_hidden)
+
+    def bootstrap_values(self, hidden: jax.Array, obs: jax.Array) -> jax.Array:
+        lead = hidden.shape[:-2]
+        flat_hidden = hidden.reshape((-1,) + hidden.shape[-2:])
+        flat_obs = obs.reshape((-1,) + obs.shape[len(lead):])
+        after = self._unroll(flat_hidden, flat_obs[None], None)[0]
+        return self.hidden_values(after).reshape(lead)
+
+    def __call__(self, obs: jax.Array, starts: jax.Array, hidden0: jax.Array):
+        time_major = lambda x: jnp.swapaxes(x, 0, 1)
+        hidden = time_major(self._unroll(hidden0, time_major(obs), time_major(starts)))
+        return self._distribution(hidden), self.hidden_values(hidden)
+
+
 def make_network(
     spec: EnvSpec,
     hidden_sizes: Sequence[int],
@@ -183,7 +359,10 @@ def make_network(
     torso: str = "auto",
     cnn_channels: Sequence[int] = (16,),
     transposed_grad: bool = False,
-) -> ActorCritic:
+    recurrent: str | None = None,
+    recurrent_size: int = 128,
+    recurrent_core: str = "shared",
+) -> ActorCritic | RecurrentActorCritic:
     """The actor-critic for an environment; the head follows its action space
     and the torso (``"auto"``) its observation shape. ``transposed_grad``
     (`matmul`) changes how the kernels' gradients are computed, never the
@@ -194,6 +373,10 @@ def make_network(
     spatial side, so ``len(cnn_channels)`` must leave at least one pixel: a
     ``ValueError`` otherwise (with none left, the torso's output would not
     depend on the observation at all).
+
+    ``recurrent="gru"`` makes the `RecurrentActorCritic` (a GRU of
+    ``recurrent_size`` units after the torso; ``recurrent_core`` "shared" or
+    "separate" for the actor and the critic).
     """
     torso = resolve_torso(torso, spec.obs_shape)
     if torso == "cnn" and 2 * len(cnn_channels) >= min(spec.obs_shape[:2]):
@@ -201,6 +384,17 @@ def make_network(
             f"cnn_channels={tuple(cnn_channels)} has {len(cnn_channels)} 3x3 VALID convolutions, "
             f"which leave no pixel of the {spec.obs_shape[0]}x{spec.obs_shape[1]} observation; "
             f"allowed: at most {(min(spec.obs_shape[:2]) - 1) // 2} layers"
+        )
+    if recurrent is not None:
+        return RecurrentActorCritic(
+            spec=spec,
+            hidden_sizes=tuple(hidden_sizes),
+            activation=activation,
+            torso=torso,
+            cnn_channels=tuple(cnn_channels),
+            transposed_grad=transposed_grad,
+            recurrent_size=recurrent_size,
+            shared_core=recurrent_core == "shared",
         )
     return ActorCritic(
         spec=spec,

@@ -17,4 +17,5 @@ every benchmark case goes.
 * `im2col`: 3x3 convolutions as one matmul.
 * `orthogonal_init`: the orthogonal init from one draw, no LAPACK.
 * `lazy_gymnax`: gymnax's plotting imports deferred (start-up time).
+* `gru_sequence`: a GRU's backward pass with the weight gradients after the loop.
 """

@@ -25,13 +25,15 @@ import jax.numpy as jnp
 
 from purejaxppo.fast.random_draws import normal_from_bits
 from purejaxppo.fast.straight_threefry import straight
-from purejaxppo.networks import HIDDEN_GAIN, POLICY_GAIN, VALUE_GAIN
+from purejaxppo.networks import GRU_GAIN, HIDDEN_GAIN, POLICY_GAIN, VALUE_GAIN
 
 
 def kernel_gain(path: Sequence[str]) -> float:
     """The orthogonal-init gain of the kernel at ``path`` in `ActorCritic`'s
-    params: 0.01 in the policy head, 1.0 in the value head, sqrt(2) elsewhere
-    (the torsos' Dense and Conv3x3 layers)."""
+    params: 0.01 in the policy head, 1.0 in the value head and a GRU, sqrt(2)
+    elsewhere (the torsos' Dense and Conv3x3 layers)."""
+    if any(part.startswith("grus") for part in path):
+        return GRU_GAIN
     if "policy_head" in path:
         return POLICY_GAIN
     if "value_head" in path:
@@ -69,14 +71,15 @@ def orthonormal_columns(a: jax.Array) -> jax.Array:
     return jax.lax.fori_loop(0, a.shape[-1], column, jnp.zeros_like(a))
 
 
-def init_params(network: nn.Module, key: jax.Array, obs: jax.Array) -> Any:
-    """Parameters of ``network``, distributed as ``network.init(key, obs)``,
+def init_params(network: nn.Module, key: jax.Array, *inputs: jax.Array) -> Any:
+    """Parameters of ``network``, distributed as ``network.init(key, *inputs)``,
     from one random draw.
 
     Kernels are orthogonal with `kernel_gain` (Haar-distributed: the Q of the
     QR decomposition of a standard Gaussian matrix with diag(R) > 0, as in
-    `jax.nn.initializers.orthogonal`; `orthonormal_columns`); biases and the
-    log-std are 0.
+    `jax.nn.initializers.orthogonal`; `orthonormal_columns`), a GRU's
+    recurrent kernel one orthogonal block per gate; biases and the log-std
+    are 0.
     Any other parameter name is an error. `make_train` initialises with this.
 
     `network.init` draws one Gaussian matrix per layer, and on CPU each draw
@@ -87,38 +90,53 @@ def init_params(network: nn.Module, key: jax.Array, obs: jax.Array) -> Any:
     (for an MLP torso: every kernel, one loop). Only the random stream
     differs from `network.init` (benchmarks/NOTES.md).
     """
-    abstract = jax.eval_shape(network.init, key, obs)
+    abstract = jax.eval_shape(network.init, key, *inputs)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
     paths = [tuple(str(getattr(k, "key", k)) for k in path) for path, _ in leaves]
-    # Kernels grouped by the row count n of their Gaussian draw (n, m): one
-    # Gram-Schmidt loop per group, over the group's widest m. Column j of Q
-    # depends on columns <= j of the draw only, so a narrower kernel takes
-    # the first m columns and has exactly the law of its own (n, m) draw.
-    groups: dict[int, list[int]] = defaultdict(list)
+    # Each orthogonal block to draw: (leaf index, block index, block shape).
+    # A kernel is one block; a GRU's recurrent kernel (H, 3H) is three (H, H)
+    # blocks, one per gate (`purejaxppo.networks.gate_orthogonal`).
+    blocks: list[tuple[int, int, tuple[int, ...]]] = []
     for i, (path, (_, leaf)) in enumerate(zip(paths, leaves)):
         if path[-1] == "kernel":
-            groups[_orthogonal_draw_shape(leaf.shape)[0]].append(i)
-        elif path[-1] not in ("bias", "log_std"):
+            blocks.append((i, 0, tuple(leaf.shape)))
+        elif path[-1] == "recurrent_kernel":
+            rows, cols = leaf.shape
+            blocks.extend((i, b, (rows, cols // 3)) for b in range(3))
+        elif path[-1] not in ("bias", "recurrent_bias", "log_std"):
             raise ValueError(
                 f"init_params: no initialiser for parameter {'/'.join(path)}; "
-                "allowed leaf names: kernel (orthogonal), bias and log_std (zeros)"
+                "allowed leaf names: kernel and recurrent_kernel (orthogonal), bias, "
+                "recurrent_bias and log_std (zeros)"
             )
+    # Blocks grouped by the row count n of their Gaussian draw (n, m): one
+    # Gram-Schmidt loop per group, over the group's widest m. Column j of Q
+    # depends on columns <= j of the draw only, so a narrower block takes
+    # the first m columns and has exactly the law of its own (n, m) draw.
+    groups: dict[int, list[int]] = defaultdict(list)
+    for j, (_, _, shape) in enumerate(blocks):
+        groups[_orthogonal_draw_shape(shape)[0]].append(j)
     widths = {
-        n: max(_orthogonal_draw_shape(leaves[i][1].shape)[1] for i in idx)
+        n: max(_orthogonal_draw_shape(blocks[j][2])[1] for j in idx)
         for n, idx in groups.items()
     }
     sizes = [len(idx) * n * widths[n] for n, idx in groups.items()]
     bits = jax.random.bits(straight(key), (max(sum(sizes), 1),), jnp.uint32)
     gaussian = normal_from_bits(bits)
-    values = [jnp.zeros(leaf.shape, leaf.dtype) for _, leaf in leaves]
+    drawn: dict[tuple[int, int], jax.Array] = {}
     offset = 0
     for (n, idx), size in zip(groups.items(), sizes):
         a = gaussian[offset : offset + size].reshape(len(idx), n, widths[n])
         offset += size
         q = orthonormal_columns(a)
-        for j, i in enumerate(idx):
-            shape = leaves[i][1].shape
+        for k, j in enumerate(idx):
+            i, b, shape = blocks[j]
             m = _orthogonal_draw_shape(shape)[1]
-            w = q[j, :, :m] if math.prod(shape[:-1]) >= shape[-1] else q[j, :, :m].T
-            values[i] = (kernel_gain(paths[i]) * w.reshape(shape)).astype(leaves[i][1].dtype)
+            w = q[k, :, :m] if math.prod(shape[:-1]) >= shape[-1] else q[k, :, :m].T
+            drawn[i, b] = kernel_gain(paths[i]) * w.reshape(shape)
+    values = []
+    for i, (_, leaf) in enumerate(leaves):
+        parts = [drawn[i, b] for b in range(3) if (i, b) in drawn]
+        value = jnp.concatenate(parts, axis=-1) if parts else jnp.zeros(leaf.shape)
+        values.append(value.astype(leaf.dtype))
     return jax.tree_util.tree_unflatten(treedef, values)
