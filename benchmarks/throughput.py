@@ -491,7 +491,7 @@ def run_case(overrides: dict, seeds: int, repeats: int, rates: dict | None) -> d
         "steps_per_s": steps / run_s,
     }
 
-    env, env_params, spec = make_env(config.env_name, config.env_kwargs, config.env_params)
+    env, env_params, spec = make_env(config.env_name, config.env_kwargs, config.env_params, config.obs_features)
     # With the envs split over devices, each device's share, as its training runs them.
     env_devices = getattr(train, "env_devices", None) or [jax.devices()[0]]
     num_envs = config.num_envs // len(env_devices)
@@ -579,7 +579,7 @@ def case_cost(config) -> dict:
     from purejaxppo.envs import VecEnv, make_env
     from flops import cost_per_env_step
 
-    env, env_params, spec = make_env(config.env_name, config.env_kwargs, config.env_params)
+    env, env_params, spec = make_env(config.env_name, config.env_kwargs, config.env_params, config.obs_features)
     return cost_per_env_step(config, spec, VecEnv(env, env_params, spec, config.num_envs).truncation_period())
 
 

@@ -43,6 +43,8 @@ AUTO_GRAD_CHUNK = 8192  # the CPU chunk size grad_chunk_size=None aims at
 ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "elu", "leaky_relu")
 POLICY_OBJECTIVES = ("clip", "kl_penalty", "pg")
 TORSOS = ("auto", "mlp", "cnn")
+RECURRENT = (None, "gru")
+RECURRENT_CORES = ("shared", "separate")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -62,7 +64,13 @@ class PPOConfig:
         num_envs: parallel environments stepped in lockstep.
         num_steps: steps per env per rollout (the rollout length T).
         update_epochs: passes (K) over each rollout batch.
-        num_minibatches: minibatches per epoch; must divide ``batch_size``.
+        num_minibatches: minibatches per epoch; must divide ``batch_size``
+            (and ``num_envs`` with ``recurrent``: minibatches of whole env
+            sequences).
+        obs_features: the indices of the features of a flat observation
+            the policy sees, e.g. ``(0, 2)`` for CartPole's cart position
+            and pole angle without their velocities (a partially observed
+            task); None, the default, sees them all.
 
     Optimisation (numeric, traced):
         lr: Adam learning rate (Adam's eps is 1e-5).
@@ -125,6 +133,16 @@ class PPOConfig:
             ``"auto"``: the CNN for 3-D observations such as MinAtar's
             10x10xC, the MLP otherwise.
         cnn_channels: output channels of each convolution of the CNN torso.
+        recurrent: None (a feed-forward policy) or ``"gru"``: the torso
+            feeds a GRU of ``recurrent_size`` units whose state is carried
+            through the rollout, zeroed at every episode start, and the
+            update replays each env's sequence from the state stored at the
+            rollout's start (`purejaxppo.networks.RecurrentActorCritic`,
+            docs/recurrent.md).
+        recurrent_size: the GRU's units.
+        recurrent_core: ``"shared"`` (one torso and GRU feed both heads)
+            or ``"separate"`` (the actor and the critic each have their
+            own, as the feed-forward networks do).
 
     Performance (static; the maths is the same, up to float summation order):
         grad_chunk_size: samples per chunk of a minibatch's gradient, which
@@ -177,6 +195,10 @@ class PPOConfig:
     activation: str = "tanh"
     torso: Literal["auto", "mlp", "cnn"] = "auto"
     cnn_channels: tuple[int, ...] = (16,)
+    recurrent: Literal["gru"] | None = None
+    recurrent_size: int = 128
+    recurrent_core: Literal["shared", "separate"] = "shared"
+    obs_features: tuple[int, ...] | None = None
 
     grad_chunk_size: int | None = None
 
@@ -202,6 +224,8 @@ class PPOConfig:
         """Chunks per minibatch gradient on ``backend`` (see ``grad_chunk_size``)."""
         if self.grad_chunk_size is not None:
             return self.minibatch_size // self.grad_chunk_size
+        if self.recurrent is not None:  # chunks of whole sequences: only where asked
+            return 1
         if backend != "cpu" or self.minibatch_size <= AUTO_GRAD_CHUNK:
             return 1
         chunk = max(d for d in range(1, AUTO_GRAD_CHUNK + 1) if self.minibatch_size % d == 0)
@@ -239,12 +263,12 @@ class PPOConfig:
             v = getattr(self, f.name)
             if isinstance(v, np.generic):
                 object.__setattr__(self, f.name, v.item())
-            elif isinstance(v, (list, tuple)) and f.name in ("hidden_sizes", "cnn_channels"):
+            elif isinstance(v, (list, tuple)) and f.name in _INT_TUPLES:
                 object.__setattr__(self, f.name, [x.item() if isinstance(x, np.generic) else x for x in v])
         for name in ("env_kwargs", "env_params"):
             if isinstance(getattr(self, name), dict):
                 object.__setattr__(self, name, tuple(sorted(getattr(self, name).items())))
-        for name in ("hidden_sizes", "cnn_channels"):
+        for name in _INT_TUPLES:
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
         _validate(self)
@@ -300,6 +324,7 @@ def known_env_names() -> list[str]:
     return list(GYMNAX_ENV_NAMES)
 
 _INT32_MAX = 2**31 - 1
+_INT_TUPLES = ("hidden_sizes", "cnn_channels", "obs_features")
 
 _INT_FIELDS = (
     "total_timesteps",
@@ -427,6 +452,22 @@ def _validate(c: PPOConfig) -> None:
         raise ValueError(
             f"cnn_channels must be a non-empty tuple of positive ints, got {c.cnn_channels!r}"
         )
+    if c.recurrent not in RECURRENT:
+        raise ValueError(f"recurrent={c.recurrent!r} is unknown; allowed: None or 'gru'")
+    if isinstance(c.recurrent_size, bool) or not isinstance(c.recurrent_size, int) or not (
+            0 < c.recurrent_size <= 65_536):
+        raise ValueError(f"recurrent_size={c.recurrent_size!r}; allowed: an int in [1, 65536] "
+                         "(the GRU's units)")
+    if c.recurrent_core not in RECURRENT_CORES:
+        raise ValueError(f"recurrent_core={c.recurrent_core!r} is unknown; allowed: "
+                         f"{', '.join(RECURRENT_CORES)}")
+    if c.obs_features is not None and (
+        not isinstance(c.obs_features, tuple) or not c.obs_features
+        or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in c.obs_features)
+        or len(set(c.obs_features)) != len(c.obs_features)
+    ):
+        raise ValueError(f"obs_features={c.obs_features!r}; allowed: None (every feature) or a "
+                         "non-empty tuple of distinct feature indices >= 0")
     if c.activation not in ACTIVATIONS:
         raise ValueError(
             f"activation={c.activation!r} is unknown; allowed: {', '.join(ACTIVATIONS)}"
@@ -441,6 +482,25 @@ def _validate(c: PPOConfig) -> None:
             f"num_minibatches={c.num_minibatches} must divide batch_size="
             f"num_envs*num_steps={c.num_envs}*{c.num_steps}={c.batch_size}; "
             f"divisors of {c.batch_size} that work: {_minibatch_counts_that_work(c)}"
+        )
+    if c.recurrent is not None and c.num_envs % c.num_minibatches:
+        fits = [d for d in range(1, min(c.num_envs, 64) + 1) if c.num_envs % d == 0]
+        raise ValueError(
+            f"num_minibatches={c.num_minibatches} with recurrent={c.recurrent!r} must divide "
+            f"num_envs={c.num_envs}: a recurrent minibatch holds whole env sequences; "
+            f"allowed: one of {fits}"
+        )
+    if c.recurrent is not None and c.reference_kl:
+        raise ValueError(
+            f"reference_kl=True with recurrent={c.recurrent!r}: the reference policy's own "
+            "hidden states are not carried; allowed: reference_kl=False with a recurrent policy"
+        )
+    if (c.recurrent is not None and c.grad_chunk_size is not None
+            and c.grad_chunk_size % c.num_steps):
+        raise ValueError(
+            f"grad_chunk_size={c.grad_chunk_size} with recurrent={c.recurrent!r} must be a multiple "
+            f"of num_steps={c.num_steps} (chunks of whole sequences); allowed: None or a multiple "
+            f"of {c.num_steps} dividing minibatch_size={c.minibatch_size}"
         )
     if isinstance(c.log_every, bool) or not isinstance(c.log_every, int) or c.log_every < 0:
         raise ValueError(f"log_every={c.log_every!r}; allowed: an int >= 0 (updates between live "

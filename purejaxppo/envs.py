@@ -43,6 +43,9 @@ class EnvSpec:
         obs_num_categories: for a ``Discrete(n)`` observation space, ``n``:
             observations are then one-hot encoded to shape ``(n,)`` (0 for
             Box observation spaces, which pass through as float32).
+        obs_features: the features of a flat Box observation that are
+            kept (``obs_shape`` is then ``(len(obs_features),)``), or None
+            for all of them.
     """
 
     obs_shape: tuple[int, ...] = struct.field(pytree_node=False)
@@ -51,6 +54,7 @@ class EnvSpec:
     action_low: tuple[float, ...] = struct.field(pytree_node=False, default=())
     action_high: tuple[float, ...] = struct.field(pytree_node=False, default=())
     obs_num_categories: int = struct.field(pytree_node=False, default=0)
+    obs_features: tuple[int, ...] | None = struct.field(pytree_node=False, default=None)
 
     @property
     def action_shape(self) -> tuple[int, ...]:
@@ -79,13 +83,17 @@ def make_env(
     env_name: str,
     env_kwargs: tuple[tuple[str, Any], ...] = (),
     env_params: tuple[tuple[str, Any], ...] = (),
+    obs_features: tuple[int, ...] | None = None,
 ):
     """Construct a gymnax environment; return ``(env, env_params, spec)``.
 
     ``env_kwargs`` go to the env's constructor; ``env_params`` replace fields
     of its default ``EnvParams``. A keyword the constructor refuses, an
     unknown field, and a value not of its scalar field's kind (a number, or
-    a bool) are each a ``ValueError`` naming it.
+    a bool) are each a ``ValueError`` naming it. ``obs_features`` keeps only
+    those features of a flat Box observation (`EnvSpec.obs_features`); an
+    index out of range, or an observation that is not a flat Box, is a
+    ``ValueError``.
     """
     import dataclasses
 
@@ -144,9 +152,22 @@ def make_env(
             f"env_name={env_name!r} has a {type(obs_space).__name__} observation "
             "space; purejaxppo supports Box and Discrete observation spaces"
         )
+    if obs_features is not None:
+        if categories or len(obs_shape) != 1:
+            raise ValueError(
+                f"obs_features={obs_features} for {env_name!r}, whose observations are "
+                f"{'Discrete' if categories else f'of shape {obs_shape}'}; allowed: "
+                "obs_features=None, or an env with flat (1-D) Box observations"
+            )
+        if max(obs_features) >= obs_shape[0]:
+            raise ValueError(
+                f"obs_features={obs_features} for {env_name!r}, whose observations have "
+                f"{obs_shape[0]} features; allowed: indices in [0, {obs_shape[0] - 1}]"
+            )
+        obs_shape = (len(obs_features),)
     if isinstance(act_space, spaces.Discrete):
         spec = EnvSpec(obs_shape=obs_shape, discrete=True, action_dim=int(act_space.n),
-                       obs_num_categories=categories)
+                       obs_num_categories=categories, obs_features=obs_features)
     elif isinstance(act_space, spaces.Box):
         shape = tuple(act_space.shape) or (1,)
         if len(shape) != 1:
@@ -164,6 +185,7 @@ def make_env(
             action_low=tuple(float(x) for x in low),
             action_high=tuple(float(x) for x in high),
             obs_num_categories=categories,
+            obs_features=obs_features,
         )
     else:
         raise ValueError(
@@ -268,10 +290,13 @@ class VecEnv:
         return self.encode_obs(unflatten(obs)), jax.tree.map(unflatten, state)
 
     def encode_obs(self, obs: jax.Array) -> jax.Array:
-        """Raw env observations to the network's input: float32, and one-hot
-        over the last axis for a ``Discrete`` observation space."""
+        """Raw env observations to the network's input: float32, one-hot
+        over the last axis for a ``Discrete`` observation space, and only
+        the `EnvSpec.obs_features` where those are given."""
         if self.spec.obs_num_categories:
             return jax.nn.one_hot(obs.astype(jnp.int32), self.spec.obs_num_categories)
+        if self.spec.obs_features is not None:
+            obs = obs[..., jnp.asarray(self.spec.obs_features)]
         return obs.astype(jnp.float32)
 
     def step(self, key: jax.Array, env_state, action: jax.Array) -> VecStep:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -13,25 +13,55 @@ from purejaxppo.config import PPOConfig
 from purejaxppo.envs import VecEnv, make_env
 from purejaxppo.networks import make_network
 from purejaxppo.normalization import RunningMeanStd
+from purejaxppo.rollout import reset_hidden
 
 
-def make_acting(config: PPOConfig, num_envs: int, deterministic: bool = True):
-    """How a trained policy plays ``num_envs`` envs: ``(vec_env, max_steps,
-    act)``, with ``act(params, normalize, obs, env_state, key) -> StepOut``
-    one env step after the policy's action, the greedy one
-    (``deterministic``) or a sample, on ``normalize(obs)``. `make_evaluate`
-    and `purejaxppo.render` both play through it."""
-    env, env_params, spec = make_env(config.env_name, config.env_kwargs, config.env_params)
+class Acting(NamedTuple):
+    """How a trained policy plays (`make_acting`).
+
+    Attributes:
+        vec_env: the ``num_envs`` envs it plays.
+        max_steps: the env's ``max_steps_in_episode``.
+        act: ``act(params, normalize, obs, memory, env_state, key) ->
+            (VecStep, memory)``: one env step after the policy's action, the
+            greedy one or a sample, on ``normalize(obs)``.
+        memory: the policy's memory at the episodes' start: None for a
+            feed-forward policy, the zero GRU state (num_envs, cores, H)
+            for a recurrent one; ``act`` carries it and zeroes it where an
+            episode ends.
+    """
+
+    vec_env: VecEnv
+    max_steps: int
+    act: Callable
+    memory: jax.Array | None
+
+
+def make_acting(config: PPOConfig, num_envs: int, deterministic: bool = True) -> Acting:
+    """How a trained policy plays ``num_envs`` envs (an `Acting`), the
+    greedy action (``deterministic``) or a sampled one. `make_evaluate` and
+    `purejaxppo.render` both play through it."""
+    env, env_params, spec = make_env(config.env_name, config.env_kwargs, config.env_params, config.obs_features)
     vec_env = VecEnv(env, env_params, spec, num_envs)
-    network = make_network(spec, config.hidden_sizes, config.activation, config.torso, config.cnn_channels)
+    network = make_network(spec, config.hidden_sizes, config.activation, config.torso, config.cnn_channels,
+                           recurrent=config.recurrent, recurrent_size=config.recurrent_size,
+                           recurrent_core=config.recurrent_core)
+    recurrent = config.recurrent is not None
 
-    def act(params: Any, normalize, obs: jax.Array, env_state: Any, key: jax.Array):
+    def act(params: Any, normalize, obs: jax.Array, memory, env_state: Any, key: jax.Array):
         act_key, env_key = jax.random.split(key)
-        dist = network.apply(params, normalize(obs), method=network.policy)
+        if recurrent:
+            memory, dist = network.apply(params, normalize(obs), memory, method=network.step)
+        else:
+            dist = network.apply(params, normalize(obs), method=network.policy)
         action = dist.mode() if deterministic else dist.sample(act_key)
-        return vec_env.step(env_key, env_state, action)
+        out = vec_env.step(env_key, env_state, action)
+        if recurrent:
+            memory = reset_hidden(memory, out.terminated | out.truncated)
+        return out, memory
 
-    return vec_env, int(np.asarray(env_params.max_steps_in_episode)), act
+    memory = network.initial_hidden(num_envs) if recurrent else None
+    return Acting(vec_env, int(np.asarray(env_params.max_steps_in_episode)), act, memory)
 
 
 def observation_normalizer(config: PPOConfig, obs_norm: RunningMeanStd | None, obs_clip=None):
@@ -65,7 +95,7 @@ def make_evaluate(config: PPOConfig, num_episodes: int = 16, deterministic: bool
     """
     if not isinstance(num_episodes, int) or num_episodes <= 0:
         raise ValueError(f"num_episodes must be a positive int, got {num_episodes!r}")
-    vec_env, max_steps, act = make_acting(config, num_episodes, deterministic)
+    vec_env, max_steps, act, memory = make_acting(config, num_episodes, deterministic)
 
     def evaluate(
         params: Any, rng: jax.Array, obs_norm: RunningMeanStd | None = None, obs_clip=None
@@ -75,14 +105,14 @@ def make_evaluate(config: PPOConfig, num_episodes: int = 16, deterministic: bool
         obs, env_state = vec_env.reset(reset_key)
 
         def step(carry, key):
-            obs, env_state, returns, active = carry
-            out = act(params, normalize, obs, env_state, key)
+            obs, memory, env_state, returns, active = carry
+            out, memory = act(params, normalize, obs, memory, env_state, key)
             returns = returns + jnp.where(active, out.reward, 0.0)
             active = active & ~(out.terminated | out.truncated)
-            return (out.obs, out.env_state, returns, active), None
+            return (out.obs, memory, out.env_state, returns, active), None
 
-        init = (obs, env_state, jnp.zeros((num_episodes,)), jnp.ones((num_episodes,), bool))
-        (_, _, returns, _), _ = jax.lax.scan(step, init, jax.random.split(rng, max_steps))
+        init = (obs, memory, env_state, jnp.zeros((num_episodes,)), jnp.ones((num_episodes,), bool))
+        (_, _, _, returns, _), _ = jax.lax.scan(step, init, jax.random.split(rng, max_steps))
         return returns
 
     return evaluate

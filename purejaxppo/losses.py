@@ -118,7 +118,14 @@ def normalize(x: jax.Array, eps: float = 1e-8, axis_name: str | None = None) -> 
 
 @struct.dataclass
 class Minibatch:
-    """The rollout data one gradient step sees; every field has leading axis B."""
+    """The rollout data one gradient step sees; every field has leading axis B.
+
+    For a feed-forward policy B samples. For a recurrent one B env
+    sequences of T steps: every field but ``hidden`` has leading axes
+    (B, T), ``starts`` marks the steps that begin an episode inside a
+    sequence, and ``hidden`` (B, cores, H) is each sequence's state at its
+    first step, from which the policy replays it.
+    """
 
     obs: jax.Array
     actions: jax.Array
@@ -126,6 +133,13 @@ class Minibatch:
     values: jax.Array  # V_old(s)
     advantages: jax.Array
     returns: jax.Array  # value targets
+    starts: jax.Array | None = None
+    hidden: jax.Array | None = None
+
+    def inputs(self) -> tuple:
+        """What the network is applied to: ``(obs,)``, or ``(obs, starts,
+        hidden)`` for a recurrent policy."""
+        return (self.obs,) if self.hidden is None else (self.obs, self.starts, self.hidden)
 
 
 @struct.dataclass
@@ -152,8 +166,9 @@ def ppo_loss(
 
     Args:
         params: network parameters being optimised.
-        apply_fn: ``apply_fn(params, obs) -> (distribution, values)``.
-        batch: a `Minibatch` of B samples.
+        apply_fn: ``apply_fn(params, *batch.inputs()) -> (distribution,
+            values)``.
+        batch: a `Minibatch` of B samples (or B sequences).
         hp: the `HyperParams` (clip_eps, vf_coef, ent_coef, kl_coef and
             reference_kl_coef are read).
         static: the `LossStatic` choices.
@@ -168,13 +183,14 @@ def ppo_loss(
         0 and r < 1 - eps: the avoidance of a bad action is capped, zero
         gradient); both fractions are of the whole minibatch.
     """
-    chex.assert_rank([batch.log_probs, batch.values, batch.advantages, batch.returns], 1)
+    sample_axes = 1 if batch.hidden is None else 2
+    chex.assert_rank([batch.log_probs, batch.values, batch.advantages, batch.returns], sample_axes)
     chex.assert_equal_shape(
         [batch.log_probs, batch.values, batch.advantages, batch.returns]
     )
-    chex.assert_equal_shape_prefix([batch.obs, batch.actions, batch.log_probs], 1)
+    chex.assert_equal_shape_prefix([batch.obs, batch.actions, batch.log_probs], sample_axes)
 
-    dist, values = apply_fn(params, batch.obs)
+    dist, values = apply_fn(params, *batch.inputs())
     log_probs = dist.log_prob(batch.actions)
     chex.assert_equal_shape([log_probs, batch.log_probs, values])
     log_ratio = log_probs - batch.log_probs
@@ -201,7 +217,7 @@ def ppo_loss(
 
     diagnostics = {}
     if reference_params is not None:
-        ref_dist, _ = apply_fn(jax.lax.stop_gradient(reference_params), batch.obs)
+        ref_dist, _ = apply_fn(jax.lax.stop_gradient(reference_params), *batch.inputs())
         ref_kl = jnp.mean(ref_dist.kl(dist))
         loss = loss + hp.reference_kl_coef * ref_kl
         diagnostics["reference_kl"] = ref_kl

@@ -8,9 +8,10 @@ estimate counts what one run keeps live during an update, per device:
   Adam's moments, env states and observations, statistics;
 - the rollout: for each of T x N steps, the observation and the observation
   the step ended in, the action, its noise, five scalars, and the drawn
-  reset state (one env state);
+  reset state (one env state), and a recurrent policy's hidden state;
 - the update: the flat batch (a copy of the rollout's samples) and one
-  minibatch's activations and gradients through the actor and critic.
+  minibatch's activations and gradients through the actor and critic (for
+  a recurrent policy, the GRU's gates and states at every step).
 
 It is a lower bound on XLA's peak (which adds its own temporaries), so it
 refuses only runs that cannot fit. `check_memory` raises with the estimate
@@ -105,9 +106,13 @@ def estimate_memory(train, runs_per_device: int = 1) -> MemoryEstimate:
     env_bytes = _bytes(state.env)  # N envs' states and observations
     obs_bytes = 4 * obs_size
     act_bytes = 4 * max(spec.action_dim, 1)
-    per_step = 2 * obs_bytes + 2 * act_bytes + 5 * 4 + env_bytes // N
+    # A recurrent policy's state per env and step (cores x H floats).
+    hidden_bytes = 0 if state.env.hidden is None else 4 * math.prod(state.env.hidden.shape[1:])
+    per_step = 2 * obs_bytes + 2 * act_bytes + 5 * 4 + env_bytes // N + hidden_bytes
     rollout = T * N * per_step
     widths = sum(config.hidden_sizes) + obs_size + spec.action_dim
+    if hidden_bytes:  # the GRU's input projection, gates and state
+        widths += 7 * hidden_bytes // 4
     if resolve_torso(config.torso, spec.obs_shape) == "cnn":
         widths += obs_size * sum(config.cnn_channels)  # the convolutions' feature maps
     minibatch = config.minibatch_size * widths * 4 * 2 * 3  # actor and critic, forward and backward

@@ -88,7 +88,7 @@ def _compiled_record(config: PPOConfig, greedy: bool, steps: int):
     of ``steps`` steps of one env, played as `make_evaluate` plays (the same
     keys): states ``(steps, 1, ...)`` (each the state the step's action was
     taken in), rewards and dones ``(steps,)``."""
-    vec_env, _, act = make_acting(config, 1, greedy)
+    vec_env, _, act, memory = make_acting(config, 1, greedy)
 
     def record(params, key, obs_norm):
         normalize = observation_normalizer(config, obs_norm)
@@ -96,14 +96,14 @@ def _compiled_record(config: PPOConfig, greedy: bool, steps: int):
         obs, env_state = vec_env.reset(reset_key)
 
         def step(carry, step_key):
-            obs, env_state = carry
-            out = act(params, normalize, obs, env_state, step_key)
+            obs, memory, env_state = carry
+            out, memory = act(params, normalize, obs, memory, env_state, step_key)
             done = out.terminated[0] | out.truncated[0]
-            return (out.obs, out.env_state), (env_state, out.reward[0], done)
+            return (out.obs, memory, out.env_state), (env_state, out.reward[0], done)
 
         # Split as make_evaluate does (a prefix of its keys when steps is fewer).
         keys = jax.random.split(rng, steps)
-        _, (states, rewards, dones) = jax.lax.scan(step, (obs, env_state), keys)
+        _, (states, rewards, dones) = jax.lax.scan(step, (obs, memory, env_state), keys)
         return states, rewards, dones
 
     return jax.jit(record)
@@ -129,7 +129,7 @@ def record_episode(
     One compiled `lax.scan` of ``max_steps`` steps (compiled once per
     config, ``greedy`` and ``max_steps``), cut on the host.
     """
-    _, env_limit, _ = make_acting(config, 1)
+    env_limit = make_acting(config, 1).max_steps
     steps = env_limit if max_steps is None else _positive_int("max_steps", max_steps)
     observation_normalizer(config, obs_norm)  # obs_norm required with normalize_obs: a clear error
     record = _compiled_record(config, bool(greedy), steps)

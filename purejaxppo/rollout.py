@@ -79,6 +79,9 @@ class EnvCarry:
     env_state: Any
     obs: jax.Array  # (N, *obs_shape), the observation to act on next
     episode_stats: EpisodeStats
+    # A recurrent policy's state before acting on ``obs`` (N, cores, H),
+    # already zeroed where ``obs`` starts an episode; None for a feed-forward one.
+    hidden: jax.Array | None = None
 
 
 @struct.dataclass
@@ -92,6 +95,9 @@ class Trajectory:
     terminated: jax.Array  # true end at t: no bootstrap
     truncated: jax.Array  # time limit at t: bootstrap from final_obs
     final_obs: jax.Array  # the observation step t ended in, before auto-reset
+    # A recurrent policy's state after acting on s_t (T, N, cores, H), before
+    # any reset: what the values of s_t and final_obs[t] are read from.
+    hidden: jax.Array | None = None
 
     @property
     def done(self) -> jax.Array:
@@ -158,7 +164,10 @@ def collect_rollout(
     """Step ``vec_env`` for ``num_steps`` with actions sampled from the policy.
 
     Args:
-        policy_fn: ``policy_fn(params, obs) -> distribution``.
+        policy_fn: ``policy_fn(params, obs) -> distribution``; for a
+            recurrent policy (``carry.hidden`` not None) ``policy_fn(params,
+            obs, hidden) -> (hidden', distribution)``, whose state is zeroed
+            after every step that ends an episode.
         params: network parameters (held fixed during the rollout).
         vec_env: the vectorised environment.
         carry: env state, current observation and episode stats.
@@ -175,7 +184,10 @@ def collect_rollout(
 
     def env_step(carry: EnvCarry, step_inputs):
         step_noise, step_keys, step_resets = step_inputs
-        dist = policy_fn(params, carry.obs)
+        if carry.hidden is None:
+            hidden, dist = None, policy_fn(params, carry.obs)
+        else:
+            hidden, dist = policy_fn(params, carry.obs, carry.hidden)
         action = dist.sample_from_noise(step_noise)
         log_prob = dist.log_prob(action)
         step = vec_env.step_with_keys(step_keys, carry.env_state, action, step_resets)
@@ -188,11 +200,13 @@ def collect_rollout(
             terminated=step.terminated,
             truncated=step.truncated,
             final_obs=step.final_obs,
+            hidden=hidden,
         )
         new_carry = EnvCarry(
             env_state=step.env_state,
             obs=step.obs,
             episode_stats=carry.episode_stats.record(step.reward, done),
+            hidden=None if hidden is None else reset_hidden(hidden, done),
         )
         return new_carry, transition
 
@@ -207,6 +221,18 @@ def collect_rollout(
         [traj.log_probs, traj.rewards, traj.terminated, traj.truncated], (num_steps, n)
     )
     return carry, traj
+
+
+def reset_hidden(hidden: jax.Array, start: jax.Array) -> jax.Array:
+    """``hidden`` (N, ...) zeroed where ``start`` (N,): an episode begins."""
+    return jnp.where(start.reshape(start.shape + (1,) * (hidden.ndim - start.ndim)), 0.0, hidden)
+
+
+def episode_starts(done: jax.Array) -> jax.Array:
+    """(T, N): whether each step of a rollout acts on an episode's first
+    observation inside it (after ``done`` at the step before); the first
+    step is False, its carried state having been zeroed already."""
+    return jnp.concatenate([jnp.zeros_like(done[:1]), done[:-1]], axis=0)
 
 
 def critic_values(
@@ -241,5 +267,28 @@ def critic_values(
         return reduced_critic_values(value_fn, params, traj, width, windows)
     both = jnp.concatenate([traj.obs, traj.final_obs], axis=0)
     values, next_values = jnp.split(value_fn(params, both), [num_steps], axis=0)
+    chex.assert_equal_shape([values, next_values, traj.rewards])
+    return values, next_values
+
+
+def recurrent_critic_values(
+    hidden_value_fn: Callable[[Any, jax.Array], jax.Array],
+    bootstrap_fn: Callable[[Any, jax.Array, jax.Array], jax.Array],
+    params: Any,
+    traj: Trajectory,
+) -> tuple[jax.Array, jax.Array]:
+    """``(values, next_values)``, both (T, N), of a recurrent policy's rollout.
+
+    ``values[t]`` is read from the hidden state after acting on s_t
+    (``hidden_value_fn(params, traj.hidden)``). ``next_values[t]`` is the
+    value of ``final_obs[t]`` seen one more step into the same episode, from
+    that hidden state and never a reset one (``bootstrap_fn(params,
+    traj.hidden, traj.final_obs)``): inside an episode it is V(s_{t+1}), at
+    a time-limit truncation the bootstrap value the cut-off episode's next
+    observation would have had. Both are one batched pass over (T, N), with
+    no loop over time.
+    """
+    values = hidden_value_fn(params, traj.hidden)
+    next_values = bootstrap_fn(params, traj.hidden, traj.final_obs)
     chex.assert_equal_shape([values, next_values, traj.rewards])
     return values, next_values

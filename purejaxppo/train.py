@@ -43,7 +43,15 @@ from purejaxppo.hyperparams import HyperParams
 from purejaxppo.losses import LossStatic, Minibatch, union_mean_var
 from purejaxppo.networks import ActorCritic, make_network
 from purejaxppo.normalization import RewardScaler, RunningMeanStd
-from purejaxppo.rollout import EnvCarry, EpisodeStats, RolloutRandomness, collect_rollout, critic_values
+from purejaxppo.rollout import (
+    EnvCarry,
+    EpisodeStats,
+    RolloutRandomness,
+    collect_rollout,
+    critic_values,
+    episode_starts,
+    recurrent_critic_values,
+)
 from purejaxppo.update import UpdateSettings, init_opt_state, make_optimizer, ppo_update
 
 METRIC_NAMES = (
@@ -208,15 +216,18 @@ def _build_train(config: PPOConfig, axis_name: str | None = None, log_fn: LogFn 
     on one device's share of the envs (``config.num_envs`` of them) inside a
     `jax.shard_map` over that axis: the rollout's randomness is drawn per
     device, statistics, gradients and metrics are reduced across the axis."""
-    env, env_params, spec = make_env(config.env_name, config.env_kwargs, config.env_params)
+    env, env_params, spec = make_env(config.env_name, config.env_kwargs, config.env_params, config.obs_features)
     vec_env = VecEnv(env, env_params, spec, config.num_envs)
     # On XLA CPU the kernels' gradients can multiply an explicit transpose,
     # a faster matmul there (`purejaxppo.networks.matmul`). The same values
     # and parameters either way; `train.network` is the plain one, which
     # forward-mode differentiation also goes through.
     plain_network = make_network(
-        spec, config.hidden_sizes, config.activation, config.torso, config.cnn_channels
+        spec, config.hidden_sizes, config.activation, config.torso, config.cnn_channels,
+        recurrent=config.recurrent, recurrent_size=config.recurrent_size,
+        recurrent_core=config.recurrent_core,
     )
+    recurrent = config.recurrent is not None
     network = plain_network.clone(transposed_grad=transposed_grad_pays())
     settings = UpdateSettings(
         update_epochs=config.update_epochs,
@@ -232,14 +243,16 @@ def _build_train(config: PPOConfig, axis_name: str | None = None, log_fn: LogFn 
     )
     T, N = config.num_steps, config.num_envs
 
-    def policy_fn(params, obs):
+    def policy_fn(params, obs, *hidden):
+        if recurrent:  # (hidden', distribution)
+            return network.apply(params, obs, *hidden, method=network.step)
         return network.apply(params, obs, method=network.policy)
 
     def value_fn(params, obs):
         return network.apply(params, obs, method=network.value)
 
-    def apply_fn(params, obs):
-        return network.apply(params, obs)
+    def apply_fn(params, *inputs):  # (obs) or, recurrent, (obs, starts, hidden0)
+        return network.apply(params, *inputs)
 
     def normalize_obs(obs_norm: RunningMeanStd, obs: jax.Array, hp: HyperParams) -> jax.Array:
         if not config.normalize_obs:
@@ -283,10 +296,14 @@ def _build_train(config: PPOConfig, axis_name: str | None = None, log_fn: LogFn 
         device_key = jax.random.fold_in(device_base, jax.lax.axis_index(axis_name))
         return draw_randomness(device_key).replace(next_key=next_key), net_key
 
-    dummy_obs = jnp.zeros((1, *spec.obs_shape), jnp.float32)
+    if recurrent:  # one sequence of one step
+        dummy_inputs = (jnp.zeros((1, 1, *spec.obs_shape), jnp.float32), jnp.zeros((1, 1), bool),
+                        plain_network.initial_hidden(1))
+    else:
+        dummy_inputs = (jnp.zeros((1, *spec.obs_shape), jnp.float32),)
 
     def random_params(key: jax.Array):
-        return init_params(network, key, dummy_obs)
+        return init_params(network, key, *dummy_inputs)
 
     def check_given(name: str, given: Any, like: Any) -> None:
         """``given`` must have the structure, shapes and dtypes of ``like``."""
@@ -345,7 +362,8 @@ def _build_train(config: PPOConfig, axis_name: str | None = None, log_fn: LogFn 
         return TrainState(
             params=params,
             opt_state=init_opt_state(tx, params),
-            env=EnvCarry(env_state=env_state, obs=obs, episode_stats=EpisodeStats.zeros(N)),
+            env=EnvCarry(env_state=env_state, obs=obs, episode_stats=EpisodeStats.zeros(N),
+                         hidden=plain_network.initial_hidden(N) if recurrent else None),
             obs_norm=obs_norm,
             reward_scaler=RewardScaler.create(N),
             rng=draws.next_key,
@@ -364,7 +382,7 @@ def _build_train(config: PPOConfig, axis_name: str | None = None, log_fn: LogFn 
         normalize = lambda obs: normalize_obs(state.obs_norm, obs, hp)
         with jax.named_scope("rollout"):
             env_carry, traj = collect_rollout(
-                lambda params, obs: policy_fn(params, normalize(obs)),
+                lambda params, obs, *hidden: policy_fn(params, normalize(obs), *hidden),
                 state.params, vec_env, state.env, draws.rollout, T,
             )
         obs_norm, reward_scaler = state.obs_norm, state.reward_scaler
@@ -381,9 +399,16 @@ def _build_train(config: PPOConfig, axis_name: str | None = None, log_fn: LogFn 
 
         # 2. Critic on s_t and on the final observations it needs, in one pass.
         with jax.named_scope("critic"):
-            values, next_values = critic_values(
-                value_fn, state.params, traj, vec_env.truncation_period()
-            )
+            if recurrent:  # from the hidden states the rollout stored
+                values, next_values = recurrent_critic_values(
+                    lambda params, *a: network.apply(params, *a, method=network.hidden_values),
+                    lambda params, *a: network.apply(params, *a, method=network.bootstrap_values),
+                    state.params, traj,
+                )
+            else:
+                values, next_values = critic_values(
+                    value_fn, state.params, traj, vec_env.truncation_period()
+                )
 
         # 3. GAE, cut at terminations and truncations; truncations bootstrap.
         with jax.named_scope("gae"):
@@ -392,17 +417,26 @@ def _build_train(config: PPOConfig, axis_name: str | None = None, log_fn: LogFn 
                 hp.gamma, hp.gae_lambda,
             )
 
-        # 4. K epochs of shuffled minibatch updates on the flattened batch.
-        flat = lambda x: x.reshape((T * N,) + x.shape[2:])
+        # 4. K epochs of shuffled minibatch updates on the flattened batch,
+        #    or, recurrent, on the N env sequences (N, T), each replayed from
+        #    the hidden state it had at the rollout's start.
+        if recurrent:
+            samples = lambda x: jnp.swapaxes(x, 0, 1)
+        else:
+            samples = lambda x: x.reshape((T * N,) + x.shape[2:])
         batch = Minibatch(
-            obs=flat(traj.obs),
-            actions=flat(traj.actions),
-            log_probs=flat(traj.log_probs),
-            values=flat(values),
-            advantages=flat(advantages),
-            returns=flat(returns),
+            obs=samples(traj.obs),
+            actions=samples(traj.actions),
+            log_probs=samples(traj.log_probs),
+            values=samples(values),
+            advantages=samples(advantages),
+            returns=samples(returns),
         )
-        chex.assert_tree_shape_prefix(batch, (config.batch_size,))
+        if recurrent:
+            batch = batch.replace(starts=samples(episode_starts(traj.done)), hidden=state.env.hidden)
+            chex.assert_tree_shape_prefix(batch.replace(hidden=None), (N, T))
+        else:
+            chex.assert_tree_shape_prefix(batch, (config.batch_size,))
         lr = lr_schedule(state.update_step * config.update_epochs * config.num_minibatches)
         with jax.named_scope("ppo_update"):
             params, opt_state, diagnostics = ppo_update(
@@ -598,6 +632,10 @@ def split_envs_over_devices(config: PPOConfig, env_devices: Any, log_fn: LogFn |
         problem = (f"minibatch_size={config.minibatch_size} (batch_size/num_minibatches = "
                    f"{config.batch_size}/{config.num_minibatches}) is not a multiple of {d}; allowed: "
                    f"a num_minibatches that leaves minibatches of a multiple of {d} samples")
+    elif config.recurrent is not None and (config.num_envs // d) % config.num_minibatches:
+        problem = (f"num_minibatches={config.num_minibatches} does not divide each device's "
+                   f"{config.num_envs // d} env sequences (recurrent={config.recurrent!r}); "
+                   f"allowed: a num_envs that {d * config.num_minibatches} divides")
     elif config.norm_adv and share < 2:
         problem = (f"norm_adv=True with each device's minibatch share of {share} sample "
                    f"(minibatch_size={config.minibatch_size} over {d} devices); allowed: fewer "

@@ -182,8 +182,11 @@ def ppo_update(
         opt_state: the state of ``tx`` over the raveled parameter vector
             (`init_opt_state`).
         tx: the optimizer (`make_optimizer`).
-        apply_fn: ``apply_fn(params, obs) -> (distribution, values)``.
-        batch: a flat `Minibatch` of all B = T * N samples of the rollout.
+        apply_fn: ``apply_fn(params, *batch.inputs()) -> (distribution,
+            values)``.
+        batch: a flat `Minibatch` of all B = T * N samples of the rollout,
+            or, for a recurrent policy, of its B = N env sequences (each
+            minibatch then holds whole sequences).
         shuffle_keys: uint32 (update_epochs, FEISTEL_ROUNDS) random words,
             the round keys of each epoch's shuffle
             (`purejaxppo.fast.shuffle.permutations_from_round_keys`).
@@ -202,13 +205,13 @@ def ppo_update(
         all ``update_epochs * num_minibatches`` gradient steps, and includes
         ``grad_norm`` (the global norm before clipping).
     """
-    chex.assert_rank(batch.advantages, 1)
+    chex.assert_rank(batch.advantages, 1 if batch.hidden is None else 2)
     chex.assert_shape(shuffle_keys, (settings.update_epochs, FEISTEL_ROUNDS))
     # The optimizer works on one raveled parameter vector: Adam and the norm
     # clip become a few kernels over one array instead of a few per leaf
     # (the same maths; -12% per gradient step on CPU).
     flat_params, unravel = ravel_pytree(params)
-    flat_apply = lambda flat, obs: apply_fn(unravel(flat), obs)
+    flat_apply = lambda flat, *inputs: apply_fn(unravel(flat), *inputs)
     flat_reference = None if reference_params is None else ravel_pytree(reference_params)[0]
 
     def minibatch_step(carry, indices):

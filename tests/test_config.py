@@ -375,3 +375,44 @@ def test_hyperparams_validate_names_the_first_bad_index():
     hp = PPOConfig().hyperparams().replace(ent_coef=jnp.array([[0.0, -1.0], [0.1, -2.0]]))
     with pytest.raises(ValueError, match=re.escape("hyperparams.ent_coef[0, 1] = -1; allowed: finite values in [0, inf)")):
         hp.validate()
+
+
+def test_recurrent_fields_are_checked():
+    from purejaxppo.config import PPOConfig as C
+
+    assert C(recurrent="gru").recurrent_size == 128
+    with pytest.raises(ValueError, match=r"recurrent='lstm' is unknown; allowed: None or 'gru'"):
+        C(recurrent="lstm")
+    with pytest.raises(ValueError, match=r"recurrent_size=0; allowed: an int in \[1, 65536\]"):
+        C(recurrent="gru", recurrent_size=0)
+    with pytest.raises(ValueError, match="recurrent_core='both' is unknown; allowed: shared, separate"):
+        C(recurrent="gru", recurrent_core="both")
+    # Minibatches of whole env sequences: num_minibatches must divide num_envs.
+    with pytest.raises(ValueError, match=r"num_minibatches=8 with recurrent='gru' must divide num_envs=4.*"
+                                         r"allowed: one of \[1, 2, 4\]"):
+        C(recurrent="gru", num_envs=4, num_minibatches=8)
+    assert C(num_envs=4, num_minibatches=8).recurrent is None  # fine without a GRU
+    with pytest.raises(ValueError, match="reference_kl=True with recurrent='gru'"):
+        C(recurrent="gru", reference_kl=True, reference_kl_coef=0.1)
+    with pytest.raises(ValueError, match="grad_chunk_size=64 with recurrent='gru' must be a multiple of "
+                                         "num_steps=128"):
+        C(recurrent="gru", grad_chunk_size=64)
+    assert C(recurrent="gru", num_envs=8, grad_chunk_size=128).num_grad_chunks("cpu") == 2
+    big = C(recurrent="gru", num_envs=1024, num_minibatches=4)  # no automatic chunks of sequences
+    assert big.num_grad_chunks("cpu") == 1 and big.replace(recurrent=None).num_grad_chunks("cpu") > 1
+
+
+@pytest.mark.parametrize("bad", [(), (0, 0), (-1,), (1.0,), (True,)])
+def test_obs_features_must_be_distinct_indices(bad):
+    with pytest.raises(ValueError, match="obs_features=.*; allowed: None"):
+        PPOConfig(obs_features=bad)
+
+
+def test_obs_features_are_checked_against_the_env_before_tracing():
+    from purejaxppo import make_train
+
+    assert PPOConfig(obs_features=[0, np.int64(2)]).obs_features == (0, 2)
+    with pytest.raises(ValueError, match=r"observations have 4 features; allowed: indices in \[0, 3\]"):
+        make_train(PPOConfig(obs_features=(0, 4)))
+    with pytest.raises(ValueError, match=r"of shape \(10, 10, 4\); allowed: obs_features=None"):
+        make_train(PPOConfig(env_name="Breakout-MinAtar", obs_features=(0,)))

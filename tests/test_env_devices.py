@@ -288,6 +288,20 @@ out["pendulum_replicated_same"] = all(stats)
 out["pendulum_obs_count"] = float(np.asarray(p_state.obs_norm.count))
 out["pendulum_return_count"] = float(np.asarray(p_state.reward_scaler.return_stats.count))
 
+# A recurrent policy split over the devices: each device carries its envs'
+# hidden states and replays their sequences; the parameters stay the same.
+gru = PPOConfig(env_name="CartPole-v1", num_envs=8, num_steps=16, total_timesteps=8 * 16 * 2,
+                update_epochs=2, num_minibatches=2, hidden_sizes=(8,), recurrent="gru", recurrent_size=8)
+g_state = jax.jit(make_train(gru, env_devices=2))(jax.random.PRNGKey(3)).train_state
+hidden = [np.asarray(s.data) for s in g_state.env.hidden.addressable_shards]
+out["gru_hidden_shards"] = [list(h.shape) for h in hidden]
+out["gru_params_same"] = all(
+    np.array_equal(*[np.asarray(s.data) for s in leaf.addressable_shards]) for leaf in jax.tree.leaves(g_state.params))
+try:
+    make_train(gru.replace(num_envs=4, num_minibatches=4, total_timesteps=4 * 16 * 2), env_devices=2)
+except ValueError as error:
+    out["gru_split_error"] = str(error)
+
 # Live reports of a split run: one per reported update (from the first device),
 # carrying both seeds, equal to the run's metrics.
 reports = []
@@ -356,6 +370,13 @@ def test_split_run_errors(two_device_run):
     assert ("grad_chunk_size=128 does not divide each device's minibatch share of 64 samples; "
             "allowed: None or a divisor of 64") in errors["chunk"]
     assert all("or env_devices=None (one device)" in e for e in errors.values())
+
+
+def test_split_run_of_a_recurrent_policy(two_device_run):
+    r = two_device_run
+    assert r["gru_hidden_shards"] == [[4, 1, 8], [4, 1, 8]] and r["gru_params_same"]
+    assert ("num_minibatches=4 does not divide each device's 2 env sequences (recurrent='gru'); "
+            "allowed: a num_envs that 8 divides") in r["gru_split_error"]
 
 
 def test_split_run_merges_running_statistics_and_keeps_its_split_in_checkpoints(two_device_run):

@@ -268,3 +268,23 @@ def test_float_time_limit_truncates_every_period():
     assert truncated.any()
     for i in range(3):
         assert (np.diff(np.flatnonzero(truncated[:, i])) >= 3).all()
+
+
+def test_obs_features_keep_those_features_everywhere():
+    """Reset, step and final observations all keep only the chosen features,
+    in the order given: the full observations' columns."""
+    env, params, full_spec = make_env("CartPole-v1", env_params=(("max_steps_in_episode", 3),))
+    _, _, spec = make_env("CartPole-v1", env_params=(("max_steps_in_episode", 3),), obs_features=(2, 0))
+    assert full_spec.obs_shape == (4,) and spec.obs_shape == (2,)
+    full, part = VecEnv(env, params, full_spec, 3), VecEnv(env, params, spec, 3)
+    key = jax.random.PRNGKey(0)
+    obs_full, state = full.reset(key)
+    obs_part, _ = part.reset(key)
+    np.testing.assert_array_equal(obs_part, obs_full[:, [2, 0]])
+    for t in range(3):
+        action = jnp.array([t % 2] * 3)
+        a, b = full.step(key, state, action), part.step(key, state, action)
+        np.testing.assert_array_equal(b.obs, a.obs[:, [2, 0]])
+        np.testing.assert_array_equal(b.final_obs, a.final_obs[:, [2, 0]])
+        state = a.env_state
+    assert bool(a.truncated.all())  # the last step ended the episodes: final_obs differs from obs
