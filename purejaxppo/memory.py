@@ -70,9 +70,13 @@ class MemoryEstimate:
 
 
 def _largest_weight(config, obs_size: int, action_dim: int) -> tuple[int, str]:
-    """The largest MLP weight matrix (elements) and which layer it is."""
+    """The largest MLP or GRU weight matrix (elements) and which layer it is."""
     sizes = (obs_size,) + tuple(config.hidden_sizes)
     layers = [(a * b, f"{a} x {b}") for a, b in zip(sizes, sizes[1:])]
+    if config.recurrent is not None:
+        h = config.recurrent_size
+        layers += [(a * 3 * h, f"{a} x {3 * h} (GRU)") for a in (sizes[-1], h)]
+        sizes += (h,)
     layers.append((sizes[-1] * max(action_dim, 1), f"{sizes[-1]} x {action_dim} (policy head)"))
     return max(layers)
 
@@ -91,7 +95,9 @@ def estimate_memory(train, runs_per_device: int = 1) -> MemoryEstimate:
     largest, layer = _largest_weight(config, obs_size, spec.action_dim)
     if largest > 2**31 - 1:
         raise ValueError(
-            f"hidden_sizes={config.hidden_sizes} makes a {layer} weight matrix of {largest:,} "
+            f"hidden_sizes={config.hidden_sizes}"
+            f"{f' with recurrent_size={config.recurrent_size}' if config.recurrent else ''} "
+            f"makes a {layer} weight matrix of {largest:,} "
             f"elements, over the 2**31 - 1 one array can be drawn with; allowed: smaller layers"
         )
 
@@ -103,7 +109,7 @@ def estimate_memory(train, runs_per_device: int = 1) -> MemoryEstimate:
 
     state = jax.eval_shape(init, jax.random.PRNGKey(0))
     T, N = config.num_steps, config.num_envs
-    env_bytes = _bytes(state.env)  # N envs' states and observations
+    env_bytes = _bytes(state.env.replace(hidden=None))  # N envs' states and observations
     obs_bytes = 4 * obs_size
     act_bytes = 4 * max(spec.action_dim, 1)
     # A recurrent policy's state per env and step (cores x H floats).

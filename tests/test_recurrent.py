@@ -264,3 +264,15 @@ def test_evaluation_carries_and_resets_the_hidden_state():
         obs, env_state = out.obs, out.env_state
     np.testing.assert_allclose(returns, total, rtol=1e-6)
     assert isinstance(net, RecurrentActorCritic)
+
+
+def test_memory_estimate_counts_the_gru_and_refuses_an_oversized_one():
+    from purejaxppo.memory import estimate_memory
+
+    feedforward = estimate_memory(make_train(PPOConfig()))
+    gru = estimate_memory(make_train(PPOConfig(recurrent="gru")))
+    # 512 steps of a 128-unit state in the rollout, and the GRU's activations.
+    assert gru.rollout - feedforward.rollout == 4 * 128 * 512
+    assert gru.update > feedforward.update and gru.state > feedforward.state
+    with pytest.raises(ValueError, match=r"with recurrent_size=30000 makes a 30000 x 90000 \(GRU\) weight"):
+        estimate_memory(make_train(PPOConfig(recurrent="gru", recurrent_size=30000)))
