@@ -71,9 +71,20 @@ def _torso_layers(config: PPOConfig, spec: EnvSpec) -> tuple[list[NetworkCost], 
 
 
 def _torso_cost(config: PPOConfig, spec: EnvSpec) -> tuple[NetworkCost, int]:
-    """Cost of one torso forward and its output width."""
+    """Cost of one torso forward and its output width; with a recurrent
+    policy, the torso and its GRU step (input and recurrent projections,
+    2 sigmoids and a tanh per unit)."""
     layers, width = _torso_layers(config, spec)
-    return sum(layers, NetworkCost(0, 0)), width
+    cost = sum(layers, NetworkCost(0, 0))
+    if config.recurrent is not None:
+        size = config.recurrent_size
+        cost = cost + NetworkCost(2 * (width + size) * 3 * size, 3 * size)
+        width = size
+    return cost, width
+
+
+def _shared_core(config: PPOConfig) -> bool:
+    return config.recurrent is not None and config.recurrent_core == "shared"
 
 
 def forward_backward_flops(config: PPOConfig, spec: EnvSpec) -> tuple[int, int]:
@@ -84,6 +95,8 @@ def forward_backward_flops(config: PPOConfig, spec: EnvSpec) -> tuple[int, int]:
     # and cnn_channels), and actor and critic have torsos of the same shape.
     first = _torso_layers(config, spec)[0][0].flops
     actor, critic = actor_forward_cost(config, spec), critic_forward_cost(config, spec)
+    if _shared_core(config):  # one torso and GRU: the critic adds its head only
+        return 3 * actor.flops - first, 3 * (critic.flops - _torso_cost(config, spec)[0].flops)
     return 3 * actor.flops - first, 3 * critic.flops - first
 
 
@@ -114,6 +127,14 @@ def cost_per_env_step(
     both = actor + critic
     rollout = actor
     critic_pass = critic.scale(critic_rows(config.num_steps, truncation_period) / config.num_steps)
+    if config.recurrent is not None:
+        torso = _torso_cost(config, spec)[0]
+        if not _shared_core(config):  # the critic's core steps in the rollout too
+            rollout = rollout + torso
+        # The values from the stored states (a head), the bootstrap one GRU step on.
+        critic_pass = critic + NetworkCost(2 * config.recurrent_size, 0)
+        if _shared_core(config):
+            both = actor + NetworkCost(2 * config.recurrent_size, 0)
     update = NetworkCost(sum(forward_backward_flops(config, spec)), both.transcendentals)
     if config.reference_kl:
         update = update + actor

@@ -71,6 +71,8 @@ _PUREJAXRL_MINATAR = dict(num_envs=64, num_steps=128, update_epochs=4, num_minib
                           anneal_lr=True, activation="relu", hidden_sizes=(64, 64), torso="mlp")
 _PENDULUM = dict(num_envs=16, num_steps=128, update_epochs=10, num_minibatches=16, lr=1e-3,
                  gamma=0.95, ent_coef=0.0, normalize_obs=True, normalize_reward=True)
+_META_MAZE = dict(num_envs=64, num_steps=64, update_epochs=4, num_minibatches=4, lr=5e-4,
+                  anneal_lr=False, activation="relu", normalize_obs=True, total_timesteps=10_000_000)
 _BSUITE_SOURCE = ("gymnax-blines agents/{env}/ppo.yaml: 8 envs x 32 steps, 4 epochs x 4 "
                   "minibatches, lr 5e-4 constant, max_grad_norm 0.5, ReLU 64x64, 1.5e5 steps.")
 _MINATAR_SOURCE = ("PureJaxRL's MinAtar settings (examples/brax_minatar.ipynb): lr 5e-3 annealed, "
@@ -143,8 +145,15 @@ _LIST: tuple[Preset, ...] = (
     ),
     *(
         _preset(env, _BSUITE_SOURCE.format(env=env), total_timesteps=150_000, **_BLINES_SMALL)
-        for env in ("DeepSea-bsuite", "MemoryChain-bsuite", "UmbrellaChain-bsuite",
-                    "DiscountingChain-bsuite")
+        for env in ("DeepSea-bsuite", "UmbrellaChain-bsuite", "DiscountingChain-bsuite")
+    ),
+    _preset(
+        "MemoryChain-bsuite",
+        _BSUITE_SOURCE.format(env="MemoryChain-bsuite") + " With a GRU of 128 units (shared "
+        "core) after the torso: the query comes steps after the context, which a feed-forward "
+        "policy cannot remember (it stays at chance, the MemoryChain-bsuite+feedforward row).",
+        target=0.9,
+        total_timesteps=150_000, recurrent="gru", **_BLINES_SMALL,
     ),
     _preset(
         "SimpleBandit-bsuite",
@@ -165,7 +174,17 @@ _LIST: tuple[Preset, ...] = (
                 "32 steps, 4 x 4, lr 5e-4 constant, ReLU, 1.5e5 steps). A meta-learning task: "
                 "a feed-forward policy sees one step of history only.",
                 total_timesteps=150_000, **_BLINES_SMALL)
-        for env in ("BernoulliBandit-misc", "GaussianBandit-misc", "MetaMaze-misc")
+        for env in ("BernoulliBandit-misc", "GaussianBandit-misc")
+    ),
+    _preset(
+        "MetaMaze-misc",
+        "Tuned here (docs/recurrent.md): a GRU of 128 units (shared core), 64 envs x 64 steps, "
+        "4 epochs x 4 minibatches, lr 5e-4 constant, ReLU 64x64, normalised observations (the "
+        "observation holds the raw step count, up to 200), 1e7 steps: IQM 84.6 over 8 seeds, "
+        "against 55.3 for the same settings without the GRU (the MetaMaze-misc+feedforward row). "
+        "At 3e6 steps the two tied (52.7 and 53.4); observation normalisation alone lifts a "
+        "feed-forward policy from ~5 to ~50.",
+        **{**_META_MAZE, "recurrent": "gru"},
     ),
     _preset(
         "FrozenLake-misc",
@@ -193,7 +212,31 @@ _LIST: tuple[Preset, ...] = (
 PRESETS: Mapping[str, Preset] = MappingProxyType({p.env_name: p for p in _LIST})
 """Every preset, by environment id."""
 
+_MASKED_CARTPOLE = dict(obs_features=(0, 2), num_envs=16, lr=1e-3, total_timesteps=2_000_000)
+_MASKED_CARTPOLE_SOURCE = (
+    "A partially observed CartPole: only the cart position and the pole angle "
+    "(obs_features=(0, 2)), no velocities. The library defaults with 16 envs, lr 1e-3 annealed "
+    "and 2e6 steps, tuned here (docs/recurrent.md); ")
+
 BASELINES: Mapping[str, Preset] = MappingProxyType({
+    "MemoryChain-bsuite+feedforward": _preset(
+        "MemoryChain-bsuite",
+        "A comparison: the MemoryChain-bsuite preset without its GRU (a feed-forward policy).",
+        total_timesteps=150_000, **_BLINES_SMALL,
+    ),
+    "MetaMaze-misc+feedforward": _preset(
+        "MetaMaze-misc",
+        "A comparison: the MetaMaze-misc preset without its GRU (a feed-forward policy).",
+        **_META_MAZE,
+    ),
+    "CartPole-v1+position-angle+gru": _preset(
+        "CartPole-v1", _MASKED_CARTPOLE_SOURCE + "a GRU of 128 units (shared core).",
+        target=450.0, recurrent="gru", **_MASKED_CARTPOLE,
+    ),
+    "CartPole-v1+position-angle": _preset(
+        "CartPole-v1", _MASKED_CARTPOLE_SOURCE + "a feed-forward policy, for comparison.",
+        **_MASKED_CARTPOLE,
+    ),
     "Breakout-MinAtar+cnn": _preset(
         "Breakout-MinAtar",
         "A comparison, not a preset: PureJaxRL's MinAtar settings with the CNN torso (one 3x3 "

@@ -141,3 +141,19 @@ def test_backward_adds_no_transcendentals():
     epochs = config.update_epochs
     assert cost["transcendentals"] == a.transcendentals + 2 * c.transcendentals + epochs * (
         a.transcendentals + c.transcendentals)
+
+
+def test_recurrent_step_counts_match_xla():
+    """One acting step of the shared-core GRU network: torso, GRU (two
+    sigmoids and a tanh per unit) and the policy head."""
+    config = PPOConfig(recurrent="gru", recurrent_size=96)
+    _, _, spec = make_env(config.env_name)
+    net = make_network(spec, config.hidden_sizes, config.activation, recurrent="gru", recurrent_size=96)
+    hidden = net.initial_hidden(B)
+    obs = jnp.ones((B, *spec.obs_shape))
+    params = net.init(jax.random.PRNGKey(0), obs[:, None], jnp.zeros((B, 1), bool), hidden)
+    flops, transcendentals = _xla_cost(
+        lambda p, o, h: net.apply(p, o, h, method=net.step)[1].log_probs, params, obs, hidden)
+    ours = actor_forward_cost(config, spec)
+    assert ours.flops <= flops <= 1.03 * ours.flops, (flops, ours)
+    assert transcendentals == ours.transcendentals
