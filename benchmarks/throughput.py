@@ -87,6 +87,10 @@ CASES: dict[str, tuple[dict, int]] = {
     "cartpole_2048x128_logged": (dict(env_name="CartPole-v1", num_envs=2048, num_steps=128,
                                       total_timesteps=2048 * 128 * 4, log_every=1), 0),
     "cartpole_default_x8": (dict(env_name="CartPole-v1", total_timesteps=131_072), 8),
+    # A GRU of 128 units between the torso and the heads (shared core), the
+    # same sizes as cartpole_default and cartpole_default_x8.
+    "cartpole_gru": (dict(env_name="CartPole-v1", total_timesteps=131_072, recurrent="gru"), 0),
+    "cartpole_gru_x8": (dict(env_name="CartPole-v1", total_timesteps=131_072, recurrent="gru"), 8),
     "cartpole_default_x64": (dict(env_name="CartPole-v1", total_timesteps=32_768), 64),
     "pendulum": (dict(env_name="Pendulum-v1", num_envs=16, num_steps=128, update_epochs=10,
                       num_minibatches=16, total_timesteps=16 * 128 * 40), 0),
@@ -479,7 +483,8 @@ def run_case(overrides: dict, seeds: int, repeats: int, rates: dict | None) -> d
     from purejaxppo.advantages import gae
     from purejaxppo.distributions import Categorical, DiagGaussian
     from purejaxppo.envs import VecEnv, make_env
-    from purejaxppo.rollout import RolloutRandomness, EnvCarry, EpisodeStats, collect_rollout, critic_values
+    from purejaxppo.rollout import (RolloutRandomness, EnvCarry, EpisodeStats, collect_rollout, critic_values,
+                                    recurrent_critic_values)
 
     config, train, fn, keys = _train_fn(overrides, seeds)
     n_seeds = max(seeds, 1)
@@ -514,16 +519,27 @@ def run_case(overrides: dict, seeds: int, repeats: int, rates: dict | None) -> d
 
         return jax.lax.scan(body, carry, jax.random.split(rng, U))[1]
 
+    net = train.network
+
     def rollout_only(rng):
         params = train.random_params(rng)
         obs, env_state = vec.reset(rng)
-        carry = EnvCarry(env_state, obs, EpisodeStats.zeros(num_envs))
-        policy = lambda p, o: train.network.apply(p, o, method=train.network.policy)
-        value = lambda p, o: train.network.apply(p, o, method=train.network.value)
+        hidden = net.initial_hidden(num_envs) if config.recurrent else None
+        carry = EnvCarry(env_state, obs, EpisodeStats.zeros(num_envs), hidden)
+        if config.recurrent:
+            policy = lambda p, o, h: net.apply(p, o, h, method=net.step)
+        else:
+            policy = lambda p, o: net.apply(p, o, method=net.policy)
+        value = lambda p, o: net.apply(p, o, method=net.value)
 
         def body(c, k):
             c, traj = collect_rollout(policy, params, vec, c, RolloutRandomness.draw(k, vec, T), T)
-            values, next_values = critic_values(value, params, traj, vec.truncation_period())
+            if config.recurrent:
+                values, next_values = recurrent_critic_values(
+                    lambda p, h: net.apply(p, h, method=net.hidden_values),
+                    lambda p, h, o: net.apply(p, h, o, method=net.bootstrap_values), params, traj)
+            else:
+                values, next_values = critic_values(value, params, traj, vec.truncation_period())
             adv, _ = gae(traj.rewards, values, next_values, traj.terminated, traj.done,
                          config.gamma, config.gae_lambda)
             return c, jnp.mean(adv)

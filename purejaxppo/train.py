@@ -11,6 +11,10 @@ Read top to bottom, one update is::
 
 and ``train`` scans that update ``num_updates`` times. Nothing leaves the
 device, nothing is recompiled, and the metrics are O(num_updates) in memory.
+With ``config.recurrent`` the rollout also carries and stores the GRU state,
+the critic reads the values from the stored states, and the update's
+minibatches are whole env sequences replayed from the state each had at the
+rollout's start (docs/recurrent.md).
 The stages run under `jax.named_scope` names (``init``, ``draw``,
 ``rollout``, ``critic``, ``gae``, ``ppo_update``), which XLA's ``op_name``
 metadata carries into profiles and HLO dumps
@@ -526,7 +530,8 @@ class Trainer:
     Attributes:
         config: the `PPOConfig` it was built for.
         env_spec: the env's spaces (`purejaxppo.envs.EnvSpec`).
-        network: the `ActorCritic` (``network.apply(params, obs)``).
+        network: the `ActorCritic` (``network.apply(params, obs)``), or
+            the `RecurrentActorCritic` with ``config.recurrent``.
         init: ``init(rng, hparams=None, params=None, obs_norm=None) ->
             TrainState``, the state before the first update.
         update: ``update(state, hparams=None) -> (state, metrics)``, one
