@@ -130,7 +130,26 @@ def resolve_torso(torso: str, obs_shape: Sequence[int]) -> str:
     return torso
 
 
-class ActorCritic(nn.Module):
+class NetworkFields(nn.Module):
+    """The fields both actor-critics share: the env's spaces and the torso."""
+
+    spec: EnvSpec
+    hidden_sizes: Sequence[int] = (64, 64)
+    activation: str = "tanh"
+    torso: str = "mlp"
+    cnn_channels: Sequence[int] = (16,)
+    transposed_grad: bool = False
+
+
+def make_torso(net: NetworkFields) -> nn.Module:
+    """A fresh torso of the kind ``net``'s fields name: the `CNN` for
+    ``torso="cnn"``, else the `MLP` over its flattened observations."""
+    if net.torso == "cnn":
+        return CNN(net.cnn_channels, net.hidden_sizes, net.activation, net.transposed_grad)
+    return MLP(net.hidden_sizes, net.activation, len(net.spec.obs_shape), net.transposed_grad)
+
+
+class ActorCritic(NetworkFields):
     """Separate actor and critic MLPs; returns ``(distribution, value)``.
 
     Input: observations (..., *obs_shape). Output: a `Categorical` with logits
@@ -141,21 +160,9 @@ class ActorCritic(nn.Module):
     computed, never the values (`matmul`).
     """
 
-    spec: EnvSpec
-    hidden_sizes: Sequence[int] = (64, 64)
-    activation: str = "tanh"
-    torso: str = "mlp"
-    cnn_channels: Sequence[int] = (16,)
-    transposed_grad: bool = False
-
     def setup(self):
-        if self.torso == "cnn":
-            make = lambda: CNN(self.cnn_channels, self.hidden_sizes, self.activation, self.transposed_grad)
-        else:
-            obs_ndim = len(self.spec.obs_shape)
-            make = lambda: MLP(self.hidden_sizes, self.activation, obs_ndim, self.transposed_grad)
-        self.actor_torso = make()
-        self.critic_torso = make()
+        self.actor_torso = make_torso(self)
+        self.critic_torso = make_torso(self)
         self.policy_head = _dense(self.spec.action_dim, POLICY_GAIN, self.transposed_grad)
         self.value_head = _dense(1, VALUE_GAIN, self.transposed_grad)
         if not self.spec.discrete:
@@ -266,7 +273,7 @@ class GRU(nn.Module):
         return jax.lax.scan(step, h0, (gi, starts))[1]
 
 
-class RecurrentActorCritic(nn.Module):
+class RecurrentActorCritic(NetworkFields):
     """Torso (MLP or CNN), then a GRU, then the actor and critic heads.
 
     The hidden state has shape (..., cores, recurrent_size): one core
@@ -288,12 +295,6 @@ class RecurrentActorCritic(nn.Module):
             from their stored hidden state, reset where ``starts``.
     """
 
-    spec: EnvSpec
-    hidden_sizes: Sequence[int] = (64, 64)
-    activation: str = "tanh"
-    torso: str = "mlp"
-    cnn_channels: Sequence[int] = (16,)
-    transposed_grad: bool = False
     recurrent_size: int = 128
     shared_core: bool = True
 
@@ -306,12 +307,7 @@ class RecurrentActorCritic(nn.Module):
         return jnp.zeros((batch, self.cores, self.recurrent_size), jnp.float32)
 
     def setup(self):
-        if self.torso == "cnn":
-            make = lambda: CNN(self.cnn_channels, self.hidden_sizes, self.activation, self.transposed_grad)
-        else:
-            obs_ndim = len(self.spec.obs_shape)
-            make = lambda: MLP(self.hidden_sizes, self.activation, obs_ndim, self.transposed_grad)
-        self.torsos = [make() for _ in range(self.cores)]
+        self.torsos = [make_torso(self) for _ in range(self.cores)]
         self.grus = [GRU(self.recurrent_size, self.transposed_grad) for _ in range(self.cores)]
         self.policy_head = _dense(self.spec.action_dim, POLICY_GAIN, self.transposed_grad)
         self.value_head = _dense(1, VALUE_GAIN, self.transposed_grad)
@@ -385,22 +381,9 @@ def make_network(
             f"which leave no pixel of the {spec.obs_shape[0]}x{spec.obs_shape[1]} observation; "
             f"allowed: at most {(min(spec.obs_shape[:2]) - 1) // 2} layers"
         )
+    common = dict(spec=spec, hidden_sizes=tuple(hidden_sizes), activation=activation, torso=torso,
+                  cnn_channels=tuple(cnn_channels), transposed_grad=transposed_grad)
     if recurrent is not None:
-        return RecurrentActorCritic(
-            spec=spec,
-            hidden_sizes=tuple(hidden_sizes),
-            activation=activation,
-            torso=torso,
-            cnn_channels=tuple(cnn_channels),
-            transposed_grad=transposed_grad,
-            recurrent_size=recurrent_size,
-            shared_core=recurrent_core == "shared",
-        )
-    return ActorCritic(
-        spec=spec,
-        hidden_sizes=tuple(hidden_sizes),
-        activation=activation,
-        torso=torso,
-        cnn_channels=tuple(cnn_channels),
-        transposed_grad=transposed_grad,
-    )
+        return RecurrentActorCritic(**common, recurrent_size=recurrent_size,
+                                   shared_core=recurrent_core == "shared")
+    return ActorCritic(**common)
