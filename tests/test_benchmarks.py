@@ -398,7 +398,8 @@ def test_cases_cpu_pool(monkeypatch):
                       "cartpole_default_logged": 1, "cartpole_2048x128_logged": None,
                       "cartpole_default_x64": 1 if x64_split else None, "pendulum": 1,
                       "breakout_minatar_cnn": None,
-                      "breakout_minatar_cnn_x4": 1 if cpu_devices_for(4) > 1 else None}
+                      "breakout_minatar_cnn_x4": 1 if cpu_devices_for(4) > 1 else None,
+                      "cartpole_gru": 1, "cartpole_gru_x8": 1}
     env = throughput.child_env(1, 2)
     assert env["PJRT_NPROC"] == "1" and env["JAX_NUM_CPU_DEVICES"] == "2"
     assert throughput.case_cpu_threads({}, 0, "default") is None
@@ -433,7 +434,7 @@ def test_cpu_settings_and_floors_apply_to_the_cpu_only(monkeypatch):
         "cartpole_default": (1, 1), "cartpole_2048x128": (1, 2), "cartpole_default_x8": (1, 2),
         "cartpole_default_logged": (1, 1), "cartpole_2048x128_logged": (1, 2),
         "cartpole_default_x64": (1, 2), "pendulum": (1, 1), "breakout_minatar_cnn": (1, 2),
-        "breakout_minatar_cnn_x4": (1, 2)}
+        "breakout_minatar_cnn_x4": (1, 2), "cartpole_gru": (1, 1), "cartpole_gru_x8": (1, 2)}
     assert [throughput.floor_devices(b, 4) for b in ("cpu", "gpu", "tpu")] == [1, 4, 4]
     assert throughput.threads_text(1, "cpu") == "1" and throughput.threads_text(None, "cpu") == "cores"
     assert throughput.threads_text(None, "gpu") == "-"
