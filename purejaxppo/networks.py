@@ -149,6 +149,15 @@ def make_torso(net: NetworkFields) -> nn.Module:
     return MLP(net.hidden_sizes, net.activation, len(net.spec.obs_shape), net.transposed_grad)
 
 
+def action_distribution(spec: EnvSpec, out: jax.Array, log_std: jax.Array | None):
+    """The policy head's output as a distribution: a `Categorical` with
+    logits ``out`` for discrete actions, else a `DiagGaussian` of mean
+    ``out`` and the state-independent ``log_std``."""
+    if spec.discrete:
+        return Categorical(logits=out)
+    return DiagGaussian(mean=out, log_std=jnp.broadcast_to(log_std, out.shape))
+
+
 class ActorCritic(NetworkFields):
     """Separate actor and critic MLPs; returns ``(distribution, value)``.
 
@@ -173,9 +182,7 @@ class ActorCritic(NetworkFields):
     def policy(self, obs: jax.Array):
         """The action distribution at ``obs``."""
         out = self.policy_head(self.actor_torso(obs))
-        if self.spec.discrete:
-            return Categorical(logits=out)
-        return DiagGaussian(mean=out, log_std=jnp.broadcast_to(self.log_std, out.shape))
+        return action_distribution(self.spec, out, None if self.spec.discrete else self.log_std)
 
     def value(self, obs: jax.Array) -> jax.Array:
         """V(obs), shape ``obs.shape[:-len(obs_shape)]``."""
@@ -324,9 +331,7 @@ class RecurrentActorCritic(NetworkFields):
 
     def _distribution(self, hidden: jax.Array):
         out = self.policy_head(hidden[..., 0, :])
-        if self.spec.discrete:
-            return Categorical(logits=out)
-        return DiagGaussian(mean=out, log_std=jnp.broadcast_to(self.log_std, out.shape))
+        return action_distribution(self.spec, out, None if self.spec.discrete else self.log_std)
 
     def hidden_values(self, hidden: jax.Array) -> jax.Array:
         return self.value_head(hidden[..., -1, :])[..., 0]

@@ -12,7 +12,7 @@ from purejaxppo.envs import VecEnv, make_env
 from purejaxppo.evaluation import make_evaluate
 from purejaxppo.fast.orthogonal_init import init_params
 from purejaxppo.losses import LossStatic, Minibatch, ppo_loss
-from purejaxppo.networks import GRU, RecurrentActorCritic, gru_cell, make_network
+from purejaxppo.networks import GRU, gru_cell, make_network
 from purejaxppo.rollout import (
     EnvCarry,
     EpisodeStats,
@@ -139,8 +139,7 @@ def test_replay_from_the_stored_state_reproduces_the_rollout(replayed):
     assert bool(traj.terminated.any()) and bool(traj.truncated.any())
     assert float(jnp.abs(r["stored"]).max()) > 0.01  # a state carried over, not zeros
     dist, values = r["replay"](r["stored"], episode_starts(traj.done))
-    chex_shapes = (dist.logits.shape, values.shape)
-    assert chex_shapes == ((r["N"], r["T"], 2), (r["N"], r["T"]))
+    assert (dist.logits.shape, values.shape) == ((r["N"], r["T"], 2), (r["N"], r["T"]))
     np.testing.assert_allclose(dist.log_prob(seq(traj.actions)), seq(traj.log_probs), rtol=0, atol=1e-6)
     np.testing.assert_allclose(values, seq(r["values"]), rtol=0, atol=1e-6)
     # Replayed from zeros, or without the episode starts, it is another policy.
@@ -263,7 +262,6 @@ def test_evaluation_carries_and_resets_the_hidden_state():
         hidden = jnp.where((out.terminated | out.truncated)[:, None, None], 0.0, hidden)
         obs, env_state = out.obs, out.env_state
     np.testing.assert_allclose(returns, total, rtol=1e-6)
-    assert isinstance(net, RecurrentActorCritic)
 
 
 def test_memory_estimate_counts_the_gru_and_refuses_an_oversized_one():
