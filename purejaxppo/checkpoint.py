@@ -56,6 +56,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from purejaxppo.config import HYPERPARAM_FIELDS, PPOConfig
+from purejaxppo.distributed import barrier, describe_failure, is_main, to_host
 from purejaxppo.divergence import NonFiniteError, first_nonfinite
 from purejaxppo.hyperparams import HyperParams
 from purejaxppo.normalization import RunningMeanStd
@@ -170,7 +171,7 @@ def _is_key(x) -> bool:
 
 def _key_info(rng: jax.Array) -> dict[str, Any]:
     typed = _is_key(rng)
-    data = np.asarray(jax.random.key_data(rng) if typed else rng)
+    data = to_host(jax.random.key_data(rng) if typed else rng)
     if data.dtype != np.uint32:
         raise TypeError(f"rng must be a PRNG key (typed, or raw uint32 data), got dtype {data.dtype}")
     return {
@@ -273,7 +274,7 @@ def save_checkpoint(
     written: a lower step would be written and then pruned at once by
     ``max_to_keep``, another run's would push this run's out.
     """
-    steps = np.unique(np.asarray(state.update_step))
+    steps = np.unique(to_host(state.update_step))
     if steps.size != 1:
         raise ValueError(f"state.update_step differs across the batch: {steps.tolist()}")
     step = int(steps[0])
@@ -286,7 +287,7 @@ def save_checkpoint(
         )
     if not metrics:
         raise ValueError("metrics must hold the metrics of the updates so far (at least one update)")
-    metrics = {name: np.asarray(value) for name, value in metrics.items()}
+    metrics = to_host(dict(metrics))  # whole on every process (orbax writes them from process 0)
     record = {
         "format": FORMAT,
         "config": config_to_json(config),
@@ -304,7 +305,7 @@ def save_checkpoint(
     args = ocp.args.Composite(
         state=ocp.args.StandardSave(_keys_to_data(state)),
         update_metrics=ocp.args.StandardSave(metrics),  # "metrics" is orbax's own item
-        hparams=ocp.args.StandardSave(jax.tree.map(np.asarray, hparams)),
+        hparams=ocp.args.StandardSave(to_host(hparams)),
         run=ocp.args.JsonSave(record),
     )
     if manager is not None:
@@ -325,7 +326,9 @@ def save_checkpoint(
             _check_same_key(saved["rng"], rng, where)
         own.save(step, args=args)
         own.wait_until_finished()
-    seal_checkpoint(directory, step)
+    if is_main():
+        seal_checkpoint(directory, step)
+    barrier(f"purejaxppo-sealed-{step}")  # sealed before any process goes on
     return step
 
 
@@ -350,7 +353,8 @@ class _Sealer(threading.Thread):
     def run(self):
         try:
             self.manager.wait_until_finished()
-            seal_checkpoint(self.directory, self.step)
+            if is_main():  # one process seals (orbax has gathered every process's writes)
+                seal_checkpoint(self.directory, self.step)
         except BaseException as error:  # re-raised by finish(), in the caller's thread
             self.error = error
         finally:
@@ -537,17 +541,21 @@ def newest_intact_step(
         return None, ()
     with _manager(directory) as manager:
         steps = sorted(manager.all_steps(), reverse=True)
-    moved = []
+    barrier("purejaxppo-steps-listed")  # every process checks the same steps
+    moved, found = [], None
     for step in steps:
         bad = verify_checkpoint(directory, step)
         if bad is None:
-            return step, tuple(moved)
+            found = step
+            break
         if on_bad == "stop":
             raise CheckpointError(bad)
-        bad = _move_aside(directory, bad)
-        warnings.warn(str(bad), CheckpointWarning, stacklevel=2)
+        if is_main():  # every process finds the same; one moves it
+            bad = _move_aside(directory, bad)
+            warnings.warn(str(bad), CheckpointWarning, stacklevel=2)
         moved.append(bad)
-    return None, tuple(moved)
+    barrier("purejaxppo-steps-checked")  # moved aside before any process lists the steps again
+    return found, tuple(moved)
 
 
 class CheckpointWarning(UserWarning):
@@ -582,7 +590,7 @@ def restore_checkpoint(
         step: which update count to read; None for the latest.
         sharding: where to put the state's arrays (e.g.
             `purejaxppo.devices.seed_sharding` for seeds over devices); by
-            default on JAX's first device.
+            default on this process's first device.
         rng: if given, the key (or keys) the run must have started from;
             checked, like ``config``, before any array is read.
         verify: check every file against the checksums written with it
@@ -617,7 +625,7 @@ def restore_checkpoint(
         if rng is not None:
             _check_same_key(record["rng"], rng, where)
         data_state, state_like = _abstract_state(saved_config, record["rng"])
-        sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), data_state)
         host = lambda shape, dtype: np.zeros(shape, dtype)
         restored = manager.restore(step, args=ocp.args.Composite(
@@ -872,7 +880,7 @@ def train_with_checkpoints(
     where = f"checkpoint directory {directory}"
     sharding = getattr(rng, "sharding", None)
     if not isinstance(sharding, (jax.sharding.NamedSharding, jax.sharding.SingleDeviceSharding)):
-        sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     env_devices = getattr(train, "env_devices", None)
     num_env_devices = len(env_devices) if env_devices else 1
     if env_devices:
@@ -942,8 +950,10 @@ def train_with_checkpoints(
         done, so_far = 0, None
 
     last_good = resumed_from
-    with _manager(directory, max_to_keep) as manager:
-        sealer = None  # finishes and seals the latest write while the next chunk runs
+    manager = _manager(directory, max_to_keep)
+    sealer = None  # finishes and seals the latest write while the next chunk runs
+    peer_lost = False
+    try:
         try:
             while done < config.num_updates:
                 n = min(every, config.num_updates - done)
@@ -971,13 +981,22 @@ def train_with_checkpoints(
                 save_s += time.perf_counter() - start
                 if callback is not None:
                     callback(done, {name: so_far[name][..., -n:] for name in so_far})
+        except BaseException as error:
+            # Another process of a multi-process run is gone: the write under
+            # way waits for its share, which never comes. Left unfinished
+            # (unsealed), so the error reaches the caller now.
+            peer_lost = describe_failure(error) is not None
+            raise
         finally:
-            # However the run ends (Ctrl-C, a callback's exception), the
+            # However else the run ends (Ctrl-C, a callback's exception), the
             # write under way is finished and sealed before the directory closes.
             start = time.perf_counter()
-            if sealer is not None:
+            if sealer is not None and not peer_lost:
                 sealer.finish()
             save_s += time.perf_counter() - start
+    finally:
+        if not peer_lost:
+            manager.close()
 
     all_metrics = {name: jnp.asarray(value) for name, value in so_far.items()}
     return CheckpointedRun(
@@ -1001,7 +1020,7 @@ def _run_chunk(train, num_updates: int, state: TrainState, hp: HyperParams, firs
 
 def _append(so_far: dict[str, np.ndarray] | None, chunk: dict[str, Any]) -> dict[str, np.ndarray]:
     """The metrics of the updates so far, then ``chunk``'s, along the update axis."""
-    chunk = {name: np.asarray(value) for name, value in chunk.items()}
+    chunk = to_host(dict(chunk))  # every run's, on every process
     if so_far is None:
         return chunk
     if set(so_far) != set(chunk):

@@ -132,7 +132,7 @@ def device_memory(device: jax.Device | None = None) -> int | None:
     """Bytes a device can hold: an accelerator's allocator limit; for a CPU
     device, the machine's physical memory shared by its CPU devices. None
     when unknown."""
-    device = device or jax.devices()[0]
+    device = device or jax.local_devices()[0]
     stats = None
     try:
         stats = device.memory_stats()
@@ -145,15 +145,15 @@ def device_memory(device: jax.Device | None = None) -> int | None:
             total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         except (ValueError, OSError, AttributeError):
             return None
-        return total // max(len(jax.devices("cpu")), 1)
+        return total // max(len(jax.local_devices(backend="cpu")), 1)
     return None
 
 
 def check_memory(train, runs_per_device: int = 1, device: jax.Device | None = None) -> MemoryEstimate:
     """Refuse a run that cannot fit: a `ValueError` with the estimate and
-    what ``device`` (default: JAX's first) has. Returns the estimate."""
+    what ``device`` (default: this process's first) has. Returns the estimate."""
     estimate = estimate_memory(train, runs_per_device)
-    device = device or jax.devices()[0]
+    device = device or jax.local_devices()[0]
     have = device_memory(device)
     if have is not None and estimate.per_device > have:
         raise ValueError(
