@@ -141,6 +141,43 @@ class Args:
     core, that leave each at least 256 samples of every minibatch: 2048 envs
     x 128 steps trained 28-35% faster on two cores; else 1), or a count of
     the backend's devices (GPUs too)."""
+    coordinator_address: str | None = None
+    """HOST:PORT of process 0, in a run over several processes (jax.distributed;
+    docs/multiprocess.md): each process runs the same command with its own
+    --process-id, and the seeds or envs split over every process's devices."""
+    num_processes: int | None = None
+    """The processes of a multi-process run (with --coordinator-address)."""
+    process_id: int | None = None
+    """This process's index in a multi-process run, 0 to num_processes - 1;
+    process 0 prints and writes the run directory."""
+    distributed: bool = False
+    """Join a multi-process run that JAX finds by itself (SLURM, Open MPI, Cloud
+    TPU) instead of --coordinator-address, --num-processes and --process-id."""
+    heartbeat_timeout: int | None = None
+    """Seconds after which a silent process of a multi-process run is taken as
+    dead and the others stop with an error (JAX's default: 100). A process
+    that exits is noticed at the next collective, at once."""
+
+
+# Args fields that say how this process joins a run, not what the run is:
+# not reused by --config (each process has its own).
+_LAUNCH_ARGS = ("coordinator_address", "num_processes", "process_id", "distributed", "heartbeat_timeout")
+
+
+def apply_distributed(args: Args) -> None:
+    """Join the multi-process run ``args`` name (`purejaxppo.distributed`),
+    before anything starts JAX; nothing for a run of one process."""
+    from purejaxppo import distributed
+
+    named = (args.coordinator_address, args.num_processes, args.process_id)
+    if args.distributed and any(v is not None for v in named):
+        raise ValueError("--distributed lets JAX find the cluster; give it alone, or "
+                         "--coordinator-address, --num-processes and --process-id without it")
+    if args.heartbeat_timeout is not None and not args.distributed and all(v is None for v in named):
+        raise ValueError(f"--heartbeat-timeout {args.heartbeat_timeout} applies to a multi-process "
+                         "run; allowed with --distributed or --coordinator-address")
+    if args.distributed or any(v is not None for v in named):
+        distributed.initialize(*named, heartbeat_timeout_s=args.heartbeat_timeout)
 
 
 def _env_and_preset(argv: list[str]) -> tuple[str, bool]:
@@ -315,6 +352,10 @@ def run(args: Args, cpu_threads_note: str | None = None, cpu_vectors_note: str |
     json_out = None if args.json_out is None else output_file("json_out", args.json_out)
     init_from = None if args.init_from is None else input_dir("init_from", args.init_from)
     run_dir = resolve_run_dir(args.run_dir, config.env_name)
+    if run_dir is not None:  # one directory for all processes: the one process 0 named
+        from purejaxppo.distributed import broadcast_text
+
+        run_dir = Path(broadcast_text(str(run_dir)))
     checkpoint_dir = (args.checkpoint_dir if args.checkpoint_dir is not None
                       else run_dir / "checkpoints" if run_dir is not None else None)
     # The directories the checks make, removed again (if still empty) when the run is refused.
@@ -337,6 +378,7 @@ def _checked_run(args: Args, config: PPOConfig, run_dir, checkpoint_dir, json_ou
     """`run` once its output paths are checked."""
     import jax
 
+    from purejaxppo.distributed import is_main
     from purejaxppo.platform.compile_cache import enable_compilation_cache
     from purejaxppo.devices import largest_divisor_at_most, shard_seeds
     from purejaxppo.memory import check_memory
@@ -382,11 +424,13 @@ def _checked_run(args: Args, config: PPOConfig, run_dir, checkpoint_dir, json_ou
     if env_devices == 1:
         keys = shard_seeds(keys)
         num_devices = len(keys.sharding.device_set)
-    if run_dir is not None:
+    if run_dir is not None and is_main():
         write_run_config(run_dir, config, args, PROGRESS["argv"] or [])
     PROGRESS.update(done=0, total=config.num_updates, checkpoint_dir=checkpoint_dir if every else None)
     try:
-        reporter.loggers = make_loggers(args, config, run_dir)
+        # The run's files and reports come from process 0 alone (where the
+        # live reports arrive: `purejaxppo.train.make_train`'s log_fn).
+        reporter.loggers = make_loggers(args, config, run_dir) if is_main() else []
         return _train_and_report(args, config, trainer, keys, params, obs_norm, every, checkpoint_dir,
                                  run_dir, json_out, start, start_note, env_devices, num_devices,
                                  cpu_threads_note, cpu_vectors_note, reporter)
@@ -410,19 +454,26 @@ def _train_and_report(args, config, trainer, keys, params, obs_norm, every, chec
                       cpu_vectors_note, reporter) -> dict:
     import jax
 
+    from purejaxppo.distributed import is_main, to_host
     from purejaxppo.platform.compile_cache import CacheCounter
     from purejaxppo.devices import shard_seeds
     from purejaxppo.evaluation import final_return, make_evaluate
 
     from purejaxppo.presets import PRESETS
 
+    main = is_main()
+    say = print if main else (lambda *a, **k: None)  # process 0 speaks for the run
+    if not main:
+        print(f"purejaxppo | process {jax.process_index()} of {jax.process_count()} | process 0 "
+              "reports and writes the run's files", flush=True)
     steps = config.num_updates * config.batch_size
     steps_run, resumed_note = steps, ""
     origin = "preset" if args.preset and config.env_name in PRESETS else "library defaults"
-    print(f"purejaxppo | {config.env_name} ({origin} + flags) | {args.num_seeds} seed(s) x {steps:,} steps "
+    say(f"purejaxppo | {config.env_name} ({origin} + flags) | {args.num_seeds} seed(s) x {steps:,} steps "
           f"| {config.num_envs} envs x {config.num_steps} steps x {config.num_updates} updates "
           f"| backend {jax.default_backend()}"
           + start_note
+          + (f" | {jax.process_count()} processes" if jax.process_count() > 1 else "")
           + (f" | seeds over {num_devices} devices" if num_devices > 1 else "")
           + (f" | envs over {env_devices} devices" if env_devices > 1 else "")
           + (f" | cpu threads {cpu_threads_note}" if cpu_threads_note and jax.default_backend() == "cpu" else "")
@@ -437,15 +488,17 @@ def _train_and_report(args, config, trainer, keys, params, obs_norm, every, chec
         start_s = time.perf_counter()
         result = jax.block_until_ready(compiled(keys, None, params, obs_norm))
         run_s = time.perf_counter() - start_s
-        divergence = first_nonfinite(result.metrics)
+        metrics = to_host(result.metrics)  # every seed's, on every process
+        divergence = first_nonfinite(metrics)
         if divergence is not None:
-            _write_json(json_out, {"config": repr(config), "error": f"training diverged: {divergence}"},
-                        result.metrics)
-            raise NonFiniteError(divergence, None, None, result.metrics)
+            if main:
+                _write_json(json_out, {"config": repr(config), "error": f"training diverged: {divergence}"},
+                            metrics)
+            raise NonFiniteError(divergence, None, None, metrics)
         if checkpoint_dir is not None:  # the final state: what `eval` and --init-from read
             from purejaxppo.checkpoint import save_checkpoint, start_record
 
-            save_checkpoint(checkpoint_dir, config, result.train_state, result.metrics,
+            save_checkpoint(checkpoint_dir, config, result.train_state, metrics,
                             config.hyperparams(), keys, start=start_record(params, obs_norm),
                             env_devices=env_devices)
     else:
@@ -458,11 +511,13 @@ def _train_and_report(args, config, trainer, keys, params, obs_norm, every, chec
                                               obs_norm=obs_norm,
                                               on_bad_checkpoint=args.on_bad_checkpoint)
         except NonFiniteError as error:
-            _write_json(json_out, {"config": repr(config), "error": str(error)}, error.metrics)
+            if main:
+                _write_json(json_out, {"config": repr(config), "error": str(error)}, error.metrics)
             raise
         for bad in run_.set_aside:
-            print(f"purejaxppo: warning: {bad}", file=sys.stderr)
+            say(f"purejaxppo: warning: {bad}", file=sys.stderr)
         result, compile_s, run_s = run_.result, run_.compile_s, run_.run_s
+        metrics = to_host(result.metrics)
         done_before = run_.resumed_from or 0
         steps_run = (config.num_updates - done_before) * config.batch_size
         resumed_note = (f" | resumed from update {done_before} of {config.num_updates}"
@@ -470,34 +525,34 @@ def _train_and_report(args, config, trainer, keys, params, obs_norm, every, chec
         resumed_note += f" | checkpoints {run_.save_s:.2f} s in {checkpoint_dir}"
     PROGRESS.update(done=config.num_updates)
     if reporter.last is None:  # nothing came live (--no-progress)
-        reporter.replay(result.metrics)
+        reporter.replay(metrics)
     reporter.close()  # the progress bar ends before the results print
-    finals = final_return(result.metrics)
+    finals = final_return(metrics)
     evals = None
     if args.eval_episodes:
         evaluate = jax.jit(jax.vmap(make_evaluate(config, args.eval_episodes)))
         eval_keys = jax.random.split(jax.random.PRNGKey(args.seed + 1), args.num_seeds)
         if env_devices == 1:  # as the seeds were placed (a split run's params are on its devices)
             eval_keys = shard_seeds(eval_keys)
-        evals = np.asarray(
+        evals = to_host(
             evaluate(result.train_state.params, eval_keys, result.train_state.obs_norm)
         ).mean(axis=1)
 
-    curve = _median_over_seeds(result.metrics["episode_return"])
+    curve = _median_over_seeds(metrics["episode_return"])
     cache_note = {"hit": " (from the compilation cache)", "miss": " (cold)", "off": ""}[cache.status] if compile_s else ""
     rate = f"{steps_run * args.num_seeds / run_s:,.0f} env steps/s (all seeds)" if steps_run else "nothing left to run"
-    print(f"compile {compile_s:.2f} s{cache_note} | run {run_s:.2f} s | {rate}{resumed_note}")
-    print("\nlearning curve (episode_return, median over seeds)")
-    print(f"{'progress':>9} {'env steps':>12} {'return':>10}")
+    say(f"compile {compile_s:.2f} s{cache_note} | run {run_s:.2f} s | {rate}{resumed_note}")
+    say("\nlearning curve (episode_return, median over seeds)")
+    say(f"{'progress':>9} {'env steps':>12} {'return':>10}")
     for frac in (0.1, 0.25, 0.5, 0.75, 1.0):
         i = max(int(round(frac * config.num_updates)) - 1, 0)
-        print(f"{frac:>9.0%} {(i + 1) * config.batch_size:>12,} {curve[i]:>10.2f}")
-    print(f"\n{'seed':>4} {'final return':>13} {'greedy eval':>12}")
+        say(f"{frac:>9.0%} {(i + 1) * config.batch_size:>12,} {curve[i]:>10.2f}")
+    say(f"\n{'seed':>4} {'final return':>13} {'greedy eval':>12}")
     for i in range(args.num_seeds):
         ev = f"{evals[i]:>12.2f}" if evals is not None else f"{'-':>12}"
-        print(f"{i:>4} {finals[i]:>13.2f} {ev}")
+        say(f"{i:>4} {finals[i]:>13.2f} {ev}")
     median_final = _median_over_seeds(np.asarray(finals)[:, None])  # no warning when all are NaN
-    print(f"{'all':>4} {median_final[0]:>13.2f} "
+    say(f"{'all':>4} {median_final[0]:>13.2f} "
           + (f"{np.median(evals):>12.2f}" if evals is not None else f"{'-':>12}")
           + "  (median)")
 
@@ -519,9 +574,12 @@ def _train_and_report(args, config, trainer, keys, params, obs_norm, every, chec
         "cpu_threads": cpu_threads_note,
         "cpu_vector_width": cpu_vectors_note if jax.default_backend() == "cpu" else None,
         "devices": num_devices,
+        "processes": jax.process_count(),
         "env_devices": env_devices,
     }
-    _write_json(json_out, {"summary": summary, "config": repr(config)}, result.metrics)
+    if not main:
+        return summary
+    _write_json(json_out, {"summary": summary, "config": repr(config)}, metrics)
     if run_dir is not None:
         (run_dir / "summary.json").write_text(json.dumps(_nan_to_none(summary), indent=1, allow_nan=False))
         _plot_curves(run_dir)
@@ -574,7 +632,7 @@ def read_run_config(path: str | Path) -> Args:
         record = json.loads(path.read_text())
         config = config_from_json(record["config"])
         saved = {k: tuple(v) if isinstance(v, list) else v for k, v in record["args"].items()
-                 if k not in _OUTPUT_ARGS and k in {f.name for f in dataclasses.fields(Args)}}
+                 if k not in _OUTPUT_ARGS + _LAUNCH_ARGS and k in {f.name for f in dataclasses.fields(Args)}}
     except FileNotFoundError:
         raise ValueError(f"--config {path}: no such file; allowed: a run's config.json (or its "
                          "run directory)") from None
@@ -769,11 +827,13 @@ _BAD_INPUT = (ValueError, TypeError, KeyError, OverflowError, FileNotFoundError,
 
 def exit_code(error: BaseException) -> int:
     """2 for bad input, 1 for a failure at run time (a run gone non-finite,
-    an unreadable checkpoint, XLA out of memory, a full disk)."""
+    an unreadable checkpoint, XLA out of memory, a full disk, a lost
+    process of a multi-process run)."""
     from purejaxppo.checkpoint import CheckpointError
+    from purejaxppo.distributed import describe_failure
 
     if isinstance(error, (NonFiniteError, CheckpointError)) or "Xla" in type(error).__name__ \
-            or "Jax" in type(error).__name__:
+            or "Jax" in type(error).__name__ or describe_failure(error):
         return 1
     # A RuntimeError of our own says a setting cannot apply (e.g. a CPU pool
     # size once JAX has started): the input's fault.
@@ -807,6 +867,7 @@ def main(argv: list[str] | None = None) -> None:
             return
         args = parse_args(argv)
         threads_note, vectors_note = apply_platform(args)  # before anything starts JAX
+        apply_distributed(args)
         run(args, threads_note, vectors_note)
     except KeyboardInterrupt:
         try:
@@ -818,7 +879,13 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as error:
         if os.environ.get("PUREJAXPPO_TRACEBACK"):
             raise
-        print(f"purejaxppo: error: {one_line(error)}", file=sys.stderr)
+        from purejaxppo.distributed import describe_failure
+
+        lost = describe_failure(error)
+        if lost:  # what to do next: the same as after Ctrl-C, on every process
+            lost += (f"; {interrupted_message().replace('interrupted at', 'stopped at', 1)} "
+                     "(on every process, each with its own --process-id)")
+        print(f"purejaxppo: error: {lost or one_line(error)}", file=sys.stderr)
         raise SystemExit(exit_code(error)) from None
 
 
