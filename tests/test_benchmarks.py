@@ -537,3 +537,21 @@ def test_throughput_plot_draws_each_sweep_with_its_floor(tmp_path):
                 assert list(floor_line[0].get_ydata()) == [2e5 * p["x"] for p in sweeps[
                     "num_envs" if ax is plt.gcf().axes[0] else "seeds"]]
         plt.close("all")
+
+
+def test_multiprocess_benchmark_smoke(tmp_path):
+    # One launch of one process (--devices 1): the script's launch, timing and
+    # tables; the launches of several processes are tests/test_multiprocess.py's.
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "multiprocess.py"), "--quick", "--cases", "seeds",
+           "--devices", "1", "--pairs", "1", "--repeats", "2", "--out-dir", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = json.loads((tmp_path / "multiprocess-cpu-quick.json").read_text())["rows"]
+    assert (row["case"], row["processes"], row["devices"]) == ("seeds", 1, 1)
+    (launch,) = row["launches"]
+    assert launch["processes"] == 1 and launch["devices"] == 1 and len(launch["times_s"]) == 2
+    # 4 updates of 8 envs x 16 steps, one seed, over the median call (of two: their mean).
+    assert row["steps_per_s"] == pytest.approx(512 / (sum(launch["times_s"]) / 2))
+    assert row["compile_s"] == launch["compile_s"] > 0
+    assert "| seeds | CartPole-v1: num_envs=8, num_steps=16, total_timesteps=512 | 1 x 1 |" in (
+        tmp_path / "multiprocess-cpu-quick.md").read_text()
