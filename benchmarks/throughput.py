@@ -291,23 +291,24 @@ def run_child(cmd: list[str], env: dict, timeout: int, what: str, backend: str |
                        f"{proc.stderr[-4000:] or proc.stdout[-2000:]}")
 
 
-def probe(rates: bool) -> dict:
+def probe(rates: bool, rate_repeats: int | None = None) -> dict:
     """This process's JAX backend, its device's name and count, and with
     ``rates`` the device's `device_rates`: what `probe_device` reports."""
     import jax
 
     out = {"backend": jax.default_backend(), "device": device_name(), "device_count": jax.device_count()}
     if rates:
-        out["rates"] = device_rates()
+        out["rates"] = device_rates(rate_repeats or RATE_REPEATS)
     return out
 
 
-def probe_device(rates: bool = True, timeout: int = 1800) -> dict:
+def probe_device(rates: bool = True, timeout: int = 1800, rate_repeats: int | None = None) -> dict:
     """`probe` in a fresh process with this one's environment (XLA's default
     CPU pool: the whole machine), so that a parent kept off the device
-    (`pin_to_cpu`) learns the backend its children will run on."""
+    (`pin_to_cpu`) learns the backend its children will run on.
+    ``rate_repeats``: timed calls per rate probe (default `RATE_REPEATS`)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child-probe",
-           "rates" if rates else "backend"]
+           "rates" if rates else "backend", "--rate-repeats", str(rate_repeats or RATE_REPEATS)]
     return run_child(cmd, child_env(None), timeout, "the device probe")
 
 
@@ -352,6 +353,7 @@ TANH_SIZES = (1 << 16, 1 << 18, 1 << 20, 1 << 24)  # float32 elements
 MATMUL_FLOPS_PER_CALL = 2 * 2048**3 * 2  # each size loops to about this much work per call
 TANH_PER_CALL = 1 << 28  # tanh evaluations per call
 RATE_REPEATS = 9  # timed calls per probe
+QUICK_RATE_REPEATS = 3  # a smoke run's (--quick)
 
 
 def _probe_rate(fn, args, work: int, repeats: int) -> tuple[float, list[float]]:
@@ -475,7 +477,8 @@ def compile_case(overrides: dict, seeds: int, cache_dir: str | None = None) -> d
     return {"compile_s": compile_s, "cache": cache.status, "backend": jax.default_backend()}
 
 
-def run_case(overrides: dict, seeds: int, repeats: int, rates: dict | None) -> dict:
+def run_case(overrides: dict, seeds: int, repeats: int, rates: dict | None,
+             rate_repeats: int = RATE_REPEATS) -> dict:
     """One case, in this process: training, env-only and rollout-only rates."""
     import jax
     import jax.numpy as jnp
@@ -564,7 +567,7 @@ def run_case(overrides: dict, seeds: int, repeats: int, rates: dict | None) -> d
         row["fraction_of_floor"] = row["steps_per_s"] / row["floor_steps_per_s"]
         # The floor of what this case runs on: the rates measured here, on its
         # XLA CPU pool (shared by its devices: one device's program can use it all).
-        row["case_rates"] = own = device_rates()
+        row["case_rates"] = own = device_rates(rate_repeats)
         row["case_floor_steps_per_s"] = scale * floor_steps_per_s(cost, own)
         row["fraction_of_case_floor"] = row["steps_per_s"] / row["case_floor_steps_per_s"]
     row["xla_cpu_pool_threads"] = _xla_pool_threads()
@@ -653,23 +656,24 @@ def startup_times(repeats: int, timeout: int = 300) -> dict:
 
 def _child(args) -> None:
     if args.child_probe:
-        print("RESULT " + json.dumps(probe(args.child_probe == "rates")))
+        print("RESULT " + json.dumps(probe(args.child_probe == "rates", args.rate_repeats)))
         return
     overrides = json.loads(args.child_config)
     if args.child_compile_cache or args.child_compile_only:
         row = compile_case(overrides, args.child_seeds, args.child_compile_cache)
     else:
         rates = json.loads(args.child_rates) if args.child_rates else None
-        row = run_case(overrides, args.child_seeds, args.repeats, rates)
+        row = run_case(overrides, args.child_seeds, args.repeats, rates, args.rate_repeats)
     print("RESULT " + json.dumps(row))
 
 
 def _spawn(overrides: dict, seeds: int, repeats: int, rates: dict | None, timeout: int,
            compile_cache: str | None = None, compile_only: bool = False,
-           cpu_threads: str = "auto", cpu_devices: str = "auto", backend: str = "cpu") -> dict:
+           cpu_threads: str = "auto", cpu_devices: str = "auto", backend: str = "cpu",
+           rate_repeats: int = RATE_REPEATS) -> dict:
     threads, devices = case_cpu_settings(overrides, seeds, backend, cpu_threads, cpu_devices)
     cmd = [sys.executable, __file__, "--child-config", json.dumps(overrides),
-           "--child-seeds", str(seeds), "--repeats", str(repeats)]
+           "--child-seeds", str(seeds), "--repeats", str(repeats), "--rate-repeats", str(rate_repeats)]
     if rates:
         cmd += ["--child-rates", json.dumps(rates)]
     if compile_cache:
@@ -848,6 +852,7 @@ def main() -> None:
     parser.add_argument("--child-compile-cache", help=argparse.SUPPRESS)
     parser.add_argument("--child-compile-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child-probe", choices=("backend", "rates"), help=argparse.SUPPRESS)
+    parser.add_argument("--rate-repeats", type=int, default=RATE_REPEATS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     require_positive(parser, args, "repeats", "compile_repeats")
     if args.child_config or args.child_probe:
@@ -857,7 +862,8 @@ def main() -> None:
 
     pin_to_cpu()  # the device is the children's alone
     vector_width = apply_cpu_vector_width(args.cpu_vector_width)
-    probed = probe_device(rates=True, timeout=args.timeout)
+    rate_repeats = QUICK_RATE_REPEATS if args.quick else RATE_REPEATS  # a smoke run's floor is rough
+    probed = probe_device(rates=True, timeout=args.timeout, rate_repeats=rate_repeats)
     device, rates = probed["device"], probed["rates"]
     print(f"device {device} ({probed['device_count']} on backend {probed['backend']}): "
           f"{rates_text(rates)}", flush=True)
@@ -865,7 +871,7 @@ def main() -> None:
     # rules, and the probe's backend (checked).
     spawn = functools.partial(_spawn, repeats=args.repeats, timeout=args.timeout,
                               cpu_threads=args.cpu_threads, cpu_devices=args.cpu_devices,
-                              backend=probed["backend"])
+                              backend=probed["backend"], rate_repeats=rate_repeats)
     rows = {}
     for name in args.cases:
         overrides, seeds = CASES[name]

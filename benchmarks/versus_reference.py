@@ -67,9 +67,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from throughput import (  # noqa: E402
-    CASES, QUICK, add_cpu_args, add_paired_run_args, apply_cpu_vector_width, case_cost,
-    case_cpu_settings, child_env, floor_devices, floor_steps_per_s, parse_overrides, pin_to_cpu,
-    probe_device, rates_text, require_positive, run_child, run_meta, threads_text, write_results,
+    CASES, QUICK, QUICK_RATE_REPEATS, RATE_REPEATS, add_cpu_args, add_paired_run_args,
+    apply_cpu_vector_width, case_cost, case_cpu_settings, child_env, floor_devices,
+    floor_steps_per_s, parse_overrides, pin_to_cpu, probe_device, rates_text, require_positive,
+    run_child, run_meta, threads_text, write_results,
 )
 
 RESULTS = HERE / "results"
@@ -316,7 +317,8 @@ def main() -> None:
 
     # One compute floor per case and device: the rates measured once, in a probe
     # process on the device the children run on.
-    probed = probe_device(rates=True, timeout=args.timeout)
+    probed = probe_device(rates=True, timeout=args.timeout,
+                          rate_repeats=QUICK_RATE_REPEATS if args.quick else RATE_REPEATS)
     rates = probed["rates"]
     print(f"device {probed['device']} ({probed['backend']}) rates: {rates_text(rates)}", flush=True)
     rows = {}

@@ -57,33 +57,6 @@ def test_cli_compile_cache_is_reused_by_a_second_process(tmp_path):
         assert json.loads(out.read_text())["summary"]["devices"] == cpu_devices_for(2)
 
 
-def test_cli_resumes_from_its_checkpoints_in_a_new_process(tmp_path):
-    """--checkpoint-dir: a second process, after the latest checkpoint is lost,
-    resumes from the one before (the seeds over two CPU devices where there
-    are two cores, as the first process had them) and ends where the first
-    did, metric for metric."""
-    flags = ["--env", "CartPole-v1", "--total-timesteps", "1536", "--num-envs", "4",
-             "--num-steps", "32", "--hidden-sizes", "8", "--eval-episodes", "0", "--num-seeds", "2",
-             "--no-compile-cache", "--checkpoint-dir", str(tmp_path / "ckpt"), "--checkpoint-every", "5"]
-    outputs = []
-    for i in range(2):
-        out = tmp_path / f"run{i}.json"
-        proc = subprocess.run([sys.executable, "-m", "purejaxppo", *flags, "--json-out", str(out)],
-                              capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr
-        outputs.append((json.loads(out.read_text()), proc.stdout))
-        if i == 0:
-            assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["10", "12"]
-            (tmp_path / "ckpt" / "12").rename(tmp_path / "ckpt" / "12.lost")  # the latest, lost
-    (first, stdout0), (second, stdout1) = outputs
-    assert "checkpoints" in stdout0 and "resumed" not in stdout0
-    assert first["summary"]["resumed_from"] is None and second["summary"]["resumed_from"] == 10
-    assert "resumed from update 10 of 12" in stdout1
-    assert second["summary"]["devices"] == first["summary"]["devices"]
-    assert second["metrics_median"] == first["metrics_median"]
-    assert second["summary"]["final_return"] == first["summary"]["final_return"]
-
-
 @pytest.mark.parametrize("argv, expected", [
     ([], 1),                                                  # CartPole preset: 4 envs
     (["--num-seeds", "8"], 1),

@@ -20,10 +20,13 @@ from purejaxppo import distributed
 from purejaxppo.checkpoint import restore_checkpoint
 from purejaxppo.cli import Args, apply_distributed, read_run_config
 
-# 12 updates of 4 envs x 16 steps, a checkpoint every 4, a report every 3.
+# 12 updates of 4 envs x 16 steps, a report every 3.
 RUN = ["--env", "CartPole-v1", "--num-envs", "4", "--num-steps", "16", "--total-timesteps", "768",
-       "--checkpoint-every", "4", "--log-every", "3", "--eval-episodes", "0", "--no-compile-cache",
-       "--cpu-threads", "1"]
+       "--log-every", "3", "--eval-episodes", "0", "--no-compile-cache", "--cpu-threads", "1"]
+CASES = {
+    "seeds": ["--num-seeds", "2"],  # one compiled call; its final state saved
+    "envs": ["--env-devices", "2", "--checkpoint-every", "4"],  # chunks of 4 updates, each saved
+}
 
 
 def _free_port() -> int:
@@ -78,8 +81,7 @@ def runs(tmp_path_factory):
     """Over two devices, in one process and over two processes, all at once:
     two seeds (one per device), and one seed's envs split over the devices."""
     root = tmp_path_factory.mktemp("multiprocess")
-    cases = {"seeds": ["--num-seeds", "2"], "envs": ["--env-devices", "2"]}
-    procs = {(case, n): _launch(root / f"{case}-{n}", extra, n) for case, extra in cases.items() for n in (1, 2)}
+    procs = {(case, n): _launch(root / f"{case}-{n}", extra, n) for case, extra in CASES.items() for n in (1, 2)}
     return root, {key: _finish(p) for key, p in procs.items()}
 
 
@@ -110,19 +112,25 @@ def test_envs_over_two_processes_equal_one_process(runs):
     _assert_same_state(root / "envs-1", root / "envs-2")
 
 
-def test_two_process_run_resumes_bit_exact(runs):
+def test_runs_resume_bit_exact_in_new_processes(runs):
+    # The latest checkpoint lost: one process, and two, resume from the one
+    # before and end where the uninterrupted run ended.
     root, _ = runs
-    resumed = root / "resumed"
-    shutil.copytree(root / "seeds-2", resumed)
-    shutil.rmtree(resumed / "checkpoints" / "12")
-    out_main, _ = _finish(_launch(resumed, ["--num-seeds", "2"], 2))
-    assert "resumed from update 8 of 12" in out_main
-    _assert_same_state(root / "seeds-1", resumed)
+    procs = []
+    for n in (1, 2):
+        resumed = root / f"resumed-{n}"
+        shutil.copytree(root / f"envs-{n}", resumed)
+        shutil.rmtree(resumed / "checkpoints" / "12")
+        procs += _launch(resumed, CASES["envs"], n)
+    outs = _finish(procs)
+    assert all("resumed from update 8 of 12" in out for out in outs[:2])
+    for n in (1, 2):
+        _assert_same_state(root / "envs-1", root / f"resumed-{n}")
 
 
 def test_killed_process_stops_the_other_with_a_clear_error(tmp_path):
     run_dir = tmp_path / "killed"
-    main, other = _launch(run_dir, ["--total-timesteps", "64000000", "--env-devices", "2",
+    main, other = _launch(run_dir, [*CASES["envs"], "--total-timesteps", "64000000",
                                     "--heartbeat-timeout", "10", "--log-every", "5"], 2)
     try:
         deadline = time.monotonic() + 120
