@@ -470,15 +470,15 @@ def _train_and_report(args, config, trainer, keys, params, obs_norm, every, chec
     steps_run, resumed_note = steps, ""
     origin = "preset" if args.preset and config.env_name in PRESETS else "library defaults"
     say(f"purejaxppo | {config.env_name} ({origin} + flags) | {args.num_seeds} seed(s) x {steps:,} steps "
-          f"| {config.num_envs} envs x {config.num_steps} steps x {config.num_updates} updates "
-          f"| backend {jax.default_backend()}"
-          + start_note
-          + (f" | {jax.process_count()} processes" if jax.process_count() > 1 else "")
-          + (f" | seeds over {num_devices} devices" if num_devices > 1 else "")
-          + (f" | envs over {env_devices} devices" if env_devices > 1 else "")
-          + (f" | cpu threads {cpu_threads_note}" if cpu_threads_note and jax.default_backend() == "cpu" else "")
-          + (f" | cpu vectors {cpu_vectors_note}" if cpu_vectors_note and jax.default_backend() == "cpu" else ""),
-          flush=True)
+        f"| {config.num_envs} envs x {config.num_steps} steps x {config.num_updates} updates "
+        f"| backend {jax.default_backend()}"
+        + start_note
+        + (f" | {jax.process_count()} processes" if jax.process_count() > 1 else "")
+        + (f" | seeds over {num_devices} devices" if num_devices > 1 else "")
+        + (f" | envs over {env_devices} devices" if env_devices > 1 else "")
+        + (f" | cpu threads {cpu_threads_note}" if cpu_threads_note and jax.default_backend() == "cpu" else "")
+        + (f" | cpu vectors {cpu_vectors_note}" if cpu_vectors_note and jax.default_backend() == "cpu" else ""),
+        flush=True)
     if not every:
         train = jax.vmap(trainer, in_axes=(0, None, None, None))
         with CacheCounter() as cache:

@@ -2,7 +2,7 @@
 the reductions across the device axis against the same reductions over the
 whole batch, the rule that picks D, its errors, and (in a fresh process with
 two CPU devices) a split training run: replicated state the same on every
-device, each device its own envs, a resumed run equal to an unbroken one.
+device, each device its own envs, a resume with another split refused.
 
 The reductions are checked under `jax.vmap` with an ``axis_name``, which
 runs the same collectives (`pmean`, `psum`, `all_gather`) as `shard_map`
@@ -246,7 +246,9 @@ seeds = jax.jit(jax.vmap(train))(keys)
 out["seed_obs_shape"] = list(seeds.train_state.env.obs.shape)
 out["seeds_differ"] = bool(np.any(np.asarray(seeds.train_state.env.obs[0]) != np.asarray(seeds.train_state.env.obs[1])))
 
-# A checkpointed run stopped after 4 of 6 updates and resumed equals the unbroken run.
+# A run split over 2 devices, stopped after 4 of 6 updates, then resumed with
+# another split: refused. (A resumed split run equal to an unbroken one, in
+# fresh processes: tests/test_multiprocess.py.)
 class Stop(Exception):
     pass
 def stop_at_4(done, metrics):
@@ -258,17 +260,6 @@ try:
     train_with_checkpoints(make_train(config, env_devices=2), keys1, directory, every=2, callback=stop_at_4)
 except Stop:
     pass
-resumed = train_with_checkpoints(make_train(config, env_devices=2), keys1, directory, every=2)
-whole = jax.jit(jax.vmap(train))(keys1)
-out["resumed_from"] = resumed.resumed_from
-out["resumed_equal"] = all(
-    np.array_equal(np.asarray(a), np.asarray(b))
-    for a, b in zip(jax.tree.leaves(resumed.result.train_state.params), jax.tree.leaves(whole.train_state.params)))
-out["resumed_metrics_equal"] = all(
-    np.array_equal(np.asarray(resumed.result.metrics[k]), np.asarray(whole.metrics[k]), equal_nan=True)
-    for k in whole.metrics)
-
-# Resuming that directory with another split is refused.
 try:
     train_with_checkpoints(make_train(config), keys1, directory, every=2)
 except ValueError as error:
@@ -353,11 +344,9 @@ def test_split_run_reports_once_per_update_not_once_per_device(two_device_run):
     assert r["reports"] == [2, 4, 6] and r["reports_equal"]
 
 
-def test_split_run_under_vmap_and_resumed_from_a_checkpoint(two_device_run):
+def test_split_run_under_vmap(two_device_run):
     r = two_device_run
     assert r["seed_obs_shape"] == [2, 8, 4] and r["seeds_differ"]
-    assert r["resumed_from"] == 4
-    assert r["resumed_equal"] and r["resumed_metrics_equal"]
 
 
 def test_split_run_errors(two_device_run):

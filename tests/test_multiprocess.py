@@ -23,9 +23,14 @@ from purejaxppo.cli import Args, apply_distributed, read_run_config
 # 12 updates of 4 envs x 16 steps, a report every 3.
 RUN = ["--env", "CartPole-v1", "--num-envs", "4", "--num-steps", "16", "--total-timesteps", "768",
        "--log-every", "3", "--eval-episodes", "0", "--no-compile-cache", "--cpu-threads", "1"]
+# Each case in one process with two CPU devices (key 1) and over two processes
+# (key 2). The seeds: one compiled call each way, its final state saved. One
+# seed's envs split over the devices: one compiled call in one process, and in
+# chunks of 4 updates, each saved, over two; so their equality also says that
+# a split run in saved chunks is the one compiled call.
 CASES = {
-    "seeds": ["--num-seeds", "2"],  # one compiled call; its final state saved
-    "envs": ["--env-devices", "2", "--checkpoint-every", "4"],  # chunks of 4 updates, each saved
+    "seeds": {1: ["--num-seeds", "2"], 2: ["--num-seeds", "2"]},
+    "envs": {1: ["--env-devices", "2"], 2: ["--env-devices", "2", "--checkpoint-every", "4"]},
 }
 
 
@@ -81,7 +86,8 @@ def runs(tmp_path_factory):
     """Over two devices, in one process and over two processes, all at once:
     two seeds (one per device), and one seed's envs split over the devices."""
     root = tmp_path_factory.mktemp("multiprocess")
-    procs = {(case, n): _launch(root / f"{case}-{n}", extra, n) for case, extra in CASES.items() for n in (1, 2)}
+    procs = {(case, n): _launch(root / f"{case}-{n}", extra, n)
+             for case, by_processes in CASES.items() for n, extra in by_processes.items()}
     return root, {key: _finish(p) for key, p in procs.items()}
 
 
@@ -119,14 +125,14 @@ def test_a_two_process_run_resumes_bit_exact(runs):
     resumed = root / "resumed"
     shutil.copytree(root / "envs-2", resumed)
     shutil.rmtree(resumed / "checkpoints" / "12")
-    out_main, _ = _finish(_launch(resumed, CASES["envs"], 2))
+    out_main, _ = _finish(_launch(resumed, CASES["envs"][2], 2))
     assert "resumed from update 8 of 12" in out_main
     _assert_same_state(root / "envs-1", resumed)
 
 
 def test_killed_process_stops_the_other_with_a_clear_error(tmp_path):
     run_dir = tmp_path / "killed"
-    main, other = _launch(run_dir, [*CASES["envs"], "--total-timesteps", "64000000",
+    main, other = _launch(run_dir, [*CASES["envs"][2], "--total-timesteps", "64000000",
                                     "--heartbeat-timeout", "10", "--log-every", "5"], 2)
     try:
         deadline = time.monotonic() + 120
