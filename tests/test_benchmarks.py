@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_throughput_benchmark_smoke(tmp_path):
     cmd = [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--quick", "--repeats", "1",
-           "--compile-repeats", "2", "--cases", "cartpole_default", "--no-sweep", "--out-dir", str(tmp_path)]
+           "--compile-repeats", "1", "--cases", "cartpole_default", "--no-sweep", "--out-dir", str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (json_path,) = tmp_path.glob("throughput-*-quick.json")
@@ -32,9 +32,9 @@ def test_throughput_benchmark_smoke(tmp_path):
     assert row["floor_steps_per_s"] == pytest.approx(
         throughput.floor_steps_per_s(row["cost_per_env_step"], data["meta"]["rates"]))
     assert row["env_steps_per_call"] == 256
-    # The cold compile is the median of the fresh processes' samples.
-    assert len(row["compile_samples_s"]) == 2 and min(row["compile_samples_s"]) > 0
-    assert row["compile_s"] == sum(row["compile_samples_s"]) / 2
+    # The cold compile is the median of the fresh processes' samples (here one).
+    assert len(row["compile_samples_s"]) == 1 and row["compile_samples_s"][0] > 0
+    assert row["compile_s"] == row["compile_samples_s"][0]
     # The warm compile is a persistent-cache hit in a new process, not a cold compile.
     assert row["warm_cache"] == "hit" and row["warm_compile_s"] > 0
     # The floor's rates: the best size's median, each size's rate and the best size's calls kept.
@@ -59,7 +59,7 @@ def test_throughput_benchmark_smoke(tmp_path):
     md = json_path.with_suffix(".md").read_text()
     assert f"| cartpole_default | 1 | 1 | {row['cpu_threads'] or 'cores'} | 256 |" in md
     assert "compile s (warm cache)" in md
-    assert f"which imports gymnax; median of 2): {startup['startup_s']:.2f} s;" in md
+    assert f"which imports gymnax; median of 1): {startup['startup_s']:.2f} s;" in md
     assert f"at commit {data['meta']['commit'] or 'unknown'}" in md
     # The results name the CPU they were timed on (the project's machines change CPU from run to run).
     machine = data["meta"]["machine"]
