@@ -539,10 +539,10 @@ def test_throughput_plot_draws_each_sweep_with_its_floor(tmp_path):
         plt.close("all")
 
 
-def test_multiprocess_benchmark_smoke(tmp_path):
+def test_processes_benchmark_smoke(tmp_path):
     # One launch of one process (--devices 1): the script's launch, timing and
     # tables; the launches of several processes are tests/test_multiprocess.py's.
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "multiprocess.py"), "--quick", "--cases", "seeds",
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "processes.py"), "--quick", "--cases", "seeds",
            "--devices", "1", "--pairs", "1", "--repeats", "2", "--out-dir", str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

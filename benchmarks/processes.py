@@ -1,7 +1,7 @@
 """One process with D devices against D processes with one device each.
 
-    python benchmarks/multiprocess.py                # both cases, 3 alternating pairs
-    python benchmarks/multiprocess.py --quick        # tiny sizes (a smoke run)
+    python benchmarks/processes.py                # both cases, 3 alternating pairs
+    python benchmarks/processes.py --quick        # tiny sizes (a smoke run)
 
 The same training program over the same number of devices, launched two
 ways: one process that holds all D devices (``JAX_NUM_CPU_DEVICES=D`` on a
@@ -155,7 +155,7 @@ def main() -> None:
     lines = [f"# One process with {args.devices} devices against {args.devices} processes ({backend})", "",
              f"jax {jax.__version__}; median over {args.pairs} alternating launches of each kind, each "
              f"the median of {args.repeats} compiled calls; compile timed apart. On a CPU, one XLA "
-             "thread per device. Command: `python benchmarks/multiprocess.py"
+             "thread per device. Command: `python benchmarks/processes.py"
              + "".join(f" {a}" for a in sys.argv[1:]) + "`.", "",
              "| case | config | processes x devices | env steps/s | vs one process | compile s |",
              "|---|---|---|---:|---:|---:|"]
