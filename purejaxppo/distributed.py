@@ -109,17 +109,18 @@ def check_address(address: str) -> None:
 
 
 def process_count() -> int:
-    """The processes of the run (1 without `initialize`)."""
+    """The processes of the run: 1 without `initialize` (asked without
+    starting a JAX backend)."""
     import jax
 
-    return jax.process_count()
+    return jax.process_count() if jax.distributed.is_initialized() else 1
 
 
 def is_main() -> bool:
     """Whether this is process 0: the one that prints and writes the run's files."""
     import jax
 
-    return jax.process_index() == 0
+    return not jax.distributed.is_initialized() or jax.process_index() == 0
 
 
 def to_host(tree: Any) -> Any:

@@ -1,4 +1,5 @@
-"""The layout's promises: a config starts no JAX backend, and a plain run
+"""The layout's promises: a config (or asking whether the run has several
+processes) starts no JAX backend, and a plain run
 imports no machine tuning or measurement module (apart from the XLA guard)."""
 
 import subprocess
@@ -12,6 +13,8 @@ import jax._src.xla_bridge as xla_bridge
 from purejaxppo import PPOConfig, make_train, preset_config
 config = preset_config("Pendulum-v1", total_timesteps=16 * 16, num_envs=16, num_steps=16)
 PPOConfig(env_name="Breakout-MinAtar", num_envs=8)
+from purejaxppo import distributed  # a one-process run's questions start no backend either
+assert (distributed.process_count(), distributed.is_main(), distributed.broadcast_text("x")) == (1, True, "x")
 print("backends after the configs:", sorted(xla_bridge._backends), "gymnax" in sys.modules)
 import jax
 result = jax.jit(make_train(config))(jax.random.PRNGKey(0))
