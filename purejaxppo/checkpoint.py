@@ -61,6 +61,7 @@ from purejaxppo.divergence import NonFiniteError, first_nonfinite
 from purejaxppo.hyperparams import HyperParams
 from purejaxppo.normalization import RunningMeanStd
 from purejaxppo.paths import output_dir
+from purejaxppo.pbt import PBTConfig, PBTState, PBTTrainer, make_pbt
 from purejaxppo.train import ENV_AXIS, TrainResult, TrainState, make_train
 
 FORMAT = 2  # bumped when what a checkpoint holds changes
@@ -88,6 +89,9 @@ class Checkpoint:
         env_devices: the devices each run's envs were split over
             (`make_train`'s ``env_devices``; 1 for checkpoints written
             before it was recorded).
+        pbt: the `PBTConfig` of a population-based run (``state`` is then
+            a `purejaxppo.pbt.PBTState`, ``hparams`` the first population),
+            else None.
     """
 
     state: TrainState
@@ -98,6 +102,7 @@ class Checkpoint:
     config: PPOConfig
     start: dict[str, str | None]
     env_devices: int = 1
+    pbt: PBTConfig | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,16 +216,19 @@ def _keys_to_data(tree):
     return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
 
 
-def _abstract_state(config: PPOConfig, key_info: dict[str, Any]):
-    """The `TrainState` shapes and dtypes of a run of ``config`` started from a
-    key like ``key_info``'s, typed keys as their data."""
-    train = make_train(config)
+def _abstract_state(config: PPOConfig, key_info: dict[str, Any], pbt: PBTConfig | None = None):
+    """The `TrainState` (with ``pbt``, `PBTState`) shapes and dtypes of a run
+    of ``config`` started from a key like ``key_info``'s, typed keys as their
+    data."""
     key = _key_from_info(key_info)
+    train = make_train(config) if pbt is None else make_pbt(config, pbt)
+    member = train if pbt is None else train.trainer
+    hp = None if pbt is None else train.default_hparams()
     if config.reference_kl:  # the reference policy: parameters (and statistics) like fresh ones
-        obs_norm = RunningMeanStd.create(train.env_spec.obs_shape) if config.normalize_obs else None
-        init = lambda k: train.init(k, params=train.random_params(k), obs_norm=obs_norm)
+        obs_norm = RunningMeanStd.create(member.env_spec.obs_shape) if config.normalize_obs else None
+        init = lambda k: train.init(k, hp, member.random_params(k), obs_norm)
     else:
-        init = train.init
+        init = lambda k: train.init(k, hp)
     for _ in _batch_shape(key):
         init = jax.vmap(init)
     return jax.eval_shape(lambda k: _keys_to_data(init(k)), key), jax.eval_shape(init, key)
@@ -252,6 +260,7 @@ def save_checkpoint(
     max_to_keep: int | None = 2,
     manager: ocp.CheckpointManager | None = None,
     env_devices: int = 1,
+    pbt: PBTConfig | None = None,
 ) -> int:
     """Write ``state`` and the run's record to ``directory``; return the step.
 
@@ -265,7 +274,8 @@ def save_checkpoint(
     what the run started from (`train_with_checkpoints` passes fingerprints
     of given ``params`` and ``obs_norm``), ``env_devices`` the devices its
     envs are split over (`make_train`'s ``env_devices``), which a resumed
-    run must split them over too.
+    run must split them over too. A population-based run's ``state`` is a
+    `purejaxppo.pbt.PBTState` and ``pbt`` its `PBTConfig`.
 
     A directory holds one run's checkpoints, in order: where it holds some
     already, the step must come after the latest one, and (without a
@@ -274,6 +284,8 @@ def save_checkpoint(
     written: a lower step would be written and then pruned at once by
     ``max_to_keep``, another run's would push this run's out.
     """
+    if isinstance(state, PBTState) != (pbt is not None):
+        raise ValueError("a population's PBTState is saved with its PBTConfig (pbt=...), and only it")
     steps = np.unique(to_host(state.update_step))
     if steps.size != 1:
         raise ValueError(f"state.update_step differs across the batch: {steps.tolist()}")
@@ -297,6 +309,7 @@ def save_checkpoint(
         "hparams": {name: list(np.shape(getattr(hparams, name))) for name in HYPERPARAM_FIELDS},
         "start": start or {"params": None, "obs_norm": None},
         "env_devices": int(env_devices),
+        "pbt": None if pbt is None else {k: _jsonable(v) for k, v in dataclasses.asdict(pbt).items()},
     }
     for name, value in metrics.items():
         if value.shape[-1:] != (step,):
@@ -323,6 +336,7 @@ def save_checkpoint(
                 raise ValueError(f"{where} has format {saved.get('format')!r}; this version of "
                                  f"purejaxppo writes format {FORMAT}: write to another directory")
             check_same_config(config_from_json(saved["config"]), config, where)
+            _check_same_pbt(_pbt_from_json(saved.get("pbt")), pbt, where)
             _check_same_key(saved["rng"], rng, where)
         own.save(step, args=args)
         own.wait_until_finished()
@@ -624,7 +638,8 @@ def restore_checkpoint(
             check_same_config(saved_config, config, where)
         if rng is not None:
             _check_same_key(record["rng"], rng, where)
-        data_state, state_like = _abstract_state(saved_config, record["rng"])
+        pbt = _pbt_from_json(record.get("pbt"))
+        data_state, state_like = _abstract_state(saved_config, record["rng"], pbt)
         sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), data_state)
         host = lambda shape, dtype: np.zeros(shape, dtype)
@@ -652,7 +667,22 @@ def restore_checkpoint(
         config=saved_config,
         start=record["start"],
         env_devices=int(record.get("env_devices", 1)),
+        pbt=pbt,
     )
+
+
+def _pbt_from_json(fields: dict[str, Any] | None) -> PBTConfig | None:
+    if fields is None:
+        return None
+    untuple = lambda v: tuple(untuple(x) for x in v) if isinstance(v, list) else v
+    return PBTConfig(**{name: untuple(value) for name, value in fields.items()})
+
+
+def _check_same_pbt(saved: PBTConfig | None, given: PBTConfig | None, where: str) -> None:
+    if saved != given:
+        describe = lambda p: "no population" if p is None else repr(p)
+        raise ValueError(f"{where} holds a run of {describe(saved)}; this run has {describe(given)}. "
+                         "Resume with the same population settings, or write to another directory")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -699,7 +729,9 @@ def restore_policy(
             function), the same shapes (``train`` checks them). The env may
             differ where its shapes fit (transfer).
         seed: for a run of several seeds (keys with batch axes), which one:
-            the flat index over its batch axes, 0 <= seed < number of seeds.
+            the flat index over its batch axes, 0 <= seed < number of seeds
+            (of a population-based run, over its seeds and members:
+            ``seed_index * population + member``).
         step: which update count to read; None for the latest.
 
     Raises:
@@ -710,6 +742,9 @@ def restore_policy(
     ckpt = restore_checkpoint(directory, step=step)
     where = f"checkpoint {directory}/{ckpt.updates_done}"
     batch = _batch_shape(ckpt.rng)
+    state = ckpt.state
+    if ckpt.pbt is not None:  # a population's members: the runs, flat over seeds and members
+        state, batch = state.members, batch + (ckpt.pbt.population,)
     seeds = math.prod(batch)
     try:
         index = None if isinstance(seed, bool) else operator.index(seed)
@@ -733,8 +768,8 @@ def restore_policy(
         )
     pick = lambda x: np.asarray(x).reshape((seeds,) + np.shape(x)[len(batch):])[index, ...]
     return Policy(
-        params=jax.tree.map(pick, ckpt.state.params),
-        obs_norm=jax.tree.map(pick, ckpt.state.obs_norm),
+        params=jax.tree.map(pick, state.params),
+        obs_norm=jax.tree.map(pick, state.obs_norm),
         config=ckpt.config,
         updates_done=ckpt.updates_done,
         seed=index,
@@ -788,15 +823,17 @@ def _positive_int(name: str, value: Any, what: str) -> int:
     return number
 
 
-def _hparams_axes(hp: HyperParams, batch_ndim: int) -> HyperParams:
-    """vmap axes of ``hp``: 0 for leaves batched like the keys, else None."""
+def _hparams_axes(hp: HyperParams, batch_ndim: int, inner_ndim: int = 0) -> HyperParams:
+    """vmap axes of ``hp``: 0 for leaves batched like the keys, else None.
+    ``inner_ndim``: the axes one run's own hyperparameters have (1 for a
+    population's)."""
     def axis(x):
-        nd = np.ndim(x)
+        nd = np.ndim(x) - inner_ndim
         if nd not in (0, batch_ndim):
-            raise ValueError(f"hparams leaves must be scalars or carry the keys' batch axes "
-                             f"({batch_ndim}); got a leaf of shape {np.shape(x)}. For a sweep from "
-                             "one key, pass the key broadcast to the sweep: "
-                             "jnp.broadcast_to(key, batch + key.shape)")
+            raise ValueError(f"hparams leaves must be {'scalars' if not inner_ndim else f'{inner_ndim}-d'} "
+                             f"or carry the keys' batch axes ({batch_ndim}) before those; got a leaf of "
+                             f"shape {np.shape(x)}. For a sweep from one key, pass the key broadcast "
+                             "to the sweep: jnp.broadcast_to(key, batch + key.shape)")
         return 0 if nd else None
     return jax.tree.map(axis, hp)
 
@@ -874,8 +911,9 @@ def train_with_checkpoints(
         raise ValueError(f"max_to_keep must be None or an int >= 1, got {max_to_keep!r}")
     _key_info(rng)  # a key, or a clear error
     batch_ndim = len(_batch_shape(rng))
-    hp = config.hyperparams() if hparams is None else hparams
-    hp_axes = _hparams_axes(hp, batch_ndim)
+    pbt = train.pbt if isinstance(train, PBTTrainer) else None
+    hp = train.default_hparams() if hparams is None else hparams
+    hp_axes = _hparams_axes(hp, batch_ndim, train.hparams_ndim)
     started_from = start_record(params, obs_norm)
     where = f"checkpoint directory {directory}"
     sharding = getattr(rng, "sharding", None)
@@ -918,6 +956,7 @@ def train_with_checkpoints(
     if resumed_from is not None:
         ckpt = restore_checkpoint(directory, config, step=resumed_from, sharding=sharding, rng=rng,
                                   verify=False)  # just verified
+        _check_same_pbt(ckpt.pbt, pbt, where)
         _check_same_hparams(ckpt.hparams, hp, where)
         if ckpt.env_devices != num_env_devices:
             # Each device draws its own envs' randomness: another split would
@@ -975,7 +1014,7 @@ def train_with_checkpoints(
                 start = time.perf_counter()
                 with writing():  # handed to orbax whole before Ctrl-C stops the run
                     save_checkpoint(directory, config, state, so_far, hp, rng, start=started_from,
-                                    manager=manager, env_devices=num_env_devices)
+                                    manager=manager, env_devices=num_env_devices, pbt=pbt)
                     sealer = _Sealer(manager, directory, done)
                 last_good = done
                 save_s += time.perf_counter() - start

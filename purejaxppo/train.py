@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import chex
 import jax
@@ -553,6 +553,11 @@ class Trainer:
     run_updates: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
     random_params: Callable[[jax.Array], Any]
     env_devices: tuple | None = None
+    hparams_ndim: ClassVar[int] = 0  # the axes of one run's own hyperparameters
+
+    def default_hparams(self) -> HyperParams:
+        """The hyperparameters ``train`` runs with when given none: ``config``'s."""
+        return self.config.hyperparams()
 
     def __call__(
         self,
