@@ -201,32 +201,24 @@ def markdown(results: list[dict], meta: dict) -> str:
 
 
 def plot_schedules(results: list[dict], path: Path) -> None:
-    import matplotlib
+    """One row per env of `purejaxppo.plotting.draw_schedule`, one panel per field."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from purejaxppo.plotting import draw_schedule
 
     fields = max(len(r["schedules_seed0"]) for r in results)
-    fig, axes = plt.subplots(len(results), fields, figsize=(4.2 * fields, 3.0 * len(results)),
-                             squeeze=False)
+    figure = Figure(figsize=(4.2 * fields, 3.2 * len(results)), dpi=110)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(len(results), fields, squeeze=False)
     for row_axes, res in zip(axes, results):
         for ax, (name, values) in zip(row_axes, res["schedules_seed0"].items()):
-            values = np.asarray(values)  # (members, updates)
-            x = (np.arange(values.shape[1]) + 1) * res["batch_size"]
-            for m in range(values.shape[0]):
-                ax.plot(x, values[m], lw=0.7, alpha=0.5, color=f"C{m}")
-            lin = np.asarray(res["lineage_seed0"])
-            ax.plot(x, values[lin, np.arange(values.shape[1])], color="k", lw=2.0,
-                    label="the best member's lineage")
-            ax.set_yscale("log")
-            ax.set(xlabel="env steps per member", ylabel=name, title=f"{res['env']}: {name}")
-            ax.legend(fontsize="x-small")
-            ax.grid(alpha=0.3)
-    fig.suptitle("Hyperparameter schedules PBT found (one population; thin: each member)",
-                 fontsize="medium")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+            draw_schedule(ax, values, res["lineage_seed0"], res["batch_size"], name)
+            ax.set_title(f"{res['env']}: {name}", fontsize="small")
+    figure.suptitle("Hyperparameter schedules PBT found (one population; thin: each member)",
+                    fontsize="medium")
+    figure.tight_layout()
+    figure.savefig(path)
 
 
 def main() -> None:

@@ -59,7 +59,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # timing.py beside this script
 
-from purejaxppo.statistics import (  # noqa: E402  (re-exported: the table's statistics)
+from purejaxppo.statistics import (  # noqa: E402, F401  (re-exported: the table's statistics)
     BOOTSTRAP_RESAMPLES, CONFIDENCE, bootstrap_ci, iqm, summarize_final_returns)
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -217,7 +217,8 @@ def parse_args(argv: list[str]) -> Args:
     known, rest = first.parse_known_args(argv)
     default = read_run_config(known.config_file) if known.config_file else default_args(argv)
     description = (__doc__.splitlines()[0] + " Also: 'eval RUN_DIR' plays a trained run's policy "
-                   "and draws a GIF; 'plot RUN_DIR...' overlays runs (each with --help).")
+                   "and draws a GIF; 'plot RUN_DIR...' overlays runs; 'sweep --grid ...' trains a "
+                   "hyperparameter grid and 'pbt' a population in one compiled call (each with --help).")
     return tyro.cli(Args, args=rest, default=default, description=description)
 
 
@@ -384,10 +385,7 @@ def _checked_run(args: Args, config: PPOConfig, run_dir, checkpoint_dir, json_ou
     from purejaxppo.memory import check_memory
     from purejaxppo.train import make_train
 
-    for field in ("env_params", "env_kwargs"):
-        given = key_values(field, getattr(args, field))
-        if given:
-            config = config.replace(**{field: {**dict(getattr(config, field)), **given}})
+    config = with_env_args(config, args)
     start, start_note = None, ""
     if init_from is not None:
         from purejaxppo.checkpoint import restore_policy
@@ -681,6 +679,15 @@ def _write_json(path: Path | None, payload: dict, metrics) -> None:
     path.write_text(json.dumps(_nan_to_none(payload), indent=1, allow_nan=False))
 
 
+def with_env_args(config: PPOConfig, args: Args) -> PPOConfig:
+    """``config`` with ``--env-params`` and ``--env-kwargs`` over its own."""
+    for field in ("env_params", "env_kwargs"):
+        given = key_values(field, getattr(args, field))
+        if given:
+            config = config.replace(**{field: {**dict(getattr(config, field)), **given}})
+    return config
+
+
 def key_values(flag: str, items: tuple[str, ...]) -> dict:
     """``KEY=VALUE`` items (``--env-params``) as a dict; each value a Python
     literal where it is one (``200``, ``True``, ``0.5``), else the string.
@@ -785,7 +792,21 @@ def _parse_or_exit(parser: argparse.ArgumentParser, argv: list[str]) -> argparse
         raise ValueError(f"{parser.prog}: {error}") from None
 
 
-SUBCOMMANDS = {"eval": eval_command, "plot": plot_command}
+def sweep_command(argv: list[str]) -> dict:
+    """``python -m purejaxppo sweep``: `purejaxppo.cli_experiments.sweep_command`."""
+    from purejaxppo.cli_experiments import sweep_command as command
+
+    return command(argv)
+
+
+def pbt_command(argv: list[str]) -> dict:
+    """``python -m purejaxppo pbt``: `purejaxppo.cli_experiments.pbt_command`."""
+    from purejaxppo.cli_experiments import pbt_command as command
+
+    return command(argv)
+
+
+SUBCOMMANDS = {"eval": eval_command, "plot": plot_command, "sweep": sweep_command, "pbt": pbt_command}
 
 
 # Where the running command is: what Ctrl-C reports.

@@ -256,3 +256,41 @@ def plot_runs(
     figure.tight_layout()
     figure.savefig(out, format="png")
     return out
+
+
+def draw_schedule(ax, values: np.ndarray, lineage: np.ndarray, batch_size: int, name: str) -> None:
+    """One explored hyperparameter of a population on ``ax``: each member's
+    value at every update (``values``, (P, updates), thin lines) and the
+    values along one member's ``lineage`` ((updates,), the member whose
+    state it carried at each update: `purejaxppo.pbt.lineage`) in bold,
+    against env steps per member; a log scale where every value is > 0."""
+    values = np.asarray(values, np.float64)
+    steps = (np.arange(values.shape[1]) + 1) * batch_size
+    for m in range(values.shape[0]):
+        ax.plot(steps, values[m], lw=0.7, alpha=0.55, color=f"C{m % 10}")
+    ax.plot(steps, values[np.asarray(lineage), np.arange(values.shape[1])], color="k", lw=2.0,
+            label="the best member's lineage")
+    if np.all(values > 0):
+        ax.set_yscale("log")
+    ax.set(xlabel="env steps per member", ylabel=name)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="x-small")
+
+
+def plot_schedules(schedules: dict[str, np.ndarray], lineage: np.ndarray, batch_size: int,
+                   out: str | os.PathLike, title: str) -> Path:
+    """`draw_schedule` for each field of ``schedules`` (name -> (P, updates)),
+    side by side, into the PNG ``out``; return its path."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    out = Path(out)
+    figure = Figure(figsize=(4.2 * len(schedules), 3.4), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, len(schedules), squeeze=False)[0]
+    for ax, (name, values) in zip(axes, schedules.items()):
+        draw_schedule(ax, values, lineage, batch_size, name)
+    figure.suptitle(title, fontsize="medium")
+    figure.tight_layout()
+    figure.savefig(out)
+    return out
