@@ -23,9 +23,13 @@ each update, the member it copied (``parent``) and its score at each ready
 point, so the schedules PBT found and each member's lineage can be read back
 (`schedules`, `lineage`).
 
-With ``quantile=0`` no member is replaced: the population is the plain
-vmapped sweep ``jax.vmap(make_train(config))(member_keys(key, P), hparams)``,
-bit for bit.
+With ``quantile=0`` no member is replaced: the population computes the
+plain vmapped sweep ``jax.vmap(make_train(config))(member_keys(key, P),
+hparams)``. The two are different XLA programs of the same computation;
+on CartPole they are equal bit for bit (``tests/test_pbt.py``), and where
+XLA compiles a reduction of the two differently (with ``normalize_obs``, the
+observation statistics' on XLA CPU) they agree to float rounding, as a run
+and its resumed chunks do (`purejaxppo.checkpoint`).
 """
 
 from __future__ import annotations

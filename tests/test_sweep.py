@@ -1,0 +1,125 @@
+"""Grids and populations from Python and the command line: a grid's points
+train in one call as each would alone, ranked by IQM; the sweep and pbt
+commands write their run directories and refuse bad input in one line."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from purejaxppo import PPOConfig, make_train
+from purejaxppo.cli import main
+from purejaxppo.plotting import read_run
+from purejaxppo.sweep import grid_points, parse_grid, point_label, points_hparams, rank_points, run_sweep
+
+CONFIG = PPOConfig(env_name="CartPole-v1", total_timesteps=4 * 32 * 8, num_envs=4, num_steps=32,
+                   update_epochs=1, num_minibatches=2, hidden_sizes=(16,))
+TINY = ["--env", "CartPole-v1", "--total-timesteps", "1024", "--num-envs", "4", "--num-steps", "32",
+        "--update-epochs", "1", "--num-minibatches", "2", "--hidden-sizes", "16", "--no-compile-cache"]
+
+
+def test_parse_grid_reads_fields_and_refuses_what_a_grid_cannot_take():
+    grid = parse_grid(["lr=1e-4,3e-4", "clip-eps=0.1,0.2,0.3"])
+    assert grid == {"lr": (1e-4, 3e-4), "clip_eps": (0.1, 0.2, 0.3)}
+    points = grid_points(grid)
+    assert len(points) == 6 and points[1] == {"lr": 1e-4, "clip_eps": 0.2}
+    assert point_label(points[1]) == "lr=0.0001,clip_eps=0.2"
+    for items, match in [
+        (["num_envs=4,8"], "num_envs is a static field .* allowed fields: lr, gamma"),
+        (["learning_rate=1"], "learning_rate is not a field"),
+        (["lr"], "allowed: FIELD=V1,V2"),
+        (["lr=1e-3,fast"], "must be numbers"),
+        (["lr=1e-3", "lr=1e-4"], "names lr twice"),
+        (["lr=1e-3,1e-3"], "repeats a value"),
+        ([], "at least one"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            parse_grid(items)
+    with pytest.raises(ValueError, match=r"hyperparams.gamma\[1\] = 1.5; allowed: finite values in \[0, 1\]"):
+        points_hparams(CONFIG, [{"gamma": 0.9}, {"gamma": 1.5}])
+
+
+def test_a_grid_trains_each_point_as_it_would_alone_and_ranks_by_iqm():
+    points = [{"lr": 1e-3}, {"lr": 1e-5}]
+    sweep = run_sweep(CONFIG, points, num_seeds=2, seed=3)
+    assert sweep.metrics["episode_return"].shape == (2, 2, CONFIG.num_updates)
+    keys = jax.random.split(jax.random.PRNGKey(3), 2)
+    alone = jax.jit(jax.vmap(make_train(CONFIG), in_axes=(0, None)))
+    for g, point in enumerate(points):
+        result = alone(keys, CONFIG.replace(**point).hyperparams())
+        np.testing.assert_allclose(sweep.metrics["loss"][g], result.metrics["loss"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(sweep.final_returns[g], np.nanmean(
+            np.asarray(result.metrics["episode_return"])[:, -10:], axis=1), rtol=1e-5)
+    table = rank_points(sweep)
+    assert [row["iqm"] for row in table] == sorted((row["iqm"] for row in table), reverse=True)
+    assert sorted(row["index"] for row in table) == [0, 1]
+    assert table[0]["label"] == point_label(points[table[0]["index"]])
+
+
+def test_sweep_command_writes_a_ranked_table_and_a_run_directory_per_point(capsys, tmp_path):
+    out = tmp_path / "sweep"
+    summary = run_command(["sweep", *TINY, "--grid", "lr=1e-3,1e-4", "ent_coef=0,0.01", "--num-seeds", "2",
+                           "--run-dir", str(out)])
+    text = capsys.readouterr().out
+    assert "4 points x 2 seed(s)" in text and "| rank | point | IQM [95% CI] |" in text
+    iqms = [row["iqm"] for row in summary["ranking"]]
+    assert iqms == sorted(iqms, reverse=True) and len(iqms) == 4
+    ranked = [line.split("|")[2].strip() for line in text.splitlines() if line.startswith("| 1 ")
+              or line.startswith("| 2 ")]
+    assert ranked == [row["label"] for row in summary["ranking"][:2]]
+    saved = json.loads((out / "sweep.json").read_text())
+    assert saved["grid"] == {"lr": [1e-3, 1e-4], "ent_coef": [0.0, 0.01]}
+    assert (out / "sweep.md").is_file() and (out / "sweep.png").is_file()
+    run = read_run(out / "lr=0.0001,ent_coef=0.01")
+    assert run.config.lr == pytest.approx(1e-4) and run.config.ent_coef == pytest.approx(0.01)
+    assert run.metrics["episode_return"].shape == (2, 8)
+    best = summary["ranking"][0]
+    np.testing.assert_allclose(json.loads((out / best["label"] / "summary.json").read_text())["final_return"],
+                               best["final_returns"])
+    run_command(["eval", str(out / best["label"]), "--episodes", "2"])  # its final state was saved
+    assert "return" in capsys.readouterr().out
+
+
+def run_command(argv):
+    """The subcommand ``argv[0]`` run as ``main`` runs it; its summary."""
+    from purejaxppo.cli import SUBCOMMANDS
+
+    return SUBCOMMANDS[argv[0]](argv[1:])
+
+
+def test_pbt_command_resumes_and_writes_schedules(capsys, tmp_path):
+    out = tmp_path / "pbt"
+    argv = ["pbt", *TINY, "--population", "4", "--ready-every", "2", "--explore", "lr", "clip_eps",
+            "--grid", "lr=1e-3,3e-4", "clip_eps=0.1,0.2", "--num-seeds", "2", "--checkpoint-every", "4",
+            "--run-dir", str(out)]
+    first = run_command(argv)
+    text = capsys.readouterr().out
+    assert "2 population(s) x 4 members" in text and "best member" in text
+    assert [p["lineage"][-1] for p in first["populations"]] == [p["best_member"] for p in first["populations"]]
+    run = read_run(out)
+    assert run.metrics["hp_lr"].shape == (8, 8)  # populations x members, updates
+    np.testing.assert_allclose(run.metrics["hp_lr"][:4, 0], [1e-3, 1e-3, 3e-4, 3e-4], rtol=1e-6)
+    assert (out / "schedules.png").is_file() and (out / "pbt.json").is_file()
+    (out / "checkpoints" / "8").rename(tmp_path / "moved")  # as if stopped after update 4
+    again = run_command(argv)
+    assert again["resumed_from"] == 4 and again["populations"] == first["populations"]
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["sweep", "--grid", "num_envs=4,8"], "num_envs is a static field"),
+    (["sweep", "--env", "CartPole-v1"], "--grid FIELD=V1,V2 ... is required"),
+    (["sweep", "--grid", "lr=1e-3", "--checkpoint-every", "5"], "--checkpoint-every is not taken by 'sweep'"),
+    (["sweep", "--grid", "lr=-1"], r"hyperparams.lr\[0\] = -1"),
+    (["pbt", "--population", "1"], "population = 1; allowed: an int >= 2"),
+    (["pbt", "--bounds", "lr=1e-3"], "FIELD=LOW,HIGH"),
+    (["pbt", "--grid", "lr=1e-3,1e-4", "--population", "4"], "--grid has 2 points; the first population needs"),
+    (["pbt", "--json-out", "x.json"], "--json-out is not taken by 'pbt'"),
+])
+def test_experiment_commands_refuse_bad_input_in_one_line(capsys, argv, match):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("purejaxppo: error:") and len(err.splitlines()) == 1
+    assert __import__("re").search(match, err), err
