@@ -245,6 +245,11 @@ def pbt_command(argv: list[str]) -> dict:
         enable_compilation_cache()
     if first is None:
         first = pbts.initial_population(config, pbt, jax.random.fold_in(jax.random.PRNGKey(args.seed), 7))
+    from purejaxppo.devices import largest_divisor_at_most
+    from purejaxppo.memory import check_memory
+
+    check_memory(trainer.trainer, runs_per_device=runs // largest_divisor_at_most(args.num_seeds,
+                                                                                 jax.device_count()))
     hparams = jax.tree.map(lambda x: jnp.broadcast_to(x, (args.num_seeds,) + x.shape), first)
     keys = shard_seeds(jax.random.split(jax.random.PRNGKey(args.seed), args.num_seeds))
     steps = config.num_updates * config.batch_size

@@ -130,11 +130,14 @@ def run_sweep(config: PPOConfig, points: Sequence[dict[str, float]], num_seeds: 
     """Train every point of ``points`` with ``num_seeds`` seeds (keys
     ``split(PRNGKey(seed), num_seeds)``, the same for every point) in one
     compiled call over the ``G * S`` runs, split over ``devices`` (default:
-    all, as many as divide the runs)."""
+    all, as many as divide the runs). A grid that cannot fit in the
+    devices' memory is refused before it compiles
+    (`purejaxppo.memory.check_memory`)."""
     import time
 
-    from purejaxppo.devices import shard_seeds
+    from purejaxppo.devices import largest_divisor_at_most, shard_seeds
     from purejaxppo.distributed import to_host
+    from purejaxppo.memory import check_memory
 
     if isinstance(num_seeds, bool) or not isinstance(num_seeds, int) or num_seeds < 1:
         raise ValueError(f"num_seeds = {num_seeds!r}; allowed: an int >= 1")
@@ -144,7 +147,10 @@ def run_sweep(config: PPOConfig, points: Sequence[dict[str, float]], num_seeds: 
     keys = jax.random.split(jax.random.PRNGKey(seed), s)
     flat_keys = shard_seeds(jnp.tile(keys, (g, 1)), devices)  # run r: point r // s, seed r % s
     flat_hp = shard_seeds(jax.tree.map(lambda x: jnp.repeat(x, s), hp), devices)
-    train = jax.jit(jax.vmap(make_train(config)))
+    trainer = make_train(config)
+    count = len(jax.devices()) if devices is None else len(devices)
+    check_memory(trainer, runs_per_device=g * s // largest_divisor_at_most(g * s, count))  # before compiling
+    train = jax.jit(jax.vmap(trainer))
     start = time.perf_counter()
     compiled = train.lower(flat_keys, flat_hp).compile()
     compile_s = time.perf_counter() - start

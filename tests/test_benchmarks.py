@@ -555,3 +555,22 @@ def test_processes_benchmark_smoke(tmp_path):
     assert row["compile_s"] == launch["compile_s"] > 0
     assert "| seeds | CartPole-v1: num_envs=8, num_steps=16, total_timesteps=512 | 1 x 1 |" in (
         tmp_path / "multiprocess-cpu-quick.md").read_text()
+
+
+def test_pbt_benchmark_smoke(tmp_path):
+    # Both arms at a tiny budget on one env: the script's selection, greedy
+    # evaluation, tables, schedules plot and its rows in the returns table.
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "pbt.py"), "--quick", "--envs", "Pendulum-v1",
+           "--seeds", "2", "--out-dir", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (result,) = json.loads((tmp_path / "pbt" / "pbt-cpu-quick.json").read_text())["results"]
+    assert len(result["points"]) == 8 and len(result["grid_iqm"]) == 8
+    assert result["best_point"] == result["points"][result["grid_iqm"].index(max(result["grid_iqm"]))]
+    grid, pbt = result["rows"]["Pendulum-v1 grid-best"], result["rows"]["Pendulum-v1 PBT"]
+    assert grid["budget"] == pbt["budget"] and grid["seeds"] == pbt["seeds"] == 2
+    assert len(pbt["eval_returns"]) == 2 and len(result["lineage_seed0"]) == pbt["num_updates"]
+    assert (tmp_path / "pbt" / "pbt-cpu-quick-schedules.png").is_file()
+    rows = json.loads((tmp_path / "returns-cpu-quick.json").read_text())["rows"]
+    assert set(rows) == {"Pendulum-v1 grid-best", "Pendulum-v1 PBT"}
+    assert "| Pendulum-v1 PBT | 2 |" in (tmp_path / "returns-cpu-quick.md").read_text()
