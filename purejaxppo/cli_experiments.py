@@ -81,21 +81,32 @@ def _fmt(value: float) -> str:
     return "n/a" if not np.isfinite(value) else f"{value:.4g}"
 
 
-def _write_run(run_dir: Path, config, args: Args, argv: list[str], state, metrics, keys,
-               hparams, summary: dict, pbt=None) -> None:
-    """A run directory's files: config.json, metrics.csv, summary.json and the
-    final state in checkpoints/."""
-    from purejaxppo.checkpoint import save_checkpoint
+def _write_metrics(path: Path, metrics: dict, batch_size: int) -> None:
+    """``metrics.csv`` of every update of every run (``seed``: the flat run
+    index), written whole (over an older one)."""
     from purejaxppo.loggers import CSVLogger, Reporter
+
+    path.unlink(missing_ok=True)
+    reporter = Reporter([CSVLogger(path)], batch_size)
+    reporter.replay(metrics)
+    reporter.close()
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.write_text(json.dumps(_nan_to_none(payload), indent=1, allow_nan=False))
+
+
+def _write_point(run_dir: Path, config, args: Args, argv: list[str], state, metrics, keys,
+                 summary: dict) -> None:
+    """One grid point's run directory: config.json, metrics.csv,
+    summary.json and the final state in checkpoints/."""
+    from purejaxppo.checkpoint import save_checkpoint
 
     run_dir.mkdir(parents=True, exist_ok=True)
     write_run_config(run_dir, config, args, argv)
-    reporter = Reporter([CSVLogger(run_dir / "metrics.csv")], config.batch_size)
-    reporter.replay(metrics)
-    reporter.close()
-    (run_dir / "summary.json").write_text(json.dumps(_nan_to_none(summary), indent=1, allow_nan=False))
-    if state is not None:
-        save_checkpoint(run_dir / "checkpoints", config, state, metrics, hparams, keys, pbt=pbt)
+    _write_metrics(run_dir / "metrics.csv", metrics, config.batch_size)
+    _write_json(run_dir / "summary.json", summary)
+    save_checkpoint(run_dir / "checkpoints", config, state, metrics, config.hyperparams(), keys)
 
 
 def _plot(run_dirs: list[Path], out: Path, title: str) -> None:
@@ -131,7 +142,7 @@ def sweep_command(argv: list[str]) -> dict:
     points = sweeps.grid_points(sweeps.parse_grid(own.grid))
     sweeps.points_hparams(config, points)  # every value checked before anything starts
     runs = len(points) * args.num_seeds
-    threads_note, _ = apply_platform(dataclasses.replace(args, num_seeds=runs))
+    apply_platform(dataclasses.replace(args, num_seeds=runs))
     run_dir = _run_dir(args, config, "sweep")
     if args.compile_cache:
         from purejaxppo.platform.compile_cache import enable_compilation_cache
@@ -164,12 +175,12 @@ def sweep_command(argv: list[str]) -> dict:
             pconfig = sweeps.point_config(config, point)
             pick = lambda x: x[i]
             point_dirs.append(run_dir / row["label"])
-            _write_run(point_dirs[-1], pconfig, args, ["sweep", *argv],
-                       jax.tree.map(pick, result.result.train_state),
-                       {k: v[i] for k, v in result.metrics.items()}, keys, pconfig.hyperparams(),
-                       {"env_name": config.env_name, "point": point, "num_seeds": args.num_seeds,
+            _write_point(point_dirs[-1], pconfig, args, ["sweep", *argv],
+                         jax.tree.map(pick, result.result.train_state),
+                         {k: v[i] for k, v in result.metrics.items()}, keys,
+                         {"env_name": config.env_name, "point": point, "num_seeds": args.num_seeds,
                         "final_return": row["final_returns"], "iqm": row["iqm"], "iqm_ci95": row["iqm_ci95"]})
-        (run_dir / "sweep.json").write_text(json.dumps(_nan_to_none(summary), indent=1, allow_nan=False))
+        _write_json(run_dir / "sweep.json", summary)
         (run_dir / "sweep.md").write_text(
             f"# Sweep of {config.env_name}\n\n{len(points)} points x {args.num_seeds} seeds x {steps:,} "
             f"steps; command: `python -m purejaxppo sweep {' '.join(argv)}`\n\n" + "\n".join(lines) + "\n")
@@ -237,7 +248,7 @@ def pbt_command(argv: list[str]) -> dict:
                              f"--population {pbt.population} of them")
         first = points_hparams(config, points)
     runs = args.num_seeds * pbt.population
-    threads_note, _ = apply_platform(dataclasses.replace(args, num_seeds=runs))
+    apply_platform(dataclasses.replace(args, num_seeds=runs))
     run_dir = _run_dir(args, config, "pbt")
     if args.compile_cache:
         from purejaxppo.platform.compile_cache import enable_compilation_cache
@@ -262,14 +273,13 @@ def pbt_command(argv: list[str]) -> dict:
     every = args.checkpoint_every or config.num_updates
     report = lambda done, chunk: print(f"update {done}/{config.num_updates}: median return "
                                        f"{np.nanmedian(chunk['episode_return'][..., -1]):.4g}", flush=True)
-    if checkpoint_dir is None:
-        import tempfile
+    import tempfile
 
-        scratch = tempfile.TemporaryDirectory()
-        checkpoint_dir = Path(scratch.name)
-    run = train_with_checkpoints(trainer, keys, checkpoint_dir, every=every, hparams=hparams,
-                                 callback=report if every < config.num_updates else None,
-                                 on_bad_checkpoint=args.on_bad_checkpoint)
+    # --run-dir none: the chunks' checkpoints go to a scratch directory, removed at the end.
+    with tempfile.TemporaryDirectory() as scratch:
+        run = train_with_checkpoints(trainer, keys, checkpoint_dir or scratch, every=every, hparams=hparams,
+                                     callback=report if every < config.num_updates else None,
+                                     on_bad_checkpoint=args.on_bad_checkpoint)
     metrics = to_host(run.result.metrics)  # (populations, members, updates)
     finals = final_return(metrics)  # (populations, members)
     best = np.argmax(np.where(np.isfinite(finals), finals, -np.inf), axis=1)
@@ -297,27 +307,16 @@ def pbt_command(argv: list[str]) -> dict:
                "resumed_from": run.resumed_from, "populations": populations,
                "best_final_return_iqm": summarize_final_returns(finals[np.arange(args.num_seeds), best])["iqm"]}
     if run_dir is None:
-        scratch.cleanup()
         return summary
-    from purejaxppo.loggers import CSVLogger, Reporter
-
-    (run_dir / "metrics.csv").unlink(missing_ok=True)  # a resumed run writes it whole again
-    reporter = Reporter([CSVLogger(run_dir / "metrics.csv")], config.batch_size)
-    reporter.replay(metrics)
-    reporter.close()
-    (run_dir / "pbt.json").write_text(json.dumps(_nan_to_none(summary), indent=1, allow_nan=False))
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        from purejaxppo.plotting import plot_runs, plot_schedules
+    _write_metrics(run_dir / "metrics.csv", metrics, config.batch_size)  # a resumed run's too, whole
+    _write_json(run_dir / "pbt.json", summary)
+    _plot([run_dir], run_dir / "curves.png", f"{config.env_name}: every member, median and 25-75%")
+    if (run_dir / "curves.png").exists():  # matplotlib (the plot extra) is there
+        from purejaxppo.plotting import plot_schedules
 
         plot_schedules(pbts.schedules({k: v[0] for k, v in metrics.items()}, pbt), populations[0]["lineage"],
                        config.batch_size, run_dir / "schedules.png",
                        f"{config.env_name}: PBT's schedules (population 0; bold: its best member's lineage)")
-        plot_runs([run_dir], out=run_dir / "curves.png",
-                  title=f"{config.env_name}: every member, median and 25-75%")
     print(f"\nrun directory: {run_dir} (evaluate a member: python -m purejaxppo eval {run_dir} "
           f"--seed-index POPULATION*{pbt.population}+MEMBER)")
     return summary
