@@ -1,10 +1,9 @@
 """Population-based training: exploit copies exactly the chosen member's
 state, explore stays in range and is deterministic, a population without
-selection is the plain vmapped sweep bit for bit, and a checkpointed
-population resumes bit for bit."""
+selection is the plain vmapped sweep bit for bit. (A checkpointed population
+resumes bit for bit: tests/test_sweep.py, through the pbt command.)"""
 
 import math
-import shutil
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +11,6 @@ import numpy as np
 import pytest
 
 from purejaxppo import PPOConfig, make_train
-from purejaxppo.checkpoint import restore_checkpoint, restore_policy, train_with_checkpoints
 from purejaxppo.config import _RANGES, HYPERPARAM_FIELDS
 from purejaxppo.pbt import (
     PBTConfig,
@@ -125,32 +123,6 @@ def test_without_selection_a_population_is_the_plain_sweep_bit_for_bit():
     np.testing.assert_array_equal(result.metrics["hp_lr"], np.repeat(np.asarray(hp.lr)[:, None], 10, 1))
     scored = np.isfinite(np.asarray(result.metrics["pbt_score"]))
     assert scored.any(axis=0).tolist() == [u % 3 == 2 and u < 9 for u in range(10)]  # at each ready point
-
-
-def test_a_checkpointed_population_resumes_bit_for_bit(tmp_path):
-    pbt = PBTConfig(population=P, ready_every=2, quantile=0.25, explore=("lr", "clip_eps"))
-    trainer = make_pbt(CONFIG, pbt)
-    keys = jax.random.split(jax.random.PRNGKey(2), 2)  # two populations
-    hp = jax.tree.map(lambda x: jnp.stack([x, x]), population(pbt))
-    whole = train_with_checkpoints(trainer, keys, tmp_path, every=3, hparams=hp, max_to_keep=None)
-    parents = np.asarray(whole.result.metrics["parent"])
-    assert parents.shape == (2, P, 10) and (parents != np.arange(P)[:, None]).any()  # members copied
-    lr = np.asarray(whole.result.metrics["hp_lr"])
-    assert (lr != lr[..., :1]).any()  # and explored
-    for step in (9, 10):
-        shutil.rmtree(tmp_path / str(step))
-    resumed = train_with_checkpoints(trainer, keys, tmp_path, every=3, hparams=hp)
-    assert resumed.resumed_from == 6
-    assert_trees_equal(resumed.result.train_state, whole.result.train_state)
-    for name, values in whole.result.metrics.items():
-        np.testing.assert_array_equal(resumed.result.metrics[name], values, err_msg=name)
-    ckpt = restore_checkpoint(tmp_path)
-    assert ckpt.pbt == pbt and ckpt.updates_done == 10
-    policy = restore_policy(tmp_path, seed=P + 1)  # population 1, member 1
-    assert_trees_equal(policy.params, jax.tree.map(lambda x: x[1, 1], whole.result.train_state.members.params))
-    other = make_pbt(CONFIG, PBTConfig(population=P, ready_every=2, quantile=0.5, explore=("lr", "clip_eps")))
-    with pytest.raises(ValueError, match="population settings"):
-        train_with_checkpoints(other, keys, tmp_path, every=3, hparams=hp)
 
 
 def test_lineage_reads_the_parents_backwards():

@@ -3,6 +3,7 @@ train in one call as each would alone, ranked by IQM; the sweep and pbt
 commands write their run directories and refuse bad input in one line."""
 
 import json
+import shutil
 
 import jax
 import numpy as np
@@ -12,8 +13,10 @@ from purejaxppo import PPOConfig, make_train
 from purejaxppo.checkpoint import restore_checkpoint, restore_policy
 from purejaxppo.cli import main
 from purejaxppo.plotting import read_run
-from purejaxppo.sweep import grid_points, parse_grid, point_label, points_hparams, rank_points, run_sweep
+from test_checkpoint import assert_trees_equal
+from purejaxppo.sweep import grid_points, parse_grid, point_label, points_hparams
 
+# CONFIG is what the commands' TINY flags give (no preset: CartPole's is the library defaults).
 CONFIG = PPOConfig(env_name="CartPole-v1", total_timesteps=4 * 32 * 8, num_envs=4, num_steps=32,
                    update_epochs=1, num_minibatches=2, hidden_sizes=(16,))
 TINY = ["--env", "CartPole-v1", "--total-timesteps", "1024", "--num-envs", "4", "--num-steps", "32",
@@ -41,39 +44,30 @@ def test_parse_grid_reads_fields_and_refuses_what_a_grid_cannot_take():
         points_hparams(CONFIG, [{"gamma": 0.9}, {"gamma": 1.5}])
 
 
-def test_a_grid_trains_each_point_as_it_would_alone_and_ranks_by_iqm():
-    points = [{"lr": 1e-3}, {"lr": 1e-5}]
-    sweep = run_sweep(CONFIG, points, num_seeds=2, seed=3)
-    assert sweep.metrics["episode_return"].shape == (2, 2, CONFIG.num_updates)
-    keys = jax.random.split(jax.random.PRNGKey(3), 2)
-    alone = jax.jit(jax.vmap(make_train(CONFIG), in_axes=(0, None)))
-    for g, point in enumerate(points):
-        result = alone(keys, CONFIG.replace(**point).hyperparams())
-        np.testing.assert_allclose(sweep.metrics["loss"][g], result.metrics["loss"], rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(sweep.final_returns[g], np.nanmean(
-            np.asarray(result.metrics["episode_return"])[:, -10:], axis=1), rtol=1e-5)
-    table = rank_points(sweep)
-    assert [row["iqm"] for row in table] == sorted((row["iqm"] for row in table), reverse=True)
-    assert sorted(row["index"] for row in table) == [0, 1]
-    assert table[0]["label"] == point_label(points[table[0]["index"]])
-
-
 def test_sweep_command_writes_a_ranked_table_and_a_run_directory_per_point(capsys, tmp_path):
     out = tmp_path / "sweep"
     summary = run_command(["sweep", *TINY, "--grid", "lr=1e-3,1e-4", "ent_coef=0,0.01", "--num-seeds", "2",
-                           "--run-dir", str(out)])
+                           "--seed", "3", "--run-dir", str(out)])
     text = capsys.readouterr().out
     assert "4 points x 2 seed(s)" in text and "| rank | point | IQM [95% CI] |" in text
     iqms = [row["iqm"] for row in summary["ranking"]]
     assert iqms == sorted(iqms, reverse=True) and len(iqms) == 4
+    # Each point trained in the one call as it would alone, with the same keys.
+    point = {"lr": 1e-4, "ent_coef": 0.01}
+    alone = jax.jit(jax.vmap(make_train(CONFIG.replace(**point))))(jax.random.split(jax.random.PRNGKey(3), 2))
+    run = read_run(out / point_label(point))
+    assert run.config == CONFIG.replace(**point)
+    for name in ("loss", "episode_return", "learning_rate"):
+        np.testing.assert_allclose(run.metrics[name], alone.metrics[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    row = next(r for r in summary["ranking"] if r["point"] == point)
+    np.testing.assert_allclose(row["final_returns"], np.nanmean(
+        np.asarray(alone.metrics["episode_return"])[:, -10:], axis=1), rtol=1e-5)
     ranked = [line.split("|")[2].strip() for line in text.splitlines() if line.startswith("| 1 ")
               or line.startswith("| 2 ")]
     assert ranked == [row["label"] for row in summary["ranking"][:2]]
     saved = json.loads((out / "sweep.json").read_text())
     assert saved["grid"] == {"lr": [1e-3, 1e-4], "ent_coef": [0.0, 0.01]}
     assert (out / "sweep.md").is_file() and (out / "sweep.png").is_file()
-    run = read_run(out / "lr=0.0001,ent_coef=0.01")
-    assert run.config.lr == pytest.approx(1e-4) and run.config.ent_coef == pytest.approx(0.01)
     assert run.metrics["episode_return"].shape == (2, 8)
     best = summary["ranking"][0]
     np.testing.assert_allclose(json.loads((out / best["label"] / "summary.json").read_text())["final_return"],
@@ -90,22 +84,38 @@ def run_command(argv):
     return SUBCOMMANDS[argv[0]](argv[1:])
 
 
-def test_pbt_command_resumes_and_writes_schedules(capsys, tmp_path):
-    out = tmp_path / "pbt"
-    argv = ["pbt", *TINY, "--population", "4", "--ready-every", "2", "--explore", "lr", "clip_eps",
-            "--grid", "lr=1e-3,3e-4", "clip_eps=0.1,0.2", "--num-seeds", "2", "--checkpoint-every", "4",
-            "--run-dir", str(out)]
+def test_pbt_command_resumes_bit_for_bit_and_writes_schedules(capsys, tmp_path):
+    out, p = tmp_path / "pbt", 4
+    argv = ["pbt", *TINY, "--population", str(p), "--ready-every", "2", "--explore", "lr", "clip_eps",
+            "--grid", "lr=1e-3,3e-4", "clip_eps=0.1,0.2", "--num-seeds", "2", "--checkpoint-every", "3",
+            "--normalize-obs", "--normalize-reward", "--run-dir", str(out)]
     first = run_command(argv)
     text = capsys.readouterr().out
     assert "2 population(s) x 4 members" in text and "best member" in text
-    assert [p["lineage"][-1] for p in first["populations"]] == [p["best_member"] for p in first["populations"]]
+    assert [q["lineage"][-1] for q in first["populations"]] == [q["best_member"] for q in first["populations"]]
     run = read_run(out)
-    assert run.metrics["hp_lr"].shape == (8, 8)  # populations x members, updates
-    np.testing.assert_allclose(run.metrics["hp_lr"][:4, 0], [1e-3, 1e-3, 3e-4, 3e-4], rtol=1e-6)
+    assert run.metrics["hp_lr"].shape == (2 * p, 8)  # populations x members, updates
+    np.testing.assert_allclose(run.metrics["hp_lr"][:p, 0], [1e-3, 1e-3, 3e-4, 3e-4], rtol=1e-6)
+    parent = run.metrics["parent"].reshape(2, p, 8)
+    assert (parent != np.arange(p)[:, None]).any()  # members copied others
+    assert (run.metrics["hp_lr"] != run.metrics["hp_lr"][:, :1]).any()  # and explored
     assert (out / "schedules.png").is_file() and (out / "pbt.json").is_file()
-    (out / "checkpoints" / "8").rename(tmp_path / "moved")  # as if stopped after update 4
+
+    # Stopped after update 6: the same command resumes it to the same bits.
+    shutil.copytree(out / "checkpoints", tmp_path / "whole")
+    shutil.rmtree(out / "checkpoints" / "8")
     again = run_command(argv)
-    assert again["resumed_from"] == 4 and again["populations"] == first["populations"]
+    assert again["resumed_from"] == 6 and again["populations"] == first["populations"]
+    whole, resumed = restore_checkpoint(tmp_path / "whole"), restore_checkpoint(out / "checkpoints")
+    assert resumed.pbt == whole.pbt and resumed.pbt.population == p
+    assert_trees_equal(resumed.state, whole.state)
+    for name, values in whole.metrics.items():
+        np.testing.assert_array_equal(resumed.metrics[name], values, err_msg=name)
+    # One member's policy, as eval --seed-index plays it: population 1, member 1.
+    policy = restore_policy(out / "checkpoints", seed=p + 1)
+    assert_trees_equal(policy.params, jax.tree.map(lambda x: x[1, 1], whole.state.members.params))
+    with pytest.raises(ValueError, match="population settings"):
+        run_command([*argv, "--quantile", "0.5"])
 
 
 @pytest.mark.parametrize("argv, match", [

@@ -46,18 +46,6 @@ def test_vmap_over_seeds_matches_per_seed_runs(tiny_config):
             np.testing.assert_allclose(many.metrics[name][i, 0], one.metrics[name][0], rtol=2e-4, atol=1e-6, err_msg=name)
 
 
-def test_vmap_over_hyperparameters(tiny_config):
-    train = make_train(tiny_config)
-    hp = tiny_config.hyperparams()
-    lrs = jnp.array([1e-4, 1e-3])
-    batched = hp.replace(lr=lrs)
-    axes = jax.tree.map(lambda _: None, hp).replace(lr=0)
-    out = jax.jit(jax.vmap(train, in_axes=(None, axes)))(jax.random.PRNGKey(0), batched)
-    np.testing.assert_allclose(out.metrics["learning_rate"][:, 0], lrs, rtol=1e-6)
-    ref = jax.jit(train)(jax.random.PRNGKey(0), hp.replace(lr=jnp.float32(1e-3)))
-    np.testing.assert_allclose(out.metrics["policy_loss"][1], ref.metrics["policy_loss"], rtol=1e-3, atol=1e-6)
-
-
 def test_learning_rate_anneals_linearly_to_zero(tiny_config):
     res = jax.jit(make_train(tiny_config))(jax.random.PRNGKey(0))
     lr = np.asarray(res.metrics["learning_rate"])
