@@ -21,7 +21,7 @@ def test_update_and_run_updates_agree(tiny_config):
     """`train.update` stepped from Python and `run_updates` (one scan) make
     the same states and metrics."""
     train = make_train(tiny_config)
-    state = train.init(jax.random.PRNGKey(3))
+    state = jax.jit(train.init)(jax.random.PRNGKey(3))
     scanned, scanned_metrics = jax.jit(lambda s: train.run_updates(s, 2))(state)
     one = jax.jit(train.update)
     stepped, metrics = state, []

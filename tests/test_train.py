@@ -79,7 +79,7 @@ def test_continuous_actions_stored_unclipped_but_env_sees_clipped(env_name):
     config = PPOConfig(env_name=env_name, num_envs=2, num_steps=8, total_timesteps=16,
                        num_minibatches=1, ent_coef=0.0)
     train = make_train(config)
-    state = train.init(jax.random.PRNGKey(0))
+    state = jax.jit(train.init)(jax.random.PRNGKey(0))
     # Push the policy mean far outside the bounds.
     params = jax.tree_util.tree_map_with_path(
         lambda p, x: x + 100.0 if "policy_head" in jax.tree_util.keystr(p) and "bias" in jax.tree_util.keystr(p) else x,
