@@ -216,7 +216,7 @@ def test_truncation_period_holds_in_every_rollout(env_name):
     else:
         zeros = lambda o: jnp.zeros(o.shape[:-len(spec.obs_shape)] + (spec.action_dim,))
         policy = lambda p, o: DiagGaussian(mean=zeros(o), log_std=zeros(o))
-    obs, state = vec.reset(jax.random.PRNGKey(0))
+    obs, state = jax.jit(vec.reset)(jax.random.PRNGKey(0))
     carry = EnvCarry(state, obs, EpisodeStats.zeros(n))
     rollout = jax.jit(lambda c, k: collect_rollout(policy, None, vec, c, RolloutRandomness.draw(k, vec, num_steps), num_steps))
     carry, _ = rollout(carry, jax.random.PRNGKey(1))  # start mid-episode
