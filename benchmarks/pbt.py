@@ -1,6 +1,6 @@
 """PBT against a grid sweep at equal env steps: does population-based training pay?
 
-    python benchmarks/pbt.py                          # Pendulum-v1 and Breakout-MinAtar
+    python benchmarks/pbt.py                          # every env of CASES
     python benchmarks/pbt.py --envs Pendulum-v1 --seeds 8
     python benchmarks/pbt.py --quick                  # a smoke run (tiny budgets)
 
@@ -63,6 +63,9 @@ CASES = {
     "Breakout-MinAtar": Case(overrides={"total_timesteps": 1_500_000},
                              grid={"lr": (1e-3, 2.5e-3, 5e-3, 1e-2), "clip_eps": (0.1, 0.2)},
                              ready_every=10),
+    "SpaceInvaders-MinAtar": Case(overrides={"total_timesteps": 1_000_000},
+                                  grid={"lr": (1e-3, 2.5e-3, 5e-3, 1e-2), "clip_eps": (0.1, 0.2)},
+                                  ready_every=10),
 }
 
 
@@ -179,7 +182,9 @@ def _renamed(stats: dict) -> dict:
 def markdown(results: list[dict], meta: dict) -> str:
     fmt = lambda v: "n/a" if v is None or not np.isfinite(v) else f"{v:.4g}"
     lines = [f"# PBT against a grid on {meta['device']}", "",
-             f"{meta['machine']}; jax {meta['jax']}. Command: `{meta['command']}`. Equal env steps: "
+             f"{meta['machine']}; jax {meta['jax']}. Commands: "
+             + "; ".join(f"`{c}`" for c in dict.fromkeys(r.get("command", meta["command"]) for r in results))
+             + ". Equal env steps: "
              "8 grid points x S seeds against S populations of 8. Final return = mean episode return "
              "over the last 10 updates; IQM over seeds with a 95% bootstrap CI; greedy eval = 16 "
              "greedy episodes of each selected policy on fresh keys.", "",
@@ -250,13 +255,19 @@ def main() -> None:
         case = CASES[env]
         seeds = args.seeds or (2 if args.quick else case.seeds)
         start = time.perf_counter()
-        res = run_case(env, case, seeds, args.quick)
+        res = {**run_case(env, case, seeds, args.quick), "command": command}
         results.append(res)
         for name, r in res["rows"].items():
             print(f"{name}: IQM {r['final_return_iqm']:.4g} {r['final_return_iqm_ci95']}, greedy eval "
                   f"{r['eval_return_mean']:.4g} ({time.perf_counter() - start:.0f} s)", flush=True)
 
     stem = f"pbt-{device}{suffix}"
+    # Merged: the envs not rerun keep their results (each env takes minutes to an hour).
+    rerun = {res["env"] for res in results}
+    if (out / f"{stem}.json").exists():
+        kept = json.loads((out / f"{stem}.json").read_text())["results"]
+        results = [res for res in kept if res["env"] not in rerun] + results
+        results.sort(key=lambda res: list(CASES).index(res["env"]) if res["env"] in CASES else len(CASES))
     (out / f"{stem}.json").write_text(json.dumps(returns.json_safe({"meta": meta, "results": results}),
                                                  indent=1))
     (out / f"{stem}.md").write_text(markdown(results, meta))
@@ -265,6 +276,8 @@ def main() -> None:
     table = f"returns-{device}{suffix}"
     rows = returns._load_rows(args.out_dir / f"{table}.json")
     for res in results:
+        if res["env"] not in rerun:
+            continue
         for name, r in res["rows"].items():
             rows[name] = {**r, "command": command, "commit": meta["commit"], "device": device,
                           "backend": meta["backend"], "jax": meta["jax"], "date": meta["date"]}

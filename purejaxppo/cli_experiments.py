@@ -142,7 +142,7 @@ def sweep_command(argv: list[str]) -> dict:
     points = sweeps.grid_points(sweeps.parse_grid(own.grid))
     sweeps.points_hparams(config, points)  # every value checked before anything starts
     runs = len(points) * args.num_seeds
-    apply_platform(dataclasses.replace(args, num_seeds=runs))
+    apply_platform(dataclasses.replace(args, num_seeds=runs))  # before anything starts JAX
     run_dir = _run_dir(args, config, "sweep")
     if args.compile_cache:
         from purejaxppo.platform.compile_cache import enable_compilation_cache
@@ -239,7 +239,7 @@ def pbt_command(argv: list[str]) -> dict:
                          explore=tuple(n.replace("-", "_") for n in own.explore), bounds=tuple(bounds),
                          resample_prob=own.resample_prob)
     config = with_env_args(args.config, args)
-    trainer = pbts.make_pbt(config, pbt)  # refuses a ready_every that leaves no ready point
+    pbts.check_pbt(config, pbt)  # a ready_every that leaves no ready point
     first = None
     if own.grid is not None:
         points = grid_points(parse_grid(own.grid))
@@ -248,8 +248,9 @@ def pbt_command(argv: list[str]) -> dict:
                              f"--population {pbt.population} of them")
         first = points_hparams(config, points)
     runs = args.num_seeds * pbt.population
-    apply_platform(dataclasses.replace(args, num_seeds=runs))
+    apply_platform(dataclasses.replace(args, num_seeds=runs))  # before anything starts JAX
     run_dir = _run_dir(args, config, "pbt")
+    trainer = pbts.make_pbt(config, pbt)
     if args.compile_cache:
         from purejaxppo.platform.compile_cache import enable_compilation_cache
 

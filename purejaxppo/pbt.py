@@ -106,6 +106,10 @@ class PBTConfig:
         if not (isinstance(self.quantile, (int, float)) and 0.0 <= self.quantile <= 0.5):
             raise ValueError(f"PBTConfig.quantile = {self.quantile!r}; allowed: a number in [0, 0.5], "
                              "the fraction of members replaced at each ready point (0: no selection)")
+        if self.quantile > 0 and self.replaced == 0:
+            raise ValueError(f"PBTConfig.quantile = {self.quantile:g} of a population of {self.population} "
+                             f"replaces no member; allowed: at least 1/{self.population} = "
+                             f"{1 / self.population:.3g} (up to 0.5), or 0 to turn selection off")
         if not self.explore or any(name not in HYPERPARAM_FIELDS for name in self.explore) or len(
                 set(self.explore)) != len(self.explore):
             raise ValueError(f"PBTConfig.explore = {self.explore!r}; allowed: distinct fields of "
@@ -310,16 +314,24 @@ class PBTTrainer:
         return TrainResult(train_state=state, metrics=metrics)
 
 
+def check_pbt(config: PPOConfig, pbt: PBTConfig) -> None:
+    """Refuse a ``pbt`` that does not fit ``config`` (a `ValueError` naming
+    the field); starts no JAX backend."""
+    if not isinstance(pbt, PBTConfig):
+        raise TypeError(f"pbt must be a PBTConfig, got {type(pbt).__name__}")
+    if pbt.ready_every >= config.num_updates:
+        allowed = (f"1 to {config.num_updates - 1}" if config.num_updates > 1 else
+                   "none: the run has one update; give it more total_timesteps")
+        raise ValueError(f"PBTConfig.ready_every = {pbt.ready_every} leaves no ready point in the "
+                         f"run's {config.num_updates} update(s); allowed: {allowed}")
+
+
 def make_pbt(config: PPOConfig, pbt: PBTConfig) -> PBTTrainer:
     """Build population-based training of ``config`` as ``pbt`` says (see
     the module's docstring and `PBTTrainer`)."""
     if not isinstance(config, PPOConfig):
         raise TypeError(f"config must be a PPOConfig, got {type(config).__name__}")
-    if not isinstance(pbt, PBTConfig):
-        raise TypeError(f"pbt must be a PBTConfig, got {type(pbt).__name__}")
-    if pbt.ready_every >= config.num_updates:
-        raise ValueError(f"PBTConfig.ready_every = {pbt.ready_every} leaves no ready point in the "
-                         f"run's {config.num_updates} updates; allowed: 1 to {config.num_updates - 1}")
+    check_pbt(config, pbt)
     trainer = make_train(config)
     p = pbt.population
 

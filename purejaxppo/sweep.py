@@ -81,16 +81,15 @@ def point_label(point: dict[str, float]) -> str:
 
 def points_hparams(config: PPOConfig, points: Sequence[dict[str, float]]) -> HyperParams:
     """``config``'s hyperparameters with each point's values: leaves (G,),
-    checked against each field's range (`HyperParams.validate`)."""
+    NumPy float32 (so checking a grid starts no JAX backend), checked
+    against each field's range (`HyperParams.validate`)."""
     if not points:
         raise ValueError("a sweep needs at least one point")
-    base = config.hyperparams()
-    columns = {name: np.full(len(points), float(getattr(base, name)), np.float32)
-               for name in HYPERPARAM_FIELDS}
+    columns = {name: np.full(len(points), getattr(config, name), np.float32) for name in HYPERPARAM_FIELDS}
     for i, point in enumerate(points):
         for name, value in point.items():
             columns[name][i] = value
-    return HyperParams(**{name: jnp.asarray(v) for name, v in columns.items()}).validate()
+    return HyperParams(**columns).validate()
 
 
 def point_config(config: PPOConfig, point: dict[str, float]) -> PPOConfig:

@@ -1,5 +1,5 @@
 """The layout's promises: a config (or asking whether the run has several
-processes) starts no JAX backend, and a plain run
+processes, or checking a grid or a population) starts no JAX backend, and a plain run
 imports no machine tuning or measurement module (apart from the XLA guard)."""
 
 import subprocess
@@ -15,6 +15,10 @@ config = preset_config("Pendulum-v1", total_timesteps=16 * 16, num_envs=16, num_
 PPOConfig(env_name="Breakout-MinAtar", num_envs=8)
 from purejaxppo import distributed  # a one-process run's questions start no backend either
 assert (distributed.process_count(), distributed.is_main(), distributed.broadcast_text("x")) == (1, True, "x")
+from purejaxppo.sweep import grid_points, parse_grid, points_hparams  # a grid is checked before JAX starts
+points_hparams(config, grid_points(parse_grid(["lr=1e-4,3e-4", "clip_eps=0.1,0.2"])))
+from purejaxppo.pbt import PBTConfig, check_pbt
+check_pbt(preset_config("CartPole-v1"), PBTConfig(population=4, ready_every=3))
 print("backends after the configs:", sorted(xla_bridge._backends), "gymnax" in sys.modules)
 import jax
 result = jax.jit(make_train(config))(jax.random.PRNGKey(0))

@@ -50,7 +50,7 @@ def test_select_sources_replaces_the_bottom_from_the_top():
 
 
 def test_explore_stays_in_bounds_and_is_deterministic():
-    pbt = PBTConfig(population=2, explore=("lr", "gamma", "ent_coef"), resample_prob=0.3,
+    pbt = PBTConfig(population=4, explore=("lr", "gamma", "ent_coef"), resample_prob=0.3,
                     bounds=(("lr", 1e-4, 1e-2), ("gamma", 0.9, 1.0)))
     n = 4000
     hp = population_of(CONFIG.hyperparams(), n).replace(
@@ -72,7 +72,7 @@ def test_explore_stays_in_bounds_and_is_deterministic():
     assert (fresh < 1e-3).mean() > 0.4  # log-uniform over [1e-4, 1e-2]: half below 1e-3
     np.testing.assert_array_equal(out.vf_coef, hp.vf_coef)  # not explored: unchanged
     # resample_prob 0: exactly x0.8 or x1.2 of each value, about half each; clipped at the bounds
-    exact = explore(hp, key, PBTConfig(population=2, explore=("vf_coef", "gamma"), resample_prob=0.0))
+    exact = explore(hp, key, PBTConfig(population=4, explore=("vf_coef", "gamma"), resample_prob=0.0))
     vf = np.asarray(exact.vf_coef)
     assert set(vf.tolist()) == {float(np.float32(0.5) * np.float32(0.8)), float(np.float32(0.5) * np.float32(1.2))}
     assert 0.45 < np.mean(vf < 0.5) < 0.55
@@ -137,6 +137,7 @@ def test_lineage_reads_the_parents_backwards():
 @pytest.mark.parametrize("fields, match", [
     (dict(population=1), "population = 1; allowed: an int >= 2"),
     (dict(ready_every=0), "ready_every = 0"),
+    (dict(population=2), "quantile = 0.25 of a population of 2 replaces no member; allowed: at least 1/2"),
     (dict(quantile=0.6), "quantile = 0.6; allowed: a number in \\[0, 0.5\\]"),
     (dict(explore=("lr", "num_envs")), "explore"),
     (dict(explore=("lr",), bounds=(("lr", 0.0, 1e-2),)), "bounds for lr = \\(0, 0.01\\); allowed"),
