@@ -139,7 +139,8 @@ def sweep_command(argv: list[str]) -> dict:
     if args.num_seeds < 1:
         raise ValueError(f"num_seeds must be a positive int, got {args.num_seeds}")
     config = with_env_args(args.config, args)
-    points = sweeps.grid_points(sweeps.parse_grid(own.grid))
+    grid = sweeps.parse_grid(own.grid)
+    points = sweeps.grid_points(grid)
     sweeps.points_hparams(config, points)  # every value checked before anything starts
     runs = len(points) * args.num_seeds
     apply_platform(dataclasses.replace(args, num_seeds=runs))  # before anything starts JAX
@@ -158,13 +159,14 @@ def sweep_command(argv: list[str]) -> dict:
     for rank, row in enumerate(table, 1):
         low, high = row["iqm_ci95"]
         nan = f" ({row['nan_seeds']} NaN)" if row["nan_seeds"] else ""
+        nan += f" (diverged: {row['diverged']})" if row["diverged"] else ""
         lines.append(f"| {rank} | {row['label']}{nan} | {_fmt(row['iqm'])} [{_fmt(low)}, {_fmt(high)}] | "
                      f"{_fmt(row['median'])} | {_fmt(row['mean'])} |")
     rate = runs * steps / result.run_s
     print(f"compile {result.compile_s:.2f} s | run {result.run_s:.2f} s | {rate:,.0f} env steps/s (all runs)\n")
     print(f"final return (mean over each seed's last 10 updates), {args.num_seeds} seed(s) per point:")
     print("\n".join(lines))
-    summary = {"env_name": config.env_name, "grid": {k: list(v) for k, v in sweeps.parse_grid(own.grid).items()},
+    summary = {"env_name": config.env_name, "argv": ["sweep", *argv], "grid": {k: list(v) for k, v in grid.items()},
                "num_seeds": args.num_seeds, "env_steps_per_run": steps, "compile_s": result.compile_s,
                "run_s": result.run_s, "steps_per_s": rate, "ranking": table}
     if run_dir is not None:
@@ -278,9 +280,12 @@ def pbt_command(argv: list[str]) -> dict:
 
     # --run-dir none: the chunks' checkpoints go to a scratch directory, removed at the end.
     with tempfile.TemporaryDirectory() as scratch:
+        # A member that goes NaN scores -inf and is replaced at the next ready
+        # point; only a population without selection stops on it.
         run = train_with_checkpoints(trainer, keys, checkpoint_dir or scratch, every=every, hparams=hparams,
                                      callback=report if every < config.num_updates else None,
-                                     on_bad_checkpoint=args.on_bad_checkpoint)
+                                     on_bad_checkpoint=args.on_bad_checkpoint,
+                                     stop_on_nonfinite=pbt.replaced == 0)
     metrics = to_host(run.result.metrics)  # (populations, members, updates)
     finals = final_return(metrics)  # (populations, members)
     best = np.argmax(np.where(np.isfinite(finals), finals, -np.inf), axis=1)
@@ -288,6 +293,11 @@ def pbt_command(argv: list[str]) -> dict:
     resumed = f" | resumed from update {run.resumed_from}" if run.resumed_from else ""
     print(f"compile {run.compile_s:.2f} s | run {run.run_s:.2f} s | "
           f"{runs * done * config.batch_size / max(run.run_s, 1e-9):,.0f} env steps/s (all members){resumed}\n")
+    went_nonfinite = np.asarray(metrics["nonfinite"]).any(axis=-1)  # (populations, members)
+    if went_nonfinite.any():
+        print(f"note: {int(went_nonfinite.sum())} member(s) had a NaN or infinite loss, gradient or parameters "
+              "in some update (the nonfinite metric says when); a member whose returns go NaN scores -inf, "
+              "so selection replaces it at the next ready point\n")
     state_hp = to_host(run.result.train_state.hparams)
     populations = []
     print("population  best member  final return  population IQM  its hyperparameters at the end")

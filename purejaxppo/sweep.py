@@ -167,11 +167,17 @@ def rank_points(sweep: SweepResult) -> list[dict[str, Any]]:
     """One row per point, the highest IQM of its seeds' final returns first:
     ``point``, ``label``, ``index`` (its place in ``sweep.points``) and the
     statistics of `purejaxppo.statistics.summarize_final_returns` (``iqm``,
-    ``iqm_ci95``, ``mean``, ``median``, ``nan_seeds``), ``final_returns``."""
+    ``iqm_ci95``, ``mean``, ``median``, ``nan_seeds``), ``final_returns``,
+    and ``diverged``: where its first seed went NaN or infinite
+    (`purejaxppo.divergence.first_nonfinite`, as text), else None."""
+    from purejaxppo.divergence import first_nonfinite
+
     rows = []
     for i, point in enumerate(sweep.points):
         finals = sweep.final_returns[i]
+        divergence = first_nonfinite({"nonfinite": sweep.metrics["nonfinite"][i]})
         rows.append({"index": i, "point": point, "label": point_label(point),
-                     **summarize_final_returns(finals), "final_returns": [float(v) for v in finals]})
+                     **summarize_final_returns(finals), "final_returns": [float(v) for v in finals],
+                     "diverged": None if divergence is None else str(divergence)})
     score = lambda row: row["iqm"] if math.isfinite(row["iqm"]) else -math.inf
     return sorted(rows, key=score, reverse=True)

@@ -44,6 +44,22 @@ def test_parse_grid_reads_fields_and_refuses_what_a_grid_cannot_take():
         points_hparams(CONFIG, [{"gamma": 0.9}, {"gamma": 1.5}])
 
 
+def test_rank_points_puts_nan_last_and_names_a_diverged_point():
+    from purejaxppo import TrainResult
+    from purejaxppo.sweep import SweepResult, rank_points
+
+    nonfinite = np.zeros((3, 2, 5), np.int32)
+    nonfinite[2, 1, 3] = 2  # point 2, seed 1: its gradient norm at update 4
+    sweep = SweepResult(config=CONFIG, points=[{"lr": 1e-3}, {"lr": 1e-4}, {"lr": 1e-2}],
+                        result=TrainResult(train_state=None, metrics={"nonfinite": nonfinite}),
+                        final_returns=np.array([[10.0, 20.0], [30.0, 40.0], [np.nan, np.nan]]),
+                        compile_s=0.0, run_s=0.0)
+    table = rank_points(sweep)
+    assert [row["index"] for row in table] == [1, 0, 2]
+    assert table[0]["iqm"] == 35.0 and table[0]["diverged"] is None
+    assert table[2]["nan_seeds"] == 2 and "update 4" in table[2]["diverged"], table[2]["diverged"]
+
+
 def test_sweep_command_writes_a_ranked_table_and_a_run_directory_per_point(capsys, tmp_path):
     out = tmp_path / "sweep"
     summary = run_command(["sweep", *TINY, "--grid", "lr=1e-3,1e-4", "ent_coef=0,0.01", "--num-seeds", "2",
