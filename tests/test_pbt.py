@@ -83,7 +83,14 @@ def test_exploit_copies_exactly_the_chosen_members_state():
     pbt = PBTConfig(population=P, ready_every=2, quantile=0.5)
     trainer = make_pbt(CONFIG, pbt)
     state = jax.jit(trainer.init)(jax.random.PRNGKey(0), population(pbt))
-    state, _ = jax.jit(lambda s: trainer.run_updates(s, 1))(state)  # members now differ
+    # Every member's state made distinct (fresh ones share their Adam and
+    # normalisation statistics), so a copy from the wrong member shows.
+    by_member = lambda tree: jax.tree.map(
+        lambda x: x + jnp.arange(1, P + 1, dtype=x.dtype).reshape((P,) + (1,) * (x.ndim - 1)), tree)
+    members = state.members
+    state = state.replace(members=members.replace(
+        opt_state=by_member(members.opt_state), obs_norm=by_member(members.obs_norm),
+        reward_scaler=by_member(members.reward_scaler)))
     state = state.replace(score_sum=jnp.array([1.0, 4.0, 2.0, 3.0]), score_count=jnp.ones(P))
     new, source, scores = jax.jit(lambda s: exploit_and_explore(s, pbt))(state)
     source = np.asarray(source)
