@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
 import json
 import shlex
 import sys
@@ -69,20 +68,14 @@ CASES = {
 }
 
 
-def grid_points(grid: dict) -> list[dict]:
-    """The product of ``grid``'s values, as a list of ``{field: value}``."""
-    names = list(grid)
-    return [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
-
-
 def run_case(env: str, case: Case, seeds: int, quick: bool) -> dict:
     import jax
-    import jax.numpy as jnp
 
     from purejaxppo import make_train, preset_config
     from purejaxppo.evaluation import final_return, make_evaluate
     from purejaxppo.pbt import PBTConfig, lineage, make_pbt
     from purejaxppo.statistics import summarize_final_returns
+    from purejaxppo.sweep import grid_points, points_hparams
     from returns import EVAL_SEED, TRAIN_SEED, learning_curve
     from timing import compile_timed, run_timed
 
@@ -95,10 +88,7 @@ def run_case(env: str, case: Case, seeds: int, quick: bool) -> dict:
         config = config.replace(total_timesteps=8 * config.batch_size)  # an episode or two per env
         ready_every = 2
     points = grid_points(case.grid)
-    base = config.hyperparams()
-    population = jax.tree.map(lambda x: jnp.broadcast_to(x, (len(points),)), base)
-    population = population.replace(**{
-        name: jnp.asarray([p[name] for p in points], jnp.float32) for name in case.grid})
+    population = points_hparams(config, points)  # the grid's points, PBT's first population
     keys = jax.random.split(jax.random.PRNGKey(TRAIN_SEED), seeds)
 
     # Grid: points x seeds in one call.
@@ -140,7 +130,7 @@ def run_case(env: str, case: Case, seeds: int, quick: bool) -> dict:
         "env": env, "label": label, "seeds": seeds, "budget": steps, "env_steps_per_seed": steps,
         "num_updates": config.num_updates, "config": dataclasses.asdict(config), "source": note,
         "target": None, "final_returns": np.asarray(finals).tolist(),
-        **{f"final_return_{k}": v for k, v in _renamed(summarize_final_returns(finals)).items()},
+        **{f"final_return_{k}": v for k, v in summarize_final_returns(finals).items()},
         "target_met": None, "eval_episodes": 16, "eval_returns": np.asarray(evals).tolist(),
         "eval_return_mean": float(np.mean(evals)), "compile_s": compile_s, "run_s": run_s,
         "wall_s": compile_s + run_s, "curve": curve_of(returns), "quick": quick,
@@ -172,11 +162,6 @@ def run_case(env: str, case: Case, seeds: int, quick: bool) -> dict:
                 f"population's best member (benchmarks/pbt.py)."),
         },
     }
-
-
-def _renamed(stats: dict) -> dict:
-    return {"mean": stats["mean"], "median": stats["median"], "iqm": stats["iqm"],
-            "iqm_ci95": stats["iqm_ci95"], "nan_seeds": stats["nan_seeds"]}
 
 
 def markdown(results: list[dict], meta: dict) -> str:

@@ -144,12 +144,14 @@ def config_to_json(config: PPOConfig) -> dict[str, Any]:
     return {f.name: _jsonable(getattr(config, f.name)) for f in dataclasses.fields(config)}
 
 
+def _untuple(value: Any) -> Any:
+    """JSON's lists back as the tuples they were written from."""
+    return tuple(_untuple(x) for x in value) if isinstance(value, list) else value
+
+
 def config_from_json(fields: dict[str, Any]) -> PPOConfig:
     """The `PPOConfig` that `config_to_json` wrote (validated again)."""
-    def untuple(v):
-        return tuple(untuple(x) for x in v) if isinstance(v, list) else v
-
-    return PPOConfig(**{name: untuple(value) for name, value in fields.items()})
+    return PPOConfig(**{name: _untuple(value) for name, value in fields.items()})
 
 
 def start_record(params: Any = None, obs_norm: Any = None) -> dict[str, str | None]:
@@ -674,8 +676,7 @@ def restore_checkpoint(
 def _pbt_from_json(fields: dict[str, Any] | None) -> PBTConfig | None:
     if fields is None:
         return None
-    untuple = lambda v: tuple(untuple(x) for x in v) if isinstance(v, list) else v
-    return PBTConfig(**{name: untuple(value) for name, value in fields.items()})
+    return PBTConfig(**{name: _untuple(value) for name, value in fields.items()})
 
 
 def _check_same_pbt(saved: PBTConfig | None, given: PBTConfig | None, where: str) -> None:

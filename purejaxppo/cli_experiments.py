@@ -46,7 +46,8 @@ _SINGLE_RUN_FLAGS = ("--checkpoint-dir", "--init-from", "--init-seed", "--json-o
                      "--wandb", "--wandb-project", "--env-devices", "--coordinator-address",
                      "--num-processes", "--process-id", "--distributed", "--heartbeat-timeout",
                      "--config", "--eval-episodes", "--progress", "--no-progress")
-_SWEEP_ONLY = ("--checkpoint-every", "--on-bad-checkpoint")
+# Checkpointing in chunks: pbt takes these; a sweep saves each point's final state only.
+_CHECKPOINT_FLAGS = ("--checkpoint-every", "--on-bad-checkpoint")
 
 
 def _split_argv(prog: str, parser: argparse.ArgumentParser, argv: list[str],
@@ -133,7 +134,7 @@ def sweep_command(argv: list[str]) -> dict:
     parser.add_argument("--grid", nargs="+", default=None, metavar="FIELD=V1,V2",
                         help="the grid: one FIELD=V1,V2,... per traced hyperparameter (lr, gamma, "
                              "gae_lambda, clip_eps, ent_coef, vf_coef, max_grad_norm, ...)")
-    own, args = _split_argv("sweep", parser, argv, _SINGLE_RUN_FLAGS + _SWEEP_ONLY)
+    own, args = _split_argv("sweep", parser, argv, _SINGLE_RUN_FLAGS + _CHECKPOINT_FLAGS)
     if own.grid is None:
         raise ValueError("sweep: --grid FIELD=V1,V2 ... is required (e.g. --grid lr=1e-4,3e-4 clip_eps=0.1,0.2)")
     if args.num_seeds < 1:

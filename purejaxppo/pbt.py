@@ -63,11 +63,6 @@ DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {
 """The interval each explored hyperparameter is drawn from and clipped to,
 unless `PBTConfig.bounds` says otherwise."""
 
-PBT_METRICS = ("parent", "pbt_score")
-"""Metrics a PBT run adds to `purejaxppo.train.METRIC_NAMES`, besides one
-``hp_<field>`` per explored field."""
-
-
 @dataclasses.dataclass(frozen=True)
 class PBTConfig:
     """How a population explores and exploits (static: fixed at compile time).
@@ -291,8 +286,9 @@ class PBTTrainer:
             first_update=0) -> (state, metrics)``; exploits after every
             update whose count is a multiple of ``ready_every`` (but not
             after the last). ``hparams`` and ``first_update`` are taken for
-            the `Trainer` interface; the state holds both.
-        metric_names: the metrics each update records.
+            the `Trainer` interface; the state holds both. Its metrics are
+            `purejaxppo.train.METRIC_NAMES`, one ``hp_<field>`` per explored
+            field, ``parent`` and ``pbt_score``.
     """
 
     config: PPOConfig
@@ -300,7 +296,6 @@ class PBTTrainer:
     trainer: Trainer
     init: Callable[..., PBTState]
     run_updates: Callable[..., tuple[PBTState, dict[str, jax.Array]]]
-    metric_names: tuple[str, ...]
     env_devices: tuple | None = None
     hparams_ndim: ClassVar[int] = 1  # the population axis of ``hparams``
 
@@ -376,11 +371,7 @@ def make_pbt(config: PPOConfig, pbt: PBTConfig) -> PBTTrainer:
         # (updates, P) -> (P, updates), as a vmapped run's metrics are laid out
         return state, {name: jnp.moveaxis(value, 0, -1) for name, value in metrics.items()}
 
-    from purejaxppo.train import METRIC_NAMES
-
-    names = METRIC_NAMES + tuple(f"hp_{name}" for name in pbt.explore) + PBT_METRICS
-    return PBTTrainer(config=config, pbt=pbt, trainer=trainer, init=init, run_updates=run_updates,
-                      metric_names=names)
+    return PBTTrainer(config=config, pbt=pbt, trainer=trainer, init=init, run_updates=run_updates)
 
 
 def schedules(metrics: dict[str, Any], pbt: PBTConfig) -> dict[str, np.ndarray]:

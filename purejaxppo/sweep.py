@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import time
 from typing import Any, Sequence
 
 import jax
@@ -132,8 +133,6 @@ def run_sweep(config: PPOConfig, points: Sequence[dict[str, float]], num_seeds: 
     all, as many as divide the runs). A grid that cannot fit in the
     devices' memory is refused before it compiles
     (`purejaxppo.memory.check_memory`)."""
-    import time
-
     from purejaxppo.devices import largest_divisor_at_most, shard_seeds
     from purejaxppo.distributed import to_host
     from purejaxppo.memory import check_memory
