@@ -218,12 +218,14 @@ def _keys_to_data(tree):
     return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
 
 
-def _abstract_state(config: PPOConfig, key_info: dict[str, Any], pbt: PBTConfig | None = None):
+def _abstract_state(config: PPOConfig, key_info: dict[str, Any], pbt: PBTConfig | None = None,
+                    env: Any = None, env_params: Any = None):
     """The `TrainState` (with ``pbt``, `PBTState`) shapes and dtypes of a run
-    of ``config`` started from a key like ``key_info``'s, typed keys as their
-    data."""
+    of ``config`` (on ``env`` where given) started from a key like
+    ``key_info``'s, typed keys as their data."""
     key = _key_from_info(key_info)
-    train = make_train(config) if pbt is None else make_pbt(config, pbt)
+    envs = dict(env=env, env_params=env_params)
+    train = make_train(config, **envs) if pbt is None else make_pbt(config, pbt, **envs)
     member = train if pbt is None else train.trainer
     hp = None if pbt is None else train.default_hparams()
     if config.reference_kl:  # the reference policy: parameters (and statistics) like fresh ones
@@ -595,6 +597,8 @@ def restore_checkpoint(
     sharding: jax.sharding.Sharding | None = None,
     rng: jax.Array | None = None,
     verify: bool = True,
+    env: Any = None,
+    env_params: Any = None,
 ) -> Checkpoint:
     """Read the checkpoint of update ``step`` (default: the latest) back.
 
@@ -611,6 +615,9 @@ def restore_checkpoint(
             checked, like ``config``, before any array is read.
         verify: check every file against the checksums written with it
             first (`verify_checkpoint`).
+        env, env_params: the env object the run trained on, where it was
+            given to `make_train` as one (its state's shapes come from it);
+            None for an env its config names.
 
     Raises:
         FileNotFoundError: ``directory`` holds no such checkpoint.
@@ -641,7 +648,7 @@ def restore_checkpoint(
         if rng is not None:
             _check_same_key(record["rng"], rng, where)
         pbt = _pbt_from_json(record.get("pbt"))
-        data_state, state_like = _abstract_state(saved_config, record["rng"], pbt)
+        data_state, state_like = _abstract_state(saved_config, record["rng"], pbt, env, env_params)
         sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), data_state)
         host = lambda shape, dtype: np.zeros(shape, dtype)
@@ -715,6 +722,8 @@ def restore_policy(
     *,
     seed: int = 0,
     step: int | None = None,
+    env: Any = None,
+    env_params: Any = None,
 ) -> Policy:
     """One seed's policy from the checkpoint of update ``step`` (default: the
     latest) in ``directory``, to start another run from.
@@ -734,13 +743,15 @@ def restore_policy(
             (of a population-based run, over its seeds and members:
             ``seed_index * population + member``).
         step: which update count to read; None for the latest.
+        env, env_params: the env object the run trained on, where it was
+            given to `make_train` as one (`restore_checkpoint`).
 
     Raises:
         FileNotFoundError: ``directory`` holds no such checkpoint.
         ValueError: ``seed`` out of range, or the saved run's observation
             normalisation or activation does not fit ``config``.
     """
-    ckpt = restore_checkpoint(directory, step=step)
+    ckpt = restore_checkpoint(directory, step=step, env=env, env_params=env_params)
     where = f"checkpoint {directory}/{ckpt.updates_done}"
     batch = _batch_shape(ckpt.rng)
     state = ckpt.state
@@ -955,8 +966,10 @@ def train_with_checkpoints(
 
     resumed_from, set_aside = newest_intact_step(directory, on_bad_checkpoint)
     if resumed_from is not None:
+        member = train.trainer if pbt is not None else train
         ckpt = restore_checkpoint(directory, config, step=resumed_from, sharding=sharding, rng=rng,
-                                  verify=False)  # just verified
+                                  verify=False,  # just verified
+                                  env=member.env, env_params=member.env_params)
         _check_same_pbt(ckpt.pbt, pbt, where)
         _check_same_hparams(ckpt.hparams, hp, where)
         if ckpt.env_devices != num_env_devices:

@@ -36,6 +36,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import shlex
 import signal
 import sys
@@ -590,13 +591,15 @@ AUTO_REPORTS = 50  # live reports per run when --log-every is left at 0
 
 def resolve_run_dir(choice: str, env_name: str) -> Path | None:
     """``--run-dir``: None for ``none``; ``auto``: ``runs/<env>/<date-time>``
-    (under ``$PUREJAXPPO_RUNS`` where set; a suffix where it exists); else
-    the path given."""
+    (under ``$PUREJAXPPO_RUNS`` where set; a suffix where it exists; in
+    ``<env>``, a ``/`` or ``:`` of an adapter's or a module's env name is
+    ``-``); else the path given."""
     if choice == "none":
         return None
     if choice != "auto":
         return Path(choice)
-    base = Path(os.environ.get("PUREJAXPPO_RUNS") or "runs") / env_name / time.strftime("%Y%m%d-%H%M%S")
+    label = re.sub(r"[^\w.+-]", "-", env_name)
+    base = Path(os.environ.get("PUREJAXPPO_RUNS") or "runs") / label / time.strftime("%Y%m%d-%H%M%S")
     path, n = base, 1
     while path.exists():
         n += 1

@@ -29,7 +29,6 @@ directly are traced values and are not checked.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import os
 from typing import Annotated, Any, Literal
@@ -52,7 +51,11 @@ class PPOConfig:
     """Configuration of a PPO training run.
 
     Environment and budget (static):
-        env_name: a gymnax environment id, e.g. ``"CartPole-v1"``.
+        env_name: the env: a gymnax id (``"CartPole-v1"``), an adapter's
+            ``"<suite>/<id>"`` (``"navix/Navix-Empty-5x5-v0"``) or a user's
+            ``"module:function"`` (docs/environments.md); with an env object
+            given to `make_train`, only its label. Checked by
+            `purejaxppo.envs.check_env_name` when the env is made.
         env_kwargs: keyword arguments for the environment's constructor
             (a dict or a tuple of pairs).
         env_params: overrides of fields of the env's default ``EnvParams``,
@@ -405,15 +408,9 @@ def _validate(c: PPOConfig) -> None:
             )
 
     # --- values
-    names = known_env_names()
-    if c.env_name not in names:
-        close = difflib.get_close_matches(c.env_name, names, n=3, cutoff=0.4)
-        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
-        raise ValueError(
-            f"env_name={c.env_name!r} is not a registered gymnax environment.{hint} "
-            f"Allowed: {', '.join(names)}."
-        )
-    _check_downloaded(c.env_name)
+    if not c.env_name:
+        raise ValueError("env_name must name an env, got ''; allowed: a gymnax id, "
+                         "'<suite>/<id>' (an adapter) or 'module:function' (docs/environments.md)")
     for name in _INT_FIELDS:
         v = getattr(c, name)
         if v <= 0:

@@ -21,7 +21,7 @@ class Acting(NamedTuple):
 
     Attributes:
         vec_env: the ``num_envs`` envs it plays.
-        max_steps: the env's ``max_steps_in_episode``.
+        max_steps: the env params' ``max_steps_in_episode`` (None where they have none).
         act: ``act(params, normalize, obs, memory, env_state, key) ->
             (VecStep, memory)``: one env step after the policy's action, the
             greedy one or a sample, on ``normalize(obs)``.
@@ -32,16 +32,20 @@ class Acting(NamedTuple):
     """
 
     vec_env: VecEnv
-    max_steps: int
+    max_steps: int | None
     act: Callable
     memory: jax.Array | None
 
 
-def make_acting(config: PPOConfig, num_envs: int, deterministic: bool = True) -> Acting:
+def make_acting(config: PPOConfig, num_envs: int, deterministic: bool = True, *,
+                env: Any = None, env_params: Any = None) -> Acting:
     """How a trained policy plays ``num_envs`` envs (an `Acting`), the
     greedy action (``deterministic``) or a sampled one. `make_evaluate` and
-    `purejaxppo.render` both play through it."""
-    env, env_params, spec = make_env(config.env_name, config.env_kwargs, config.env_params, config.obs_features)
+    `purejaxppo.render` both play through it. ``env`` and ``env_params``:
+    an env object, as `purejaxppo.train.make_train` takes one. ``max_steps``
+    is the params' ``max_steps_in_episode`` (None where they have none)."""
+    env, env_params, spec = make_env(config.env_name, config.env_kwargs, config.env_params,
+                                     config.obs_features, env=env, params=env_params)
     vec_env = VecEnv(env, env_params, spec, num_envs)
     network = make_network(spec, config.hidden_sizes, config.activation, config.torso, config.cnn_channels,
                            recurrent=config.recurrent, recurrent_size=config.recurrent_size,
@@ -61,7 +65,8 @@ def make_acting(config: PPOConfig, num_envs: int, deterministic: bool = True) ->
         return out, memory
 
     memory = network.initial_hidden(num_envs) if recurrent else None
-    return Acting(vec_env, int(np.asarray(env_params.max_steps_in_episode)), act, memory)
+    limit = getattr(env_params, "max_steps_in_episode", None)
+    return Acting(vec_env, None if limit is None else int(np.asarray(limit)), act, memory)
 
 
 def observation_normalizer(config: PPOConfig, obs_norm: RunningMeanStd | None, obs_clip=None):
@@ -80,7 +85,8 @@ def observation_normalizer(config: PPOConfig, obs_norm: RunningMeanStd | None, o
     return lambda obs: obs_norm.normalize(obs, clip)
 
 
-def make_evaluate(config: PPOConfig, num_episodes: int = 16, deterministic: bool = True):
+def make_evaluate(config: PPOConfig, num_episodes: int = 16, deterministic: bool = True, *,
+                  env: Any = None, env_params: Any = None, max_steps: int | None = None):
     """Build ``evaluate(params, rng, obs_norm=None, obs_clip=None) -> returns (num_episodes,)``.
 
     Plays ``num_episodes`` episodes in parallel envs, each to its first end
@@ -91,11 +97,18 @@ def make_evaluate(config: PPOConfig, num_episodes: int = 16, deterministic: bool
     trained `TrainState` (``train_state.obs_norm``); it is then required,
     and ``obs_clip`` (default ``config.obs_clip``) clips them as training
     did: pass the run's own value when ``obs_clip`` was a swept `HyperParams`
-    field.
+    field. ``env`` and ``env_params``: an env object, as `make_train` takes
+    one. Each episode is played for at most ``max_steps`` steps (default:
+    the env params' ``max_steps_in_episode``, required where they have none).
     """
     if not isinstance(num_episodes, int) or num_episodes <= 0:
         raise ValueError(f"num_episodes must be a positive int, got {num_episodes!r}")
-    vec_env, max_steps, act, memory = make_acting(config, num_episodes, deterministic)
+    vec_env, limit, act, memory = make_acting(config, num_episodes, deterministic,
+                                              env=env, env_params=env_params)
+    max_steps = limit if max_steps is None else max_steps
+    if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps <= 0:
+        raise ValueError(f"max_steps={max_steps!r} for {config.env_name!r}, whose params have no "
+                         "max_steps_in_episode; allowed: an int >= 1, the longest episode to play")
 
     def evaluate(
         params: Any, rng: jax.Array, obs_norm: RunningMeanStd | None = None, obs_clip=None

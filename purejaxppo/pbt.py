@@ -321,13 +321,13 @@ def check_pbt(config: PPOConfig, pbt: PBTConfig) -> None:
                          f"run's {config.num_updates} update(s); allowed: {allowed}")
 
 
-def make_pbt(config: PPOConfig, pbt: PBTConfig) -> PBTTrainer:
+def make_pbt(config: PPOConfig, pbt: PBTConfig, *, env: Any = None, env_params: Any = None) -> PBTTrainer:
     """Build population-based training of ``config`` as ``pbt`` says (see
     the module's docstring and `PBTTrainer`)."""
     if not isinstance(config, PPOConfig):
         raise TypeError(f"config must be a PPOConfig, got {type(config).__name__}")
     check_pbt(config, pbt)
-    trainer = make_train(config)
+    trainer = make_train(config, env=env, env_params=env_params)
     p = pbt.population
 
     def init(rng, hparams=None, params=None, obs_norm=None) -> PBTState:

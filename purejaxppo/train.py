@@ -162,11 +162,18 @@ batch shape: () for one key, (seeds,) under `jax.vmap`, (seeds, sweep)
 under two)."""
 
 
-def make_train(config: PPOConfig, env_devices: Any = None, log_fn: LogFn | None = None) -> Trainer:
+def make_train(config: PPOConfig, env_devices: Any = None, log_fn: LogFn | None = None, *,
+               env: Any = None, env_params: Any = None) -> Trainer:
     """Build the training function for ``config``.
 
     The env, network and static shapes are fixed here, in Python; nothing of
     it is traced until ``train`` is called.
+
+    The env is the one ``config.env_name`` names (a gymnax id, an adapter's
+    ``"<suite>/<id>"``, a ``"module:function"``), or ``env`` where given: any
+    object with gymnax's API (docs/environments.md;
+    `purejaxppo.envs.check_env` checks one), with ``env_params`` (default:
+    its ``default_params``). ``config.env_name`` is then only its label.
 
     Returns:
         A `Trainer`, called as ``train(rng, hparams=None, params=None,
@@ -211,17 +218,20 @@ def make_train(config: PPOConfig, env_devices: Any = None, log_fn: LogFn | None 
         raise ValueError("log_fn is given but config.log_every=0 (no reports); allowed: "
                          "log_every >= 1, the updates between reports")
     if env_devices is not None:
-        return split_envs_over_devices(config, env_devices, log_fn)
-    return _build_train(config, log_fn=log_fn)
+        return split_envs_over_devices(config, env_devices, log_fn, env=env, env_params=env_params)
+    return _build_train(config, log_fn=log_fn, env=env, env_params=env_params)
 
 
-def _build_train(config: PPOConfig, axis_name: str | None = None, log_fn: LogFn | None = None) -> Trainer:
+def _build_train(config: PPOConfig, axis_name: str | None = None, log_fn: LogFn | None = None,
+                 env: Any = None, env_params: Any = None) -> Trainer:
     """`make_train`'s body. With ``axis_name``, the functions it returns run
     on one device's share of the envs (``config.num_envs`` of them) inside a
     `jax.shard_map` over that axis: the rollout's randomness is drawn per
     device, statistics, gradients and metrics are reduced across the axis."""
-    env, env_params, spec = make_env(config.env_name, config.env_kwargs, config.env_params, config.obs_features)
-    vec_env = VecEnv(env, env_params, spec, config.num_envs)
+    given = dict(env=env, env_params=env_params)
+    made_env, made_params, spec = make_env(config.env_name, config.env_kwargs, config.env_params,
+                                           config.obs_features, env=env, params=env_params)
+    vec_env = VecEnv(made_env, made_params, spec, config.num_envs)
     # On XLA CPU the kernels' gradients can multiply an explicit transpose,
     # a faster matmul there (`purejaxppo.networks.matmul`). The same values
     # and parameters either way; `train.network` is the plain one, which
@@ -504,7 +514,7 @@ def _build_train(config: PPOConfig, axis_name: str | None = None, log_fn: LogFn 
         return jax.lax.cond(due, call, lambda: jnp.zeros((), jnp.int32))
 
     return Trainer(config=config, env_spec=spec, network=plain_network, init=init, update=update,
-                   run_updates=run_updates, random_params=random_params)
+                   run_updates=run_updates, random_params=random_params, **given)
 
 
 def _host_report(log_fn: Callable[[int, dict[str, np.ndarray]], None]):
@@ -543,6 +553,8 @@ class Trainer:
             (what ``log_fn`` is told).
         random_params: ``random_params(key)``, the network's initialisation.
         env_devices: the devices one seed's envs are split over, or None.
+        env, env_params: the env object and params given to `make_train`,
+            or None where ``config.env_name`` names the env.
     """
 
     config: PPOConfig
@@ -553,6 +565,8 @@ class Trainer:
     run_updates: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
     random_params: Callable[[jax.Array], Any]
     env_devices: tuple | None = None
+    env: Any = None
+    env_params: Any = None
     hparams_ndim: ClassVar[int] = 0  # the axes of one run's own hyperparameters
 
     def default_hparams(self) -> HyperParams:
@@ -609,7 +623,8 @@ def _resolve_env_devices(env_devices: Any) -> list:
     return devices
 
 
-def split_envs_over_devices(config: PPOConfig, env_devices: Any, log_fn: LogFn | None = None) -> Trainer:
+def split_envs_over_devices(config: PPOConfig, env_devices: Any, log_fn: LogFn | None = None, *,
+                            env: Any = None, env_params: Any = None) -> Trainer:
     """`make_train` (``config``) with each run's envs split over devices.
 
     ``env_devices``: an int D (the first D of `jax.devices()`) or a sequence
@@ -659,7 +674,7 @@ def split_envs_over_devices(config: PPOConfig, env_devices: Any, log_fn: LogFn |
         num_envs=config.num_envs // d,
         total_timesteps=config.num_updates * config.batch_size // d,
     )
-    inner = _build_train(local_config, axis_name=ENV_AXIS, log_fn=log_fn)
+    inner = _build_train(local_config, axis_name=ENV_AXIS, log_fn=log_fn, env=env, env_params=env_params)
     mesh = jax.sharding.Mesh(np.array(devices), (ENV_AXIS,))
     split, same = P(ENV_AXIS), P()
     state_spec = TrainState(
@@ -694,4 +709,4 @@ def split_envs_over_devices(config: PPOConfig, env_devices: Any, log_fn: LogFn |
 
     return Trainer(config=config, env_spec=inner.env_spec, network=inner.network, init=init,
                    update=update, run_updates=run_updates, random_params=inner.random_params,
-                   env_devices=tuple(devices))
+                   env_devices=tuple(devices), env=inner.env, env_params=inner.env_params)

@@ -79,10 +79,17 @@ def test_kl_penalty_needs_a_positive_coefficient():
 
 
 def test_unknown_env_suggests_close_names():
+    from purejaxppo.envs import check_env_name
+
     with pytest.raises(ValueError, match=r"env_name='CartPole-v2'.*Did you mean 'CartPole-v1'"):
-        PPOConfig(env_name="CartPole-v2")
-    with pytest.raises(ValueError, match="Allowed: .*Pendulum-v1"):
-        PPOConfig(env_name="zzz")
+        check_env_name("CartPole-v2")
+    with pytest.raises(ValueError, match="Allowed: .*Pendulum-v1.*'module:function'"):
+        make_train(PPOConfig(env_name="zzz"))  # before anything is traced
+    with pytest.raises(ValueError, match="not of the form 'module:function'"):
+        check_env_name("my envs:make")
+    with pytest.raises(ValueError, match="env_name must name an env"):
+        PPOConfig(env_name="")
+    check_env_name("navix/Navix-Empty-5x5-v0")  # an adapter's: its suite says whether it exists
 
 
 @pytest.mark.parametrize("field", ["total_timesteps", "num_envs", "num_steps", "update_epochs", "num_minibatches"])
