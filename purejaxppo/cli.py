@@ -219,7 +219,8 @@ def parse_args(argv: list[str]) -> Args:
     default = read_run_config(known.config_file) if known.config_file else default_args(argv)
     description = (__doc__.splitlines()[0] + " Also: 'eval RUN_DIR' plays a trained run's policy "
                    "and draws a GIF; 'plot RUN_DIR...' overlays runs; 'sweep --grid ...' trains a "
-                   "hyperparameter grid and 'pbt' a population in one compiled call (each with --help).")
+                   "hyperparameter grid and 'pbt' a population in one compiled call; 'check-env --env NAME' "
+                   "checks an env against the env protocol (each with --help).")
     return tyro.cli(Args, args=rest, default=default, description=description)
 
 
@@ -786,6 +787,34 @@ def plot_command(argv: list[str]) -> None:
     print(f"wrote {out}")
 
 
+def check_env_command(argv: list[str]) -> list[str]:
+    """``python -m purejaxppo check-env --env NAME``: step an env under jit
+    and vmap and print each way it breaks the env protocol (exit 1 if any)."""
+    from purejaxppo.envs import check_env, make_env
+
+    parser = argparse.ArgumentParser(prog="purejaxppo check-env",
+                                     description=check_env_command.__doc__.split(":")[1].strip())
+    parser.add_argument("--env", required=True, help="a gymnax id, '<suite>/<id>' or 'module:function'")
+    parser.add_argument("--env-kwargs", nargs="*", default=(), metavar="KEY=VALUE",
+                        help="keywords of the env's constructor (or of the function)")
+    parser.add_argument("--env-params", nargs="*", default=(), metavar="KEY=VALUE",
+                        help="fields of its params to replace")
+    parser.add_argument("--steps", type=int, default=64, help="steps of 4 envs to take (default 64)")
+    args = _parse_or_exit(parser, argv)
+    env, params, spec = make_env(args.env, tuple(key_values("env_kwargs", args.env_kwargs).items()),
+                                 tuple(key_values("env_params", args.env_params).items()))
+    problems = check_env(env, params, num_steps=args.steps)
+    actions = f"Discrete({spec.action_dim})" if spec.discrete else f"Box({spec.action_dim},)"
+    if problems:
+        print(f"{args.env} breaks the env protocol (docs/environments.md):")
+        for problem in problems:
+            print(f"  - {problem}")
+        raise SystemExit(1)
+    print(f"{args.env} keeps the env protocol: observations {spec.obs_shape}, actions {actions}, "
+          f"{args.steps} steps of 4 envs under jit and vmap")
+    return problems
+
+
 def _parse_or_exit(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     """argparse's errors as our one line (exit 2); ``--help`` as usual."""
     parser.exit_on_error = False
@@ -809,7 +838,8 @@ def pbt_command(argv: list[str]) -> dict:
     return command(argv)
 
 
-SUBCOMMANDS = {"eval": eval_command, "plot": plot_command, "sweep": sweep_command, "pbt": pbt_command}
+SUBCOMMANDS = {"eval": eval_command, "plot": plot_command, "sweep": sweep_command, "pbt": pbt_command,
+               "check-env": check_env_command}
 
 
 # Where the running command is: what Ctrl-C reports.

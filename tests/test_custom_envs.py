@@ -172,3 +172,11 @@ def test_the_cli_trains_a_module_function_env_and_evaluates_it(capsys, tmp_path,
     assert config["env_name"] == "examples.custom_env:make_env"
     main(["eval", str(run), "--episodes", "2"])
     assert "over 2 greedy episode(s)" in capsys.readouterr().out
+    main(["check-env", "--env", "examples.custom_env:make_env", "--steps", "4"])
+    assert "keeps the env protocol: observations (9,), actions Discrete(2)" in capsys.readouterr().out
+    (tmp_path / "broken_env.py").write_text(
+        "from test_custom_envs import NoFinalObservation\ndef make():\n    return NoFinalObservation()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["check-env", "--env", "broken_env:make", "--steps", "4"])
+    assert exit_info.value.code == 1 and "info lacks 'final_observation'" in capsys.readouterr().out
