@@ -97,13 +97,18 @@ def test_an_env_object_trains_and_its_checkpoints_restore(tmp_path):
     assert evaluate(policy.params, jax.random.PRNGKey(1), policy.obs_norm).shape == (2,)
 
 
-def test_an_env_object_learns():
-    env, params = make_corridor()
-    config = PPOConfig(env_name="Corridor", num_envs=16, num_steps=32, total_timesteps=40_960, lr=1e-3)
-    result = jax.jit(jax.vmap(make_train(config, env=env, env_params=params)))(
-        jax.random.split(jax.random.PRNGKey(0), 2))
-    best = 1 - (env.length - 2) * params.step_cost
-    assert np.all(final_return(jax.device_get(result.metrics)) > best - 0.05)
+def test_the_example_checks_its_env_and_learns_it(capsys, monkeypatch):
+    """``python examples/custom_env.py``: the protocol is kept and every
+    seed reaches the corridor's best return."""
+    from examples.custom_env import main
+
+    monkeypatch.setattr(sys, "argv", ["custom_env.py", "--num-seeds", "2", "--total-timesteps", "40960"])
+    main()
+    out = capsys.readouterr().out
+    assert "check_env: the protocol is kept" in out
+    returns = [float(r) for r in out.split("final returns ")[1].split(" (")[0].split(", ")]
+    best = float(out.split("(the best is ")[1].split(")")[0])
+    assert len(returns) == 2 and min(returns) > best - 0.05, out
 
 
 class DeclaresItsPeriod(Corridor):
