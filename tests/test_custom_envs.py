@@ -12,7 +12,7 @@ import pytest
 from purejaxppo import PPOConfig, make_train
 from purejaxppo.checkpoint import restore_checkpoint, restore_policy, train_with_checkpoints
 from purejaxppo.envs import check_env, load_env, make_env
-from purejaxppo.evaluation import final_return, make_evaluate
+from purejaxppo.evaluation import make_evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # examples/ as a namespace package
 from examples.custom_env import Corridor, CorridorParams, make_env as make_corridor  # noqa: E402
