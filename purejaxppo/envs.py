@@ -616,7 +616,9 @@ def check_env(env: Any, env_params: Any = None, *, num_envs: int = 4, num_steps:
 
     problems += observation_problems(obs, "reset's observation")
     structure = jax.tree.structure(state)
-    shapes = jax.tree.map(lambda x: (np.shape(x), jnp.result_type(x)), state)
+    # Compared as lists of leaves: a state's own dataclasses may define __eq__.
+    leaf_types = lambda tree: [(np.shape(x), jnp.result_type(x)) for x in jax.tree.leaves(tree)]
+    shapes = leaf_types(state)
     state_problem = (f"{label}'s step changes the state's structure, shapes or dtypes from reset's "
                      "(a jax.lax.scan over steps, and the automatic reset, need the same)")
     if callable(getattr(env, "step_env", None)):  # gymnax's: its step selects between two states
@@ -625,8 +627,7 @@ def check_env(env: Any, env_params: Any = None, *, num_envs: int = 4, num_steps:
                                      state, jax.vmap(random_action)(keys))
         except Exception:  # noqa: BLE001 - step below reports it
             stepped = state
-        if jax.tree.structure(stepped) != structure or jax.tree.map(
-                lambda x: (np.shape(x), jnp.result_type(x)), stepped) != shapes:
+        if jax.tree.structure(stepped) != structure or leaf_types(stepped) != shapes:
             return problems + [state_problem.replace("step changes", "step_env changes")]
     key = jax.random.PRNGKey(seed + 1)
     episodes_ended = 0
@@ -653,8 +654,7 @@ def check_env(env: Any, env_params: Any = None, *, num_envs: int = 4, num_steps:
         for name, value in (("terminated", terminated), ("truncated", truncated)):
             if jnp.result_type(value) != jnp.bool_:
                 found.append(f"step {t}'s {name} is {jnp.result_type(value)}; the protocol's flags are bool")
-        if jax.tree.structure(new_state) != structure or jax.tree.map(
-                lambda x: (np.shape(x), jnp.result_type(x)), new_state) != shapes:
+        if jax.tree.structure(new_state) != structure or leaf_types(new_state) != shapes:
             found.append(state_problem)
         if not found and np.shape(new_obs) == np.shape(final_obs):
             done = np.asarray(terminated) | np.asarray(truncated)
