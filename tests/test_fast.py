@@ -13,6 +13,7 @@ import importlib
 import math
 import pkgutil
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,6 +26,8 @@ from purejaxppo.fast import packed_carry
 from purejaxppo.fast.packed_carry import PACK_MAX_SIZE, pack_leaves, packs, unpack_leaves
 from purejaxppo.fast.small_axis import SMALL_AXIS, log_softmax, sum_last, take_last
 from purejaxppo.rollout import EnvCarry, RolloutRandomness, collect_rollout
+
+pytestmark = pytest.mark.usefixtures("quick_compiles")  # compile-bound: XLA's quick mode
 
 
 def assert_close(a, b):
@@ -172,3 +175,26 @@ def test_gru_sequence_equals_the_plain_scan_with_gradients():
     np.testing.assert_allclose(batched["params"]["recurrent_kernel"][1],
                                jax.grad(loss(plain))(params, -h0, x)["params"]["recurrent_kernel"],
                                rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [1, 5, 8, 13])
+def test_chunked_vmap_equals_vmap(size):
+    """The chunked batching gives vmap's outputs, for a batch that is not a
+    multiple of the chunk and with an unbatched argument, nested too."""
+    from purejaxppo.fast.chunked_vmap import chunked_vmap
+
+    def fn(key, scale):
+        x = jax.random.normal(key, (3,))
+        return {"x": jnp.sin(x) * scale, "n": jnp.argmax(x)}
+
+    keys = jax.random.split(jax.random.PRNGKey(0), size)
+    chunked = chunked_vmap(fn, 4)
+    plain = jax.vmap(fn, in_axes=(0, None))(keys, 2.0)
+    for got in (jax.vmap(chunked, in_axes=(0, None))(keys, 2.0),
+                jax.jit(jax.vmap(chunked, in_axes=(0, None)))(keys, 2.0)):
+        chex.assert_trees_all_close(got, plain, rtol=1e-6)
+    nested = jax.vmap(jax.vmap(chunked, in_axes=(0, None)), in_axes=(0, None))(keys.reshape(size, 1, -1), 2.0)
+    chex.assert_trees_all_close(jax.tree.map(lambda v: v[:, 0], nested), plain, rtol=1e-6)
+    assert chunked(keys[0], 2.0)["x"].shape == (3,)
+    with pytest.raises(ValueError, match="chunk=0; allowed: an int >= 1"):
+        chunked_vmap(fn, 0)
