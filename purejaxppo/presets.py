@@ -209,7 +209,93 @@ _LIST: tuple[Preset, ...] = (
     ),
 )
 
-PRESETS: Mapping[str, Preset] = MappingProxyType({p.env_name: p for p in _LIST})
+# ------------------------------------------------- other suites, through adapters
+# (purejaxppo.adapters; each suite's package is an optional extra)
+_ADAPTER_LIST: tuple[Preset, ...] = (
+    # --- navix
+    _preset(
+        "navix/Navix-Empty-8x8-v0",
+        "Tuned here: 16 envs x 32 steps, 4 epochs x 4 minibatches, lr 2.5e-4 annealed, ReLU "
+        "64x64, normalised observations, on the flat symbolic grid, 2e5 steps (all 8 seeds take "
+        "the shortest path by ~8e4). Without observation normalisation (gymnax-blines' small-grid "
+        "settings, lr 5e-4 constant or annealed) the policy fell into loops that never reach "
+        "the goal and 1 of 8 seeds ended at 0, even at 5e5 steps. MiniGrid's reward "
+        "(penalty_coeff=0.9: 1 - 0.9 * steps / 256, with max_steps=256 as in MiniGrid and navix "
+        "4; navix 0.7's default is 100): the shortest path (11 steps) returns 0.961.",
+        target=0.95, benchmark_seeds=8,
+        env_kwargs=(("penalty_coeff", 0.9), ("max_steps", 256)), num_envs=16, num_steps=32,
+        update_epochs=4, num_minibatches=4, lr=2.5e-4, anneal_lr=True, activation="relu",
+        normalize_obs=True, total_timesteps=200_000,
+    ),
+    # --- end navix
+    # --- xminigrid
+    _preset(
+        "xminigrid/MiniGrid-DoorKey-5x5",
+        "Tuned here: the navix/Navix-Empty-8x8-v0 preset's settings (16 envs x 32 steps, 4 "
+        "epochs x 4 minibatches, lr 2.5e-4 annealed, ReLU 64x64, normalised observations) on "
+        "the flat 7x7x2 egocentric view, 3e5 steps: all 8 seeds return ~0.96 from ~1e5 steps on "
+        "(5e5 steps gave IQM 0.964). xminigrid's (MiniGrid's) reward, 1 - 0.9 * steps / 250 at "
+        "the goal; the key, the locked door and the start are placed at random.",
+        target=0.95, benchmark_seeds=8,
+        num_envs=16, num_steps=32, update_epochs=4, num_minibatches=4, lr=2.5e-4,
+        anneal_lr=True, activation="relu", normalize_obs=True, total_timesteps=300_000,
+    ),
+    # --- end xminigrid
+    # --- craftax
+    _preset(
+        "craftax/Craftax-Classic-Symbolic-v1",
+        "Craftax_Baselines' ppo.py settings (MichaelTMatthews/Craftax_Baselines: lr 2e-4 "
+        "annealed, 4 epochs x 8 minibatches, gamma 0.99, gae_lambda 0.8, entropy 0.01, "
+        "max_grad_norm 1.0, tanh) scaled down to 2 CPU cores: 64 envs x 64 steps (there 1024 x "
+        "64), separate 256x256 actor and critic MLPs (there 3 x 512), 1e5 steps (there 1e9), and "
+        "a 1,000-step time limit (craftax's is 10,000) so that the greedy evaluation, a "
+        "fixed-length scan that generates a world per env step, takes a minute; at this budget "
+        "episodes last ~150 steps. IQM 3.35 over 3 seeds (rising from ~1.2 after 2 updates; "
+        "greedy evaluation ~1.0); one seed each with lr 2e-4 and 1e-3 ended at 3.45 and 3.47. "
+        "Reference: the Craftax paper (Matthews et al., ICML 2024) reports PPO on Craftax-Classic "
+        "(symbolic) at ~90% of the optimal return (22 achievements) after 1e9 steps; there is no "
+        "published number at 1e5 steps, hence no target. Training runs at ~1,000-2,000 env "
+        "steps/s on 2 shared cores, bound by the world generation of gymnax's auto-reset.",
+        benchmark_seeds=3,
+        num_envs=64, num_steps=64, update_epochs=4, num_minibatches=8, lr=2e-4, anneal_lr=True,
+        gamma=0.99, gae_lambda=0.8, ent_coef=0.01, max_grad_norm=1.0, activation="tanh",
+        hidden_sizes=(256, 256), env_params=(("max_steps_in_episode", 1000),),
+        total_timesteps=100_000,
+    ),
+    # --- end craftax
+    # --- jumanji
+    _preset(
+        "jumanji/Snake-v1",
+        "Tuned here on a 6x6 board (env_kwargs num_rows=6, num_cols=6, time_limit=500; Jumanji's "
+        "default is 12x12 with a 4000-step limit): 32 envs x 64 steps, 4 epochs x 4 minibatches, "
+        "lr 5e-4 annealed, ReLU 64x64 MLP on the flattened observation, normalised observations, "
+        "2e6 steps: IQM 31.8 [31.2, 32.8] fruits over 8 seeds (greedy 34.3) of the 35 a 6x6 "
+        "board holds (a random policy eats ~0.1), in episodes of ~200 steps, well inside the "
+        "limit. No published reference to target. On 12x12 the same settings "
+        "reached only ~2 fruits in 1e6 steps, and on a random 5x5 Maze-v0 the MLP did not learn "
+        "(its success rate fell from 0.3 to 0.2).",
+        benchmark_seeds=8,
+        env_kwargs=(("num_cols", 6), ("num_rows", 6), ("time_limit", 500)), num_envs=32, num_steps=64,
+        update_epochs=4, num_minibatches=4, lr=5e-4, anneal_lr=True, activation="relu",
+        normalize_obs=True, total_timesteps=2_000_000,
+    ),
+    # --- end jumanji
+    # --- brax
+    _preset(
+        "brax/inverted_pendulum",
+        "The Pendulum-v1 preset's settings, untuned (16 envs x 128 steps, 10 epochs x 16 "
+        "minibatches, lr 1e-3 annealed, gamma 0.95, no entropy bonus, normalised observations "
+        "and rewards), on Brax's default 'generalized' pipeline with 1000-step episodes, 3e5 "
+        "steps: each of 8 seeds balances the pole for the whole episode (return 1000) by ~1.3e5 "
+        "steps, and the IQM at 3e5 is 1000. Target: Gymnasium's InvertedPendulum reward "
+        "threshold (950).",
+        target=950.0, benchmark_seeds=8,
+        total_timesteps=300_000, **_PENDULUM,
+    ),
+    # --- end brax
+)
+
+PRESETS: Mapping[str, Preset] = MappingProxyType({p.env_name: p for p in _LIST + _ADAPTER_LIST})
 """Every preset, by environment id."""
 
 _MASKED_CARTPOLE = dict(obs_features=(0, 2), num_envs=16, lr=1e-3, total_timesteps=2_000_000)

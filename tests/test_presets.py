@@ -9,6 +9,8 @@ from purejaxppo.cli import default_args
 from purejaxppo.envs import registered_env_names
 from purejaxppo.presets import BASELINES, NOT_PRESET, PRESETS, Preset, get_preset
 
+pytestmark = pytest.mark.usefixtures("quick_compiles")  # compile-bound: XLA's quick mode
+
 
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_preset_constructs_and_validates(name):
@@ -113,6 +115,8 @@ _UNTUNED_CONTINUOUS = dict(num_envs=16, num_steps=128, update_epochs=10, num_min
                            normalize_obs=True, normalize_reward=True, total_timesteps=200_000)
 _MINATAR = dict(num_envs=64, num_steps=128, update_epochs=4, num_minibatches=8, lr=5e-3, anneal_lr=True,
                 activation="relu", hidden_sizes=(64, 64), torso="mlp", total_timesteps=5_000_000)
+_GRID = dict(num_envs=16, num_steps=32, update_epochs=4, num_minibatches=4, lr=2.5e-4, anneal_lr=True,
+             activation="relu", hidden_sizes=(64, 64), normalize_obs=True)
 # The values each preset's `source` states, written out from those texts.
 _STATED = {
     "Acrobot-v1": dict(num_envs=16, num_steps=32, update_epochs=4, num_minibatches=4, lr=5e-4,
@@ -143,6 +147,22 @@ _STATED = {
     **{env: _UNTUNED_CONTINUOUS for env in ("PointRobot-misc", "Reacher-misc", "Swimmer-misc")},
     **{env: _MINATAR for env in ("Breakout-MinAtar", "SpaceInvaders-MinAtar", "Asterix-MinAtar",
                                  "Freeway-MinAtar", "Seaquest-MinAtar")},
+    # Other suites (purejaxppo.adapters), tuned here: the values each source states.
+    "navix/Navix-Empty-8x8-v0": dict(_GRID, env_kwargs=(("penalty_coeff", 0.9), ("max_steps", 256)),
+                                     total_timesteps=200_000),
+    "xminigrid/MiniGrid-DoorKey-5x5": dict(_GRID, total_timesteps=300_000),
+    "jumanji/Snake-v1": dict(num_envs=32, num_steps=64, update_epochs=4, num_minibatches=4, lr=5e-4,
+                             anneal_lr=True, activation="relu", hidden_sizes=(64, 64), normalize_obs=True,
+                             env_kwargs=(("num_cols", 6), ("num_rows", 6), ("time_limit", 500)),
+                             total_timesteps=2_000_000),
+    "craftax/Craftax-Classic-Symbolic-v1": dict(num_envs=64, num_steps=64, update_epochs=4, num_minibatches=8,
+                                                lr=2e-4, anneal_lr=True, gamma=0.99, gae_lambda=0.8, ent_coef=0.01,
+                                                max_grad_norm=1.0, activation="tanh", hidden_sizes=(256, 256),
+                                                env_params=(("max_steps_in_episode", 1000),),
+                                                total_timesteps=100_000),
+    "brax/inverted_pendulum": dict(num_envs=16, num_steps=128, update_epochs=10, num_minibatches=16, lr=1e-3,
+                                   anneal_lr=True, gamma=0.95, ent_coef=0.0, normalize_obs=True,
+                                   normalize_reward=True, total_timesteps=300_000),
 }
 
 
@@ -162,7 +182,7 @@ def test_the_cnn_baseline_is_breakouts_preset_with_the_cnn():
 
 def test_unknown_preset_suggests_close_names_and_lists_all():
     with pytest.raises(ValueError, match=r"^no preset for env_name='Acrobot-v2'\. Did you mean 'Acrobot-v1'( or [^?]*)?\? "
-                                         r"Presets exist for: CartPole-v1, Acrobot-v1, .*, Seaquest-MinAtar\.$"):
+                                         r"Presets exist for: CartPole-v1, Acrobot-v1, .*, Seaquest-MinAtar, navix/.*, brax/inverted_pendulum\.$"):
         get_preset("Acrobot-v2")
     with pytest.raises(ValueError, match=r"^no preset for env_name='zzz'\. Presets exist for: CartPole-v1"):
         get_preset("zzz")
