@@ -63,3 +63,17 @@ def default_prng_impl():
         yield set_impl
     finally:
         jax.config.update("jax_default_prng_impl", before)
+
+
+@pytest.fixture(scope="module")
+def quick_compiles():
+    """XLA's quick compile mode (``jax_disable_most_optimizations``) for a
+    module whose tests are bound by compiling large env graphs (the
+    adapters' suites: ~30% less compile time), restored after it. Use with
+    ``pytestmark = pytest.mark.usefixtures("quick_compiles")``."""
+    import jax
+
+    before = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", before)

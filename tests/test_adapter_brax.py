@@ -23,15 +23,7 @@ from purejaxppo.envs import check_env, load_env
 BACKEND = (("backend", "spring"),)
 LIMIT = 10  # the time limit (steps) of the short episodes used here
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _quick_compiles():
-    """XLA's quick compile mode for this module (the physics compiles ~30%
-    faster), restored after it."""
-    before = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", before)
+pytestmark = pytest.mark.usefixtures("quick_compiles")
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ tiny training run."""
 import pytest
 
 pytest.importorskip("jumanji", reason="the jumanji extra is not installed: pip install 'purejaxppo[jumanji]'")
+pytestmark = pytest.mark.usefixtures("quick_compiles")  # large env graphs: compile-bound
 
 import jax
 import jax.numpy as jnp

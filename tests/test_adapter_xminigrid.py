@@ -7,6 +7,7 @@ import sys
 import pytest
 
 pytest.importorskip("xminigrid", reason="the xminigrid extra is not installed: pip install 'purejaxppo[xminigrid]'")
+pytestmark = pytest.mark.usefixtures("quick_compiles")  # large env graphs: compile-bound
 
 import jax
 import jax.numpy as jnp

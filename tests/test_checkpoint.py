@@ -22,6 +22,8 @@ from purejaxppo.checkpoint import (
     train_with_checkpoints,
 )
 
+pytestmark = pytest.mark.usefixtures("quick_compiles")  # compile-bound: XLA's quick mode
+
 # Observation and reward statistics and an annealed learning rate, so that a
 # part of the state left out of a checkpoint changes what a resumed run does.
 CONFIG = PPOConfig(

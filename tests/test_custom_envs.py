@@ -17,6 +17,8 @@ from purejaxppo.evaluation import make_evaluate
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # examples/ as a namespace package
 from examples.custom_env import Corridor, CorridorParams, make_env as make_corridor  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("quick_compiles")  # compile-bound: XLA's quick mode
+
 TINY = dict(env_name="Corridor", num_envs=4, num_steps=16, num_minibatches=2, hidden_sizes=(16,),
             total_timesteps=4 * 16 * 3)
 

@@ -21,6 +21,8 @@ from purejaxppo.platform.cpu_devices import (
     set_cpu_devices,
 )
 
+pytestmark = pytest.mark.usefixtures("quick_compiles")  # compile-bound: XLA's quick mode
+
 
 @pytest.mark.parametrize("seeds, cores, expected", [
     (1, 2, 1), (8, 2, 2), (3, 2, 1), (9, 4, 3), (6, 4, 3), (64, 16, 16), (12, 8, 6), (5, 1, 1),

@@ -9,6 +9,8 @@ import pytest
 
 from purejaxppo.envs import VecEnv, make_env
 
+pytestmark = pytest.mark.usefixtures("quick_compiles")  # each env compiles its own graphs
+
 
 @pytest.mark.parametrize(
     "env_name", ["CartPole-v1", "Pendulum-v1", "Breakout-MinAtar", "Catch-bsuite", "FrozenLake-misc"]

@@ -9,6 +9,8 @@ from purejaxppo import PPOConfig, make_train
 from purejaxppo.envs import VecEnv, make_env
 from purejaxppo.evaluation import final_return, make_evaluate
 
+pytestmark = pytest.mark.usefixtures("quick_compiles")  # compile-bound: XLA's quick mode
+
 
 def _loop_returns(config, params, rng, num_episodes):
     """`make_evaluate`'s returns by a host loop: the same env keys, the

@@ -14,6 +14,8 @@ from purejaxppo.checkpoint import train_with_checkpoints
 from purejaxppo.cli import main
 from purejaxppo.loggers import CSVLogger, ProgressDisplay, Report, Reporter, TensorBoardLogger, WandbLogger
 
+pytestmark = pytest.mark.usefixtures("quick_compiles")  # compile-bound: XLA's quick mode
+
 CONFIG = PPOConfig(env_name="CartPole-v1", total_timesteps=4 * 16 * 10, num_envs=4, num_steps=16,
                    update_epochs=2, num_minibatches=2, hidden_sizes=(8,), log_every=3)
 SMALL = ["--env", "CartPole-v1", "--num-envs", "4", "--num-steps", "16", "--hidden-sizes", "8",

@@ -9,6 +9,8 @@ from purejaxppo import PPOConfig, make_train
 from purejaxppo.evaluation import make_evaluate
 from purejaxppo.normalization import START_COUNT, RewardScaler, RunningMeanStd
 
+pytestmark = pytest.mark.usefixtures("quick_compiles")  # compile-bound: XLA's quick mode
+
 
 def _stream(seed, batches, shape, loc=3.0, scale=2.0):
     rng = np.random.default_rng(seed)

@@ -25,6 +25,8 @@ from purejaxppo.pbt import (
 )
 from test_checkpoint import assert_trees_equal
 
+pytestmark = pytest.mark.usefixtures("quick_compiles")  # compile-bound: XLA's quick mode
+
 # Normalised observations and rewards, so the statistics a member copies matter.
 CONFIG = PPOConfig(env_name="CartPole-v1", total_timesteps=4 * 16 * 10, num_envs=4, num_steps=16,
                    update_epochs=1, num_minibatches=2, hidden_sizes=(8,), normalize_obs=True,

@@ -22,6 +22,8 @@ from purejaxppo.rollout import (
     recurrent_critic_values,
 )
 
+pytestmark = pytest.mark.usefixtures("quick_compiles")  # compile-bound: XLA's quick mode
+
 
 def numpy_gru(params, h0, x, starts):
     """A GRU over (T, B, F) inputs in float64 NumPy, one gate at a time,

@@ -9,6 +9,8 @@ from purejaxppo import make_train
 from purejaxppo.envs import VecEnv, make_env
 from purejaxppo.rollout import EnvCarry
 
+pytestmark = pytest.mark.usefixtures("quick_compiles")  # compile-bound: XLA's quick mode
+
 
 def assert_same(a, b):
     assert jax.tree.structure(a) == jax.tree.structure(b)

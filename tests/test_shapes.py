@@ -10,6 +10,8 @@ from purejaxppo.envs import VecEnv, make_env
 from purejaxppo.losses import LossStatic, Minibatch, ppo_loss
 from purejaxppo.distributions import Categorical
 
+pytestmark = pytest.mark.usefixtures("quick_compiles")  # compile-bound: XLA's quick mode
+
 
 def test_gae_rejects_mismatched_shapes_at_trace_time():
     r = jnp.zeros((8, 4))

@@ -16,6 +16,8 @@ from purejaxppo.plotting import read_run
 from test_checkpoint import assert_trees_equal
 from purejaxppo.sweep import grid_points, parse_grid, point_label, points_hparams
 
+pytestmark = pytest.mark.usefixtures("quick_compiles")  # compile-bound: XLA's quick mode
+
 # CONFIG is what the commands' TINY flags give (no preset: CartPole's is the library defaults).
 CONFIG = PPOConfig(env_name="CartPole-v1", total_timesteps=4 * 32 * 8, num_envs=4, num_steps=32,
                    update_epochs=1, num_minibatches=2, hidden_sizes=(16,))

@@ -7,6 +7,8 @@ import pytest
 
 from purejaxppo import METRIC_NAMES, PPOConfig, TrainResult, make_train
 
+pytestmark = pytest.mark.usefixtures("quick_compiles")  # compile-bound: XLA's quick mode
+
 
 def test_result_structure_and_metric_shapes(tiny_config):
     result = jax.jit(make_train(tiny_config))(jax.random.PRNGKey(0))

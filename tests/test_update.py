@@ -15,6 +15,8 @@ from purejaxppo.losses import Minibatch
 from purejaxppo.fast.shuffle import FEISTEL_ROUNDS, permutations_from_round_keys, random_permutations, shuffle_keys
 from purejaxppo.update import minibatch_indices, take_minibatch
 
+pytestmark = pytest.mark.usefixtures("quick_compiles")  # compile-bound: XLA's quick mode
+
 # Chi-square critical values at p = 0.001 (a correct shuffle fails 1 time in 1000 keys;
 # the keys below are fixed, so the tests are deterministic).
 CHI2_CRIT_P001 = {5: 20.515, 7: 24.322}
