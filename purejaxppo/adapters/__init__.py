@@ -21,3 +21,17 @@ install when it is missing.
 | `jumanji` | Jumanji | ``jumanji`` |
 | `brax` | Brax (MJX) continuous control | ``brax`` |
 """
+
+import importlib
+from types import ModuleType
+
+
+def import_suite(module: str, extra: str) -> ModuleType:
+    """``module`` of an adapter's suite, imported; where it is missing, an
+    ``ImportError`` naming the extra that installs it."""
+    try:
+        importlib.import_module(module.split(".")[0])  # the package itself, even if a submodule is loaded
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise ImportError(f"the {extra} adapter needs the {extra} extra: pip install "
+                          f"'purejaxppo[{extra}]' ({error})") from None

@@ -34,15 +34,11 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from purejaxppo.adapters import import_suite
+
 
 def _import_brax_envs():
-    try:
-        from brax import envs
-    except ImportError as error:
-        raise ImportError(
-            f"env 'brax/...' needs the brax extra: pip install 'purejaxppo[brax]' ({error})"
-        ) from None
-    return envs
+    return import_suite("brax.envs", "brax")
 
 
 def registered_ids() -> list[str]:

@@ -62,6 +62,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from purejaxppo.adapters import import_suite
+
 ENV_IDS = (
     "Craftax-Classic-Symbolic-v1",
     "Craftax-Classic-Pixels-v1",
@@ -74,13 +76,7 @@ _INT32_MAX = 2**31 - 1
 
 
 def _import_craftax():
-    try:
-        from craftax.craftax_env import make_craftax_env_from_name
-    except ImportError as error:
-        raise ImportError(
-            f"the craftax adapter needs the craftax extra: pip install 'purejaxppo[craftax]' ({error})"
-        ) from None
-    return make_craftax_env_from_name
+    return import_suite("craftax.craftax_env", "craftax").make_craftax_env_from_name
 
 
 def _check_id(env_id: str) -> None:

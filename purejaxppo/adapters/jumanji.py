@@ -61,6 +61,8 @@ import functools
 import inspect
 from typing import Any
 
+from purejaxppo.adapters import import_suite
+
 DEFAULT_MAX_STEPS = 10_000
 """``max_steps_in_episode`` of a Jumanji env that has no ``time_limit`` of its own."""
 
@@ -69,13 +71,7 @@ MAX_JOINT_ACTIONS = 10_000
 
 
 def _import_jumanji():
-    try:
-        import jumanji
-    except ImportError as error:
-        raise ImportError(
-            f"the jumanji adapter needs the jumanji extra: pip install 'purejaxppo[jumanji]' ({error})"
-        ) from None
-    return jumanji
+    return import_suite("jumanji", "jumanji")
 
 
 def registered_ids() -> list[str]:

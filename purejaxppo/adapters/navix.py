@@ -52,18 +52,14 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from purejaxppo.adapters import import_suite
+
 OBSERVATIONS = ("symbolic", "symbolic_first_person", "categorical", "categorical_first_person")
 """The navix observation functions `make` takes (``observation=``)."""
 
 
 def _import_navix():
-    try:
-        import navix
-    except ImportError as error:
-        raise ImportError(
-            f"the navix adapter needs the navix extra: pip install 'purejaxppo[navix]' ({error})"
-        ) from None
-    return navix
+    return import_suite("navix", "navix")
 
 
 def registered_ids() -> list[str]:

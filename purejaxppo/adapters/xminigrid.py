@@ -44,16 +44,11 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from purejaxppo.adapters import import_suite
+
 
 def _import_xminigrid():
-    try:
-        import xminigrid
-    except ImportError as error:
-        raise ImportError(
-            f"the xminigrid adapter needs the xminigrid extra: pip install "
-            f"'purejaxppo[xminigrid]' ({error})"
-        ) from None
-    return xminigrid
+    return import_suite("xminigrid", "xminigrid")
 
 
 def registered_ids() -> list[str]:
