@@ -22,6 +22,7 @@ install when it is missing.
 | `brax` | Brax (MJX) continuous control | ``brax`` |
 """
 
+import difflib
 import importlib
 from types import ModuleType
 
@@ -35,3 +36,12 @@ def import_suite(module: str, extra: str) -> ModuleType:
     except ImportError as error:
         raise ImportError(f"the {extra} adapter needs the {extra} extra: pip install "
                           f"'purejaxppo[{extra}]' ({error})") from None
+
+
+def check_id(suite: str, env_id: str, ids: list[str]) -> None:
+    """Raise a ``ValueError`` unless ``env_id`` is one of the suite's
+    ``ids``, naming the close ones and listing them all."""
+    if env_id not in ids:
+        close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.5)
+        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise ValueError(f"{suite} has no env {env_id!r}.{hint} Allowed: {', '.join(ids)}")

@@ -61,7 +61,7 @@ import functools
 import inspect
 from typing import Any
 
-from purejaxppo.adapters import import_suite
+from purejaxppo.adapters import check_id, import_suite
 
 DEFAULT_MAX_STEPS = 10_000
 """``max_steps_in_episode`` of a Jumanji env that has no ``time_limit`` of its own."""
@@ -89,13 +89,7 @@ def make(env_id: str, **kwargs: Any):
     ``ValueError``.
     """
     jumanji = _import_jumanji()
-    ids = sorted(jumanji.registered_environments())
-    if env_id not in ids:
-        import difflib
-
-        close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.5)
-        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
-        raise ValueError(f"jumanji has no env {env_id!r}.{hint} Allowed: {', '.join(ids)}")
+    check_id("jumanji", env_id, sorted(jumanji.registered_environments()))
     suite_env = _build(jumanji, env_id, kwargs)
     env = _env_class()(suite_env, env_id)
     return env, env.default_params

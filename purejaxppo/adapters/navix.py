@@ -52,7 +52,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from purejaxppo.adapters import import_suite
+from purejaxppo.adapters import check_id, import_suite
 
 OBSERVATIONS = ("symbolic", "symbolic_first_person", "categorical", "categorical_first_person")
 """The navix observation functions `make` takes (``observation=``)."""
@@ -78,13 +78,7 @@ def make(env_id: str, *, observation: str = "symbolic", image: bool = False,
     does not register, or an unknown ``observation``, is a ``ValueError``.
     """
     navix = _import_navix()
-    ids = sorted(navix.registry())
-    if env_id not in ids:
-        import difflib
-
-        close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.5)
-        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
-        raise ValueError(f"navix has no env {env_id!r}.{hint} Allowed: {', '.join(ids)}")
+    check_id("navix", env_id, sorted(navix.registry()))
     if observation not in OBSERVATIONS:
         raise ValueError(f"observation={observation!r} for navix/{env_id}; allowed: "
                          f"{', '.join(map(repr, OBSERVATIONS))}")

@@ -44,7 +44,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from purejaxppo.adapters import import_suite
+from purejaxppo.adapters import check_id, import_suite
 
 
 def _import_xminigrid():
@@ -64,13 +64,7 @@ def make(env_id: str, *, image: bool = False, **suite_params: Any):
     An id xminigrid does not register is a ``ValueError``.
     """
     xminigrid = _import_xminigrid()
-    ids = sorted(xminigrid.registered_environments())
-    if env_id not in ids:
-        import difflib
-
-        close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.5)
-        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
-        raise ValueError(f"xminigrid has no env {env_id!r}.{hint} Allowed: {', '.join(ids)}")
+    check_id("xminigrid", env_id, sorted(xminigrid.registered_environments()))
     import dataclasses
 
     known = {f.name for f in dataclasses.fields(xminigrid.make(env_id)[1])}
