@@ -211,6 +211,10 @@ _LIST: tuple[Preset, ...] = (
 
 # ------------------------------------------------- other suites, through adapters
 # (purejaxppo.adapters; each suite's package is an optional extra)
+_GRID_WORLD = dict(num_envs=16, num_steps=32, update_epochs=4, num_minibatches=4, lr=2.5e-4, anneal_lr=True,
+                   activation="relu", normalize_obs=True)
+"""MiniGrid tasks (navix, xminigrid): tuned on navix/Navix-Empty-8x8-v0."""
+
 _ADAPTER_LIST: tuple[Preset, ...] = (
     # --- navix
     _preset(
@@ -223,9 +227,7 @@ _ADAPTER_LIST: tuple[Preset, ...] = (
         "(penalty_coeff=0.9: 1 - 0.9 * steps / 256, with max_steps=256 as in MiniGrid and navix "
         "4; navix 0.7's default is 100): the shortest path (11 steps) returns 0.961.",
         target=0.95, benchmark_seeds=8,
-        env_kwargs=(("penalty_coeff", 0.9), ("max_steps", 256)), num_envs=16, num_steps=32,
-        update_epochs=4, num_minibatches=4, lr=2.5e-4, anneal_lr=True, activation="relu",
-        normalize_obs=True, total_timesteps=200_000,
+        env_kwargs=(("penalty_coeff", 0.9), ("max_steps", 256)), total_timesteps=200_000, **_GRID_WORLD,
     ),
     # --- end navix
     # --- xminigrid
@@ -237,8 +239,7 @@ _ADAPTER_LIST: tuple[Preset, ...] = (
         "(5e5 steps gave IQM 0.964). xminigrid's (MiniGrid's) reward, 1 - 0.9 * steps / 250 at "
         "the goal; the key, the locked door and the start are placed at random.",
         target=0.95, benchmark_seeds=8,
-        num_envs=16, num_steps=32, update_epochs=4, num_minibatches=4, lr=2.5e-4,
-        anneal_lr=True, activation="relu", normalize_obs=True, total_timesteps=300_000,
+        total_timesteps=300_000, **_GRID_WORLD,
     ),
     # --- end xminigrid
     # --- craftax
