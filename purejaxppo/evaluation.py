@@ -105,10 +105,12 @@ def make_evaluate(config: PPOConfig, num_episodes: int = 16, deterministic: bool
         raise ValueError(f"num_episodes must be a positive int, got {num_episodes!r}")
     vec_env, limit, act, memory = make_acting(config, num_episodes, deterministic,
                                               env=env, env_params=env_params)
+    if max_steps is None and limit is None:
+        raise ValueError(f"max_steps=None for {config.env_name!r}, whose params have no "
+                         "max_steps_in_episode; allowed: an int >= 1, the longest episode to play")
     max_steps = limit if max_steps is None else max_steps
     if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps <= 0:
-        raise ValueError(f"max_steps={max_steps!r} for {config.env_name!r}, whose params have no "
-                         "max_steps_in_episode; allowed: an int >= 1, the longest episode to play")
+        raise ValueError(f"max_steps={max_steps!r}; allowed: an int >= 1, the longest episode to play")
 
     def evaluate(
         params: Any, rng: jax.Array, obs_norm: RunningMeanStd | None = None, obs_clip=None
