@@ -1,4 +1,5 @@
-"""Generalised advantage estimation (GAE), cut at episode boundaries."""
+"""Advantages and returns, cut at episode boundaries: GAE, and the Monte Carlo
+returns of REINFORCE."""
 
 from __future__ import annotations
 
@@ -57,3 +58,40 @@ def gae(
     returns = advantages + values
     chex.assert_equal_shape([advantages, returns, rewards])
     return advantages, returns
+
+
+def monte_carlo_returns(
+    rewards: jax.Array,
+    terminated: jax.Array,
+    done: jax.Array,
+    gamma: jax.Array | float,
+    values: jax.Array | None = None,
+    next_values: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Discounted returns-to-go of each step's episode, and which are complete.
+
+    All inputs are time-major, shape (T, N)::
+
+        G_t = r_t + gamma * (1 - done_t) * G_{t+1}        (+ bootstrap, below)
+
+    the return REINFORCE weighs ``log pi(a_t|s_t)`` with. It is GAE with
+    lambda = 1 (`gae`): with a critic (``values`` and ``next_values`` given)
+    a time-limit truncation bootstraps from V(final observation) as there
+    and ``G - V`` is the advantage; without one (REINFORCE with no
+    baseline) nothing bootstraps and a truncation ends the return like a
+    termination. A step's return is *complete* when its episode ends
+    (terminated or truncated) inside the rollout; the steps after an env's
+    last episode end have only a part of their return and must be left out
+    of a Monte Carlo estimate.
+
+    Returns:
+        ``(returns, complete)``: (T, N) float32 and (T, N) bool, complete_t
+        = any(done[t:]) per env.
+    """
+    chex.assert_rank(rewards, 2)
+    if values is None:
+        values = next_values = jnp.zeros_like(rewards)
+    advantages, returns = gae(rewards, values, next_values, terminated, done, gamma, 1.0)
+    # A step is complete iff a done occurs at it or after it in its env.
+    complete = jnp.flip(jnp.cumsum(jnp.flip(done.astype(jnp.int32), 0), axis=0), 0) > 0
+    return returns, complete

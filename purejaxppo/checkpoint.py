@@ -149,8 +149,21 @@ def _untuple(value: Any) -> Any:
     return tuple(_untuple(x) for x in value) if isinstance(value, list) else value
 
 
+# A config.json may name PPO's objective as ``policy_objective``, the
+# field `PPOConfig.algorithm` reads as these rungs.
+_OBJECTIVE_ALGORITHMS = {"clip": "ppo_clip", "kl_penalty": "ppo_penalty"}
+
+
 def config_from_json(fields: dict[str, Any]) -> PPOConfig:
     """The `PPOConfig` that `config_to_json` wrote (validated again)."""
+    fields = dict(fields)
+    if "policy_objective" in fields and "algorithm" not in fields:
+        objective = fields.pop("policy_objective")
+        if objective not in _OBJECTIVE_ALGORITHMS:
+            raise ValueError(f"config.json has policy_objective={objective!r}; allowed there: "
+                             f"{', '.join(_OBJECTIVE_ALGORITHMS)} (else name the algorithm, one of "
+                             "purejaxppo.config.ALGORITHMS)")
+        fields["algorithm"] = _OBJECTIVE_ALGORITHMS[objective]
     return PPOConfig(**{name: _untuple(value) for name, value in fields.items()})
 
 

@@ -8,7 +8,7 @@ The fields split in two kinds, and the split is explicit:
   Changing one of them means a new compilation.
 * **Numeric hyperparameters** (`lr`, `gamma`, `gae_lambda`, `clip_eps`,
   `ent_coef`, `vf_coef`, `max_grad_norm`, `kl_coef`, `reference_kl_coef`,
-  `obs_clip`, `reward_clip`) never enter Python control flow.
+  `target_kl`, `obs_clip`, `reward_clip`) never enter Python control flow.
   `PPOConfig.hyperparams()` packs them into the `HyperParams` pytree
   (`purejaxppo.hyperparams`), which
   the training function takes as a traced argument, so a sweep can
@@ -40,7 +40,10 @@ import tyro
 
 AUTO_GRAD_CHUNK = 8192  # the CPU chunk size grad_chunk_size=None aims at
 ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "elu", "leaky_relu")
-POLICY_OBJECTIVES = ("clip", "kl_penalty", "pg")
+ALGORITHMS = ("ppo_clip", "ppo_penalty", "trpo", "a2c", "reinforce_baseline", "reinforce")
+"""The rungs of the policy-gradient ladder `PPOConfig.algorithm` names (docs/algorithm.md)."""
+ONE_STEP_ALGORITHMS = ("a2c", "reinforce_baseline", "reinforce")
+"""The rungs that take one on-policy gradient step per rollout."""
 TORSOS = ("auto", "mlp", "cnn")
 RECURRENT = (None, "gru")
 RECURRENT_CORES = ("shared", "separate")
@@ -83,9 +86,21 @@ class PPOConfig:
         ent_coef: entropy bonus coefficient, >= 0.
         vf_coef: value loss coefficient, >= 0.
         max_grad_norm: global gradient norm clip, > 0.
-        kl_coef: coefficient beta of the KL penalty (``policy_objective=
-            "kl_penalty"``); > 0 there, 0 with any other objective (a
-            coefficient that would be ignored is an error).
+        kl_coef: coefficient beta of the KL penalty (``algorithm=
+            "ppo_penalty"``), its first value where ``target_kl`` adapts it;
+            > 0 there, 0 with any other algorithm (a coefficient that would
+            be ignored is an error).
+        target_kl: a target for the KL between the rollout's policy and
+            the updated one, read by three algorithms: ``"ppo_clip"`` stops
+            an update's epochs at the first minibatch whose ``approx_kl``
+            exceeds it; ``"ppo_penalty"`` adapts beta after each update
+            (halved when the update's KL is below target_kl / 1.5, doubled
+            above 1.5 * target_kl; Schulman et al. 2017, section 4);
+            ``"trpo"`` keeps each step's mean KL under it (the trust region
+            delta, > 0 there, e.g. 0.01). 0 (the default) turns the first
+            two off; other algorithms need 0. Whether the early stop or the
+            adaptation is compiled in is fixed by the config's value; a
+            sweep may vary a positive value.
         reference_kl_coef: coefficient of the KL to a fixed reference
             policy (``reference_kl``); >= 0, and > 0 with ``reference_kl``.
         obs_clip: normalised observations are clipped to +-obs_clip (with
@@ -105,11 +120,19 @@ class PPOConfig:
             with it, 20 of 32 reach 475 without it; see the README).
             Turn it off where values are large (it limits each value update
             to +-clip_eps), e.g. Pendulum without reward scaling.
-        policy_objective: ``"clip"`` (PPO-Clip, the default),
-            ``"kl_penalty"`` (PPO-Penalty: ``r*A - kl_coef*KL(old||new)``),
-            or ``"pg"`` (vanilla policy gradient with a learned baseline:
-            ``log pi(a|s) * A``; use ``update_epochs=1, num_minibatches=1``
-            for the on-policy actor-critic).
+        algorithm: the rung of the policy-gradient ladder (docs/algorithm.md):
+            ``"ppo_clip"`` (PPO-Clip, the default), ``"ppo_penalty"``
+            (PPO-Penalty: ``r*A - beta*KL(old||new)``, beta = ``kl_coef``,
+            adapted with ``target_kl``), ``"trpo"`` (one natural-gradient
+            step per update inside a KL trust region of ``target_kl``; the
+            critic is fitted by the ``update_epochs`` x ``num_minibatches``
+            minibatch steps of the value loss), ``"a2c"`` (the actor-critic:
+            ``log pi(a|s) * A`` with GAE advantages), ``"reinforce_baseline"``
+            (``log pi(a|s) * (G - V(s))`` with Monte Carlo returns G) or
+            ``"reinforce"`` (``log pi(a|s) * G``, no critic). The last three
+            take one gradient step per rollout (``update_epochs=1,
+            num_minibatches=1``); the two REINFORCE rungs learn only from
+            the steps whose episode ends inside the rollout.
         normalize_obs: normalise observations by a running mean and
             variance over all envs, carried in the train state and updated
             after each rollout (`purejaxppo.normalization`); the rollout acts
@@ -183,13 +206,15 @@ class PPOConfig:
     max_grad_norm: float = 0.5
     kl_coef: float = 0.0
     reference_kl_coef: float = 0.0
+    target_kl: float = 0.0
     obs_clip: float = 10.0
     reward_clip: float = 10.0
 
     anneal_lr: bool = True
     norm_adv: bool = True
     clip_vloss: bool = True
-    policy_objective: Literal["clip", "kl_penalty", "pg"] = "clip"
+    algorithm: Literal["ppo_clip", "ppo_penalty", "trpo", "a2c", "reinforce_baseline",
+                       "reinforce"] = "ppo_clip"
     reference_kl: bool = False
     normalize_obs: bool = False
     normalize_reward: bool = False
@@ -279,7 +304,7 @@ class PPOConfig:
 
 HYPERPARAM_FIELDS = (
     "lr", "gamma", "gae_lambda", "clip_eps", "ent_coef", "vf_coef", "max_grad_norm",
-    "kl_coef", "reference_kl_coef", "obs_clip", "reward_clip",
+    "kl_coef", "reference_kl_coef", "target_kl", "obs_clip", "reward_clip",
 )
 """The numeric `PPOConfig` fields, traced in `purejaxppo.hyperparams.HyperParams`."""
 
@@ -348,6 +373,7 @@ _RANGES = {
     "max_grad_norm": (0.0, math.inf, False, False),
     "kl_coef": (0.0, math.inf, True, False),
     "reference_kl_coef": (0.0, math.inf, True, False),
+    "target_kl": (0.0, math.inf, True, False),
     "obs_clip": (0.0, math.inf, False, False),
     "reward_clip": (0.0, math.inf, False, False),
 }
@@ -469,10 +495,15 @@ def _validate(c: PPOConfig) -> None:
         raise ValueError(
             f"activation={c.activation!r} is unknown; allowed: {', '.join(ACTIVATIONS)}"
         )
-    if c.policy_objective not in POLICY_OBJECTIVES:
+    if c.algorithm not in ALGORITHMS:
         raise ValueError(
-            f"policy_objective={c.policy_objective!r} is unknown; "
-            f"allowed: {', '.join(POLICY_OBJECTIVES)}"
+            f"algorithm={c.algorithm!r} is unknown; allowed: {', '.join(ALGORITHMS)}"
+        )
+    if c.algorithm in ONE_STEP_ALGORITHMS and (c.update_epochs, c.num_minibatches) != (1, 1):
+        raise ValueError(
+            f"algorithm={c.algorithm!r} with update_epochs={c.update_epochs}, num_minibatches="
+            f"{c.num_minibatches}: its gradient is the policy gradient only at the rollout's own "
+            "policy, so it takes one step per rollout; allowed: update_epochs=1, num_minibatches=1"
         )
     if c.batch_size % c.num_minibatches != 0:
         raise ValueError(
@@ -519,15 +550,32 @@ def _validate(c: PPOConfig) -> None:
             "policy gets no gradient from it; allowed: num_minibatches < batch_size, "
             "or norm_adv=False"
         )
-    if c.policy_objective == "kl_penalty" and c.kl_coef == 0:
+    if c.algorithm == "ppo_penalty" and c.kl_coef == 0:
         raise ValueError(
-            "policy_objective='kl_penalty' with kl_coef=0.0 leaves r*A with neither clip nor "
-            "penalty; allowed: kl_coef > 0 (e.g. 0.3), or policy_objective='clip'"
+            "algorithm='ppo_penalty' with kl_coef=0.0 leaves r*A with neither clip nor "
+            "penalty; allowed: kl_coef > 0 (e.g. 0.3, beta's first value with target_kl), "
+            "or algorithm='ppo_clip'"
         )
-    if c.policy_objective != "kl_penalty" and c.kl_coef != 0:
+    if c.algorithm != "ppo_penalty" and c.kl_coef != 0:
         raise ValueError(
-            f"kl_coef={c.kl_coef} has no effect with policy_objective={c.policy_objective!r}; "
-            "allowed: policy_objective='kl_penalty' (PPO-Penalty), or kl_coef=0"
+            f"kl_coef={c.kl_coef} has no effect with algorithm={c.algorithm!r}; "
+            "allowed: algorithm='ppo_penalty' (PPO-Penalty), or kl_coef=0"
+        )
+    if c.algorithm == "trpo" and c.target_kl == 0:
+        raise ValueError(
+            "algorithm='trpo' with target_kl=0.0 gives the trust region no size; allowed: "
+            "target_kl > 0, the largest mean KL of a step (e.g. 0.01)"
+        )
+    if c.algorithm in ONE_STEP_ALGORITHMS and c.target_kl != 0:
+        raise ValueError(
+            f"target_kl={c.target_kl} has no effect with algorithm={c.algorithm!r}; allowed: "
+            "target_kl=0, or algorithm='ppo_clip' (early stop), 'ppo_penalty' (adaptive beta) "
+            "or 'trpo' (trust region)"
+        )
+    if c.algorithm == "trpo" and c.recurrent is not None and c.recurrent_core == "shared":
+        raise ValueError(
+            "algorithm='trpo' with recurrent_core='shared': the critic's steps would move the "
+            "policy's core outside the trust region; allowed: recurrent_core='separate'"
         )
     if c.reference_kl and c.reference_kl_coef == 0:
         raise ValueError(

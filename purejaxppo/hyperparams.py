@@ -33,6 +33,7 @@ class HyperParams:
     max_grad_norm: jnp.ndarray
     kl_coef: jnp.ndarray
     reference_kl_coef: jnp.ndarray
+    target_kl: jnp.ndarray
     obs_clip: jnp.ndarray
     reward_clip: jnp.ndarray
 

@@ -72,23 +72,31 @@ def approx_kl(log_ratio: jax.Array) -> jax.Array:
     return jnp.mean(kl_estimate(log_ratio))
 
 
+def weighted_mean(x: jax.Array, weights: jax.Array | None) -> jax.Array:
+    """``mean(x)``, or ``mean(weights * x)`` with sample weights (of mean 1
+    over the minibatch, `sample_weights`)."""
+    return jnp.mean(x) if weights is None else jnp.mean(weights * x)
+
+
 def value_loss(
     values: jax.Array,
     old_values: jax.Array,
     returns: jax.Array,
     clip_eps: jax.Array | float,
     clip_vloss: bool,
+    weights: jax.Array | None = None,
 ) -> jax.Array:
     """0.5 * mean squared error to the value targets.
 
     With ``clip_vloss`` (PPO2 style): 0.5 * mean(max((V - R)^2,
-    (V_old + clip(V - V_old, -eps, eps) - R)^2)).
+    (V_old + clip(V - V_old, -eps, eps) - R)^2)). With ``weights``, the
+    mean is weighted (`weighted_mean`).
     """
     squared = (values - returns) ** 2
     if clip_vloss:
         clipped_values = old_values + jnp.clip(values - old_values, -clip_eps, clip_eps)
         squared = jnp.maximum(squared, (clipped_values - returns) ** 2)
-    return 0.5 * jnp.mean(squared)
+    return 0.5 * weighted_mean(squared, weights)
 
 
 def union_mean_var(x: jax.Array, axis_name: str) -> tuple[jax.Array, jax.Array]:
@@ -106,14 +114,37 @@ def union_mean_var(x: jax.Array, axis_name: str) -> tuple[jax.Array, jax.Array]:
     return mean, var
 
 
-def normalize(x: jax.Array, eps: float = 1e-8, axis_name: str | None = None) -> jax.Array:
+def normalize(x: jax.Array, eps: float = 1e-8, axis_name: str | None = None,
+              weights: jax.Array | None = None) -> jax.Array:
     """(x - mean) / (std + eps) over all elements (population std); with
     ``axis_name``, over the union of ``x`` along that mapped axis
-    (`union_mean_var`)."""
+    (`union_mean_var`). With ``weights`` (of ``x``'s shape, >= 0), the
+    weighted mean and variance, so that zero-weight samples count for
+    nothing."""
+    if weights is not None:
+        moments = jnp.stack([jnp.mean(weights), jnp.mean(weights * x), jnp.mean(weights * x * x)])
+        if axis_name is not None:  # equal shares: the union's means are the means' mean
+            moments = jax.lax.pmean(moments, axis_name)
+        mean = moments[1] / moments[0]
+        var = jnp.maximum(moments[2] / moments[0] - mean**2, 0.0)
+        return (x - mean) / (jnp.sqrt(var) + eps)
     if axis_name is None:
         return (x - jnp.mean(x)) / (jnp.std(x) + eps)
     mean, var = union_mean_var(x, axis_name)
     return (x - mean) / (jnp.sqrt(var) + eps)
+
+
+def sample_weights(mask: jax.Array, axis_name: str | None = None) -> jax.Array:
+    """Weights of mean 1 from a 0/1 ``mask`` of the samples a loss may use:
+    ``mask / mean(mask)`` (the mean over the union along ``axis_name``),
+    so that ``mean(weights * x)`` is the mean of ``x`` over the masked-in
+    samples, and stays one when summed in equal chunks. All zeros if no
+    sample is masked in."""
+    mask = mask.astype(jnp.float32)
+    fraction = jnp.mean(mask)
+    if axis_name is not None:
+        fraction = jax.lax.pmean(fraction, axis_name)
+    return jnp.where(fraction > 0, mask / jnp.maximum(fraction, 1e-12), 0.0)
 
 
 @struct.dataclass
@@ -124,7 +155,10 @@ class Minibatch:
     sequences of T steps: every field but ``hidden`` has leading axes
     (B, T), ``starts`` marks the steps that begin an episode inside a
     sequence, and ``hidden`` (B, cores, H) is each sequence's state at its
-    first step, from which the policy replays it.
+    first step, from which the policy replays it. ``weights``, where
+    given, weigh each sample's terms of the loss (of mean 1 over the
+    minibatch, `sample_weights`): the REINFORCE rungs give the samples of
+    episodes that do not end inside the rollout weight 0.
     """
 
     obs: jax.Array
@@ -135,6 +169,7 @@ class Minibatch:
     returns: jax.Array  # value targets
     starts: jax.Array | None = None
     hidden: jax.Array | None = None
+    weights: jax.Array | None = None
 
     def inputs(self) -> tuple:
         """What the network is applied to: ``(obs,)``, or ``(obs, starts,
@@ -142,13 +177,23 @@ class Minibatch:
         return (self.obs,) if self.hidden is None else (self.obs, self.starts, self.hidden)
 
 
+POLICY_OBJECTIVES = ("clip", "kl_penalty", "pg", "none")
+"""The per-sample policy objectives of `ppo_loss`; ``"none"`` fits only the
+critic (TRPO's minibatch steps, whose policy step is `purejaxppo.trpo`)."""
+
+
 @struct.dataclass
 class LossStatic:
-    """The static choices the loss depends on (changing one recompiles)."""
+    """The static choices the loss depends on (changing one recompiles).
+
+    ``policy_objective`` is one of `POLICY_OBJECTIVES`; ``critic`` False
+    leaves the value loss out (REINFORCE without a baseline).
+    """
 
     norm_adv: bool = struct.field(pytree_node=False)
     clip_vloss: bool = struct.field(pytree_node=False)
     policy_objective: str = struct.field(pytree_node=False)
+    critic: bool = struct.field(pytree_node=False, default=True)
 
 
 def ppo_loss(
@@ -163,6 +208,10 @@ def ppo_loss(
 
         loss = -mean(policy objective) + vf_coef * value_loss - ent_coef * entropy
                [+ reference_kl_coef * KL(pi_ref || pi) if ``reference_params`` is given]
+
+    (``vf_coef * value_loss`` alone with the objective ``"none"``; no value
+    loss without ``static.critic``; means weighted by ``batch.weights``
+    where given.)
 
     Args:
         params: network parameters being optimised.
@@ -196,9 +245,10 @@ def ppo_loss(
     log_ratio = log_probs - batch.log_probs
     ratio = jnp.exp(log_ratio)
 
+    weights = batch.weights
     advantages = batch.advantages
     if static.norm_adv:
-        advantages = normalize(advantages)
+        advantages = normalize(advantages, weights=weights)
 
     kl_old_new = kl_estimate(log_ratio)
     if static.policy_objective == "clip":
@@ -207,13 +257,23 @@ def ppo_loss(
         objective = kl_penalty_surrogate(ratio, advantages, kl_old_new, hp.kl_coef)
     elif static.policy_objective == "pg":
         objective = policy_gradient_surrogate(log_probs, advantages)
+    elif static.policy_objective == "none":
+        objective = jnp.zeros_like(ratio)
     else:  # validated in PPOConfig; kept for direct callers
-        raise ValueError(f"unknown policy_objective {static.policy_objective!r}")
-    policy_loss = -jnp.mean(objective)
+        raise ValueError(f"unknown policy_objective {static.policy_objective!r}; "
+                         f"allowed: {', '.join(POLICY_OBJECTIVES)}")
+    policy_loss = -weighted_mean(objective, weights)
 
-    v_loss = value_loss(values, batch.values, batch.returns, hp.clip_eps, static.clip_vloss)
-    entropy = jnp.mean(dist.entropy())
-    loss = policy_loss + hp.vf_coef * v_loss - hp.ent_coef * entropy
+    if static.critic:
+        v_loss = value_loss(values, batch.values, batch.returns, hp.clip_eps, static.clip_vloss,
+                            weights)
+    else:
+        v_loss = jnp.zeros((), jnp.float32)
+    entropy = weighted_mean(dist.entropy(), weights)
+    if static.policy_objective == "none":  # the critic's loss alone
+        loss = hp.vf_coef * v_loss
+    else:
+        loss = policy_loss + hp.vf_coef * v_loss - hp.ent_coef * entropy
 
     diagnostics = {}
     if reference_params is not None:

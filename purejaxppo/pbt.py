@@ -57,6 +57,7 @@ DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {
     "max_grad_norm": (0.1, 10.0),
     "kl_coef": (0.0, 10.0),
     "reference_kl_coef": (0.0, 10.0),
+    "target_kl": (0.001, 0.1),
     "obs_clip": (1.0, 100.0),
     "reward_clip": (1.0, 100.0),
 }

@@ -359,3 +359,39 @@ def get_preset(env_name: str) -> Preset:
 def preset_config(env_name: str, **overrides: Any) -> PPOConfig:
     """``get_preset(env_name).config(**overrides)``."""
     return get_preset(env_name).config(**overrides)
+
+
+# ------------------------------------------------------ the policy-gradient ladder
+LADDER = ("reinforce", "reinforce_baseline", "a2c", "trpo", "ppo_penalty", "ppo_clip")
+"""The rungs of the policy-gradient ladder, bottom to top (docs/algorithm.md)."""
+
+_LADDER_ROLLOUT = dict(num_envs=8, num_steps=512, total_timesteps=500_000)
+_ONE_STEP = dict(update_epochs=1, num_minibatches=1)
+_LADDER_RUNGS: Mapping[str, dict[str, Any]] = MappingProxyType({
+    # No critic and no baseline of any kind: the raw returns, not normalised.
+    "reinforce": dict(algorithm="reinforce", lr=1e-2, norm_adv=False, **_ONE_STEP),
+    "reinforce_baseline": dict(algorithm="reinforce_baseline", lr=1e-2, **_ONE_STEP),
+    "a2c": dict(algorithm="a2c", lr=1e-2, **_ONE_STEP),
+    "trpo": dict(algorithm="trpo", target_kl=0.01, lr=1e-3),
+    "ppo_penalty": dict(algorithm="ppo_penalty", kl_coef=1.0, target_kl=0.01, lr=1e-3),
+    "ppo_clip": dict(algorithm="ppo_clip", lr=1e-3),
+})
+
+
+def ladder_config(algorithm: str, env_name: str = "CartPole-v1", **overrides: Any) -> PPOConfig:
+    """The config of one rung of the policy-gradient ladder on ``env_name``.
+
+    Every rung collects the same rollouts, 8 envs x 512 steps (long enough
+    for REINFORCE to see whole episodes of the classic-control tasks), for
+    5e5 steps, with the same 64x64 tanh networks and annealed Adam; they
+    differ in what they learn from a rollout: one gradient step of the
+    policy gradient (REINFORCE, with or without a learned baseline, and
+    the actor-critic with GAE, each at lr 1e-2), one natural-gradient step
+    in a KL trust region of 0.01 (TRPO), or 4 epochs x 4 minibatches of
+    steps at lr 1e-3 on the KL-penalised or the clipped surrogate (PPO).
+    The learning rates were chosen on CartPole-v1 (benchmarks/TUNING.md).
+    ``overrides`` replace any field.
+    """
+    if algorithm not in _LADDER_RUNGS:
+        raise ValueError(f"algorithm={algorithm!r} is not a rung of the ladder; allowed: {', '.join(LADDER)}")
+    return PPOConfig(env_name=env_name, **{**_LADDER_ROLLOUT, **_LADDER_RUNGS[algorithm], **overrides})

@@ -35,7 +35,7 @@ import optax
 from flax import struct
 from jax.sharding import PartitionSpec as P
 
-from purejaxppo.advantages import gae
+from purejaxppo.advantages import gae, monte_carlo_returns
 from purejaxppo.config import PPOConfig
 from purejaxppo.divergence import nonfinite_flags
 from purejaxppo.envs import EnvSpec, VecEnv, make_env
@@ -44,7 +44,7 @@ from purejaxppo.fast.random_draws import key_words, keys_from_words, random_word
 from purejaxppo.fast.shuffle import FEISTEL_ROUNDS
 from purejaxppo.fast.transposed_matmul import transposed_grad_pays
 from purejaxppo.hyperparams import HyperParams
-from purejaxppo.losses import LossStatic, Minibatch, union_mean_var
+from purejaxppo.losses import LossStatic, Minibatch, kl_estimate, sample_weights, union_mean_var
 from purejaxppo.networks import ActorCritic, make_network
 from purejaxppo.normalization import RewardScaler, RunningMeanStd
 from purejaxppo.rollout import (
@@ -56,6 +56,7 @@ from purejaxppo.rollout import (
     episode_starts,
     recurrent_critic_values,
 )
+from purejaxppo.trpo import trpo_step
 from purejaxppo.update import UpdateSettings, init_opt_state, make_optimizer, ppo_update
 
 METRIC_NAMES = (
@@ -73,8 +74,17 @@ METRIC_NAMES = (
     "grad_norm",
     "learning_rate",
     "loss",
+    "gradient_steps",
+    "kl_coef",
     "nonfinite",
 )
+
+POLICY_OBJECTIVE = {"ppo_clip": "clip", "ppo_penalty": "kl_penalty", "trpo": "none", "a2c": "pg",
+                    "reinforce_baseline": "pg", "reinforce": "pg"}
+"""The minibatch loss's policy objective of each algorithm (`purejaxppo.losses`);
+TRPO's minibatch steps fit the critic only."""
+MONTE_CARLO = ("reinforce_baseline", "reinforce")
+"""The algorithms that learn from Monte Carlo returns rather than GAE."""
 
 
 @struct.dataclass
@@ -94,6 +104,8 @@ class TrainState:
         update_step: updates done so far (int32).
         reference_params: the fixed reference policy's parameters (the ones
             the run started from) with ``config.reference_kl``; else None.
+        kl_coef: PPO-Penalty's adaptive beta (float32) with
+            ``algorithm="ppo_penalty"`` and ``target_kl`` > 0; else None.
     """
 
     params: Any
@@ -104,6 +116,7 @@ class TrainState:
     rng: jax.Array
     update_step: jax.Array
     reference_params: Any = None
+    kl_coef: jax.Array | None = None
 
 
 @struct.dataclass
@@ -249,12 +262,15 @@ def _build_train(config: PPOConfig, axis_name: str | None = None, log_fn: LogFn 
         loss=LossStatic(
             norm_adv=config.norm_adv,
             clip_vloss=config.clip_vloss,
-            policy_objective=config.policy_objective,
+            policy_objective=POLICY_OBJECTIVE[config.algorithm],
+            critic=config.algorithm != "reinforce",
         ),
         # Resolved here, once: the chunking of each minibatch gradient (CPU only by default).
         num_grad_chunks=config.num_grad_chunks(jax.default_backend()),
         axis_name=axis_name,
+        early_stop=config.algorithm == "ppo_clip" and config.target_kl > 0,
     )
+    adaptive_kl = config.algorithm == "ppo_penalty" and config.target_kl > 0
     T, N = config.num_steps, config.num_envs
 
     def policy_fn(params, obs, *hidden):
@@ -383,6 +399,7 @@ def _build_train(config: PPOConfig, axis_name: str | None = None, log_fn: LogFn 
             rng=draws.next_key,
             update_step=jnp.zeros((), jnp.int32),
             reference_params=params if config.reference_kl else None,
+            kl_coef=jnp.asarray(hp.kl_coef, jnp.float32) if adaptive_kl else None,
         )
 
     def update(state: TrainState, hp: HyperParams | None = None):
@@ -413,7 +430,9 @@ def _build_train(config: PPOConfig, axis_name: str | None = None, log_fn: LogFn 
 
         # 2. Critic on s_t and on the final observations it needs, in one pass.
         with jax.named_scope("critic"):
-            if recurrent:  # from the hidden states the rollout stored
+            if config.algorithm == "reinforce":  # no critic
+                values = next_values = jnp.zeros_like(rewards)
+            elif recurrent:  # from the hidden states the rollout stored
                 values, next_values = recurrent_critic_values(
                     lambda params, *a: network.apply(params, *a, method=network.hidden_values),
                     lambda params, *a: network.apply(params, *a, method=network.bootstrap_values),
@@ -425,11 +444,22 @@ def _build_train(config: PPOConfig, axis_name: str | None = None, log_fn: LogFn 
                 )
 
         # 3. GAE, cut at terminations and truncations; truncations bootstrap.
+        #    REINFORCE: Monte Carlo returns, of the episodes that end here.
+        weights = None
         with jax.named_scope("gae"):
-            advantages, returns = gae(
-                rewards, values, next_values, traj.terminated, traj.done,
-                hp.gamma, hp.gae_lambda,
-            )
+            if config.algorithm in MONTE_CARLO:
+                critic = config.algorithm == "reinforce_baseline"
+                returns, complete = monte_carlo_returns(
+                    rewards, traj.terminated, traj.done, hp.gamma,
+                    values if critic else None, next_values if critic else None,
+                )
+                advantages = returns - values
+                weights = sample_weights(complete, axis_name)
+            else:
+                advantages, returns = gae(
+                    rewards, values, next_values, traj.terminated, traj.done,
+                    hp.gamma, hp.gae_lambda,
+                )
 
         # 4. K epochs of shuffled minibatch updates on the flattened batch,
         #    or, recurrent, on the N env sequences (N, T), each replayed from
@@ -445,6 +475,7 @@ def _build_train(config: PPOConfig, axis_name: str | None = None, log_fn: LogFn 
             values=samples(values),
             advantages=samples(advantages),
             returns=samples(returns),
+            weights=None if weights is None else samples(weights),
         )
         if recurrent:
             batch = batch.replace(starts=samples(episode_starts(traj.done)), hidden=state.env.hidden)
@@ -452,11 +483,28 @@ def _build_train(config: PPOConfig, axis_name: str | None = None, log_fn: LogFn 
         else:
             chex.assert_tree_shape_prefix(batch, (config.batch_size,))
         lr = lr_schedule(state.update_step * config.update_epochs * config.num_minibatches)
+        kl_coef = hp.kl_coef if state.kl_coef is None else state.kl_coef
+        params = state.params
+        if config.algorithm == "trpo":  # the policy's natural-gradient step
+            with jax.named_scope("trpo_step"):
+                params, policy_diagnostics = trpo_step(
+                    params, apply_fn, batch, hp, config.norm_adv, axis_name)
         with jax.named_scope("ppo_update"):
             params, opt_state, diagnostics = ppo_update(
-                state.params, state.opt_state, tx, apply_fn, batch, draws.shuffle_keys, hp,
-                settings, reference_params=state.reference_params,
+                params, state.opt_state, tx, apply_fn, batch, draws.shuffle_keys,
+                hp.replace(kl_coef=kl_coef), settings, reference_params=state.reference_params,
             )
+        if config.algorithm == "trpo":  # the minibatch steps fitted the critic alone
+            diagnostics.update(policy_diagnostics)
+        next_kl_coef = state.kl_coef
+        if adaptive_kl:  # beta / 2 below target / 1.5, beta * 2 above 1.5 * target
+            with jax.named_scope("adapt_kl"):
+                dist, _ = apply_fn(params, *batch.inputs())
+                kl = jnp.mean(kl_estimate(dist.log_prob(batch.actions) - batch.log_probs))
+                if axis_name is not None:
+                    kl = jax.lax.pmean(kl, axis_name)
+                next_kl_coef = jnp.where(kl < hp.target_kl / 1.5, kl_coef / 2,
+                                         jnp.where(kl > hp.target_kl * 1.5, kl_coef * 2, kl_coef))
 
         # 5. Metrics of this update (scalars).
         episode_stats = env_carry.episode_stats
@@ -469,6 +517,7 @@ def _build_train(config: PPOConfig, axis_name: str | None = None, log_fn: LogFn 
             **diagnostics,
             "explained_variance": explained_variance(values, returns, axis_name),
             "learning_rate": jnp.asarray(lr, jnp.float32),
+            "kl_coef": jnp.asarray(kl_coef, jnp.float32),
             # 0, or which of loss, gradient norm and parameters went NaN/Inf.
             "nonfinite": nonfinite_flags(diagnostics["loss"], diagnostics["grad_norm"], params),
         }
@@ -481,6 +530,7 @@ def _build_train(config: PPOConfig, axis_name: str | None = None, log_fn: LogFn 
             rng=draws.next_key,
             update_step=state.update_step + 1,
             reference_params=state.reference_params,
+            kl_coef=next_kl_coef,
         )
         return new_state, metrics
 

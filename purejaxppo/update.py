@@ -86,6 +86,10 @@ class UpdateSettings:
         axis_name: a mapped axis of devices over which the batch is split
             in equal shares (``make_train(config, env_devices=...)``), or
             None.
+        early_stop: stop the update's remaining gradient steps at the
+            first minibatch whose ``approx_kl`` (of the current policy
+            against the rollout's, before its step) exceeds
+            ``hp.target_kl`` (`PPOConfig.target_kl`).
     """
 
     update_epochs: int
@@ -93,6 +97,7 @@ class UpdateSettings:
     loss: LossStatic
     num_grad_chunks: int = 1
     axis_name: str | None = None
+    early_stop: bool = False
 
 
 def minibatch_gradient(
@@ -139,7 +144,8 @@ def minibatch_gradient(
     if static.norm_adv and (num_chunks > 1 or axis_name is not None):
         # Normalised over the whole minibatch (every device's share) before
         # the loss sees a part of it.
-        minibatch = minibatch.replace(advantages=normalize(minibatch.advantages, axis_name=axis_name))
+        minibatch = minibatch.replace(advantages=normalize(
+            minibatch.advantages, axis_name=axis_name, weights=minibatch.weights))
         static = static.replace(norm_adv=False)
     if num_chunks == 1:
         grads = grad_fn(params, apply_fn, minibatch, hp, static)
@@ -202,8 +208,10 @@ def ppo_update(
 
     Returns:
         ``(params, opt_state, diagnostics)``; each diagnostic is the mean over
-        all ``update_epochs * num_minibatches`` gradient steps, and includes
-        ``grad_norm`` (the global norm before clipping).
+        all ``update_epochs * num_minibatches`` gradient steps (over the
+        steps taken, with ``settings.early_stop``), and includes
+        ``grad_norm`` (the global norm before clipping) and
+        ``gradient_steps`` (the optimizer steps taken).
     """
     chex.assert_rank(batch.advantages, 1 if batch.hidden is None else 2)
     chex.assert_shape(shuffle_keys, (settings.update_epochs, FEISTEL_ROUNDS))
@@ -215,19 +223,36 @@ def ppo_update(
     flat_reference = None if reference_params is None else ravel_pytree(reference_params)[0]
 
     def minibatch_step(carry, indices):
-        params, opt_state = carry
+        params, opt_state, stopped = carry
         minibatch = take_minibatch(batch, indices)
         grads, diagnostics = minibatch_gradient(
             params, flat_apply, minibatch, hp, settings, flat_reference
         )
         diagnostics["grad_norm"] = _global_norm(grads)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        return (params, opt_state), diagnostics
+        updates, new_opt_state = tx.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        if not settings.early_stop:
+            return (new_params, new_opt_state, stopped), diagnostics
+        # The step is taken only while no minibatch's KL has gone past the target.
+        stopped = stopped | (diagnostics["approx_kl"] > hp.target_kl)
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(stopped, o, n), new, old)
+        diagnostics["taken"] = 1.0 - stopped.astype(jnp.float32)
+        return (keep(new_params, params), keep(new_opt_state, opt_state), stopped), diagnostics
 
     # Every epoch's permutation at once, then the epochs' minibatches as one
     # scan of update_epochs * num_minibatches steps.
     perms = permutations_from_round_keys(shuffle_keys, batch.advantages.shape[0])
     steps = minibatch_indices(perms, settings.num_minibatches)
-    (flat_params, opt_state), diagnostics = jax.lax.scan(minibatch_step, (flat_params, opt_state), steps)
-    return unravel(flat_params), opt_state, jax.tree.map(jnp.mean, diagnostics)
+    (flat_params, opt_state, _), diagnostics = jax.lax.scan(
+        minibatch_step, (flat_params, opt_state, jnp.zeros((), bool)), steps)
+    if not settings.early_stop:
+        diagnostics = jax.tree.map(jnp.mean, diagnostics)
+        diagnostics["gradient_steps"] = jnp.asarray(steps.shape[0], jnp.float32)
+        return unravel(flat_params), opt_state, diagnostics
+    # Means over the steps taken; those of the first step when none was.
+    taken = diagnostics.pop("taken")
+    count = jnp.sum(taken)
+    weights = jnp.where(count > 0, taken / jnp.maximum(count, 1.0), jax.nn.one_hot(0, taken.shape[0]))
+    diagnostics = jax.tree.map(lambda x: jnp.sum(weights * x), diagnostics)
+    diagnostics["gradient_steps"] = count
+    return unravel(flat_params), opt_state, diagnostics

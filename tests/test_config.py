@@ -66,16 +66,38 @@ def test_reference_kl_and_its_coefficient_go_together():
 
 
 def test_kl_coefficient_without_the_kl_penalty_objective_is_refused():
-    with pytest.raises(ValueError, match=r"kl_coef=0.5 has no effect with policy_objective='clip'; "
-                                         r"allowed: policy_objective='kl_penalty'"):
+    with pytest.raises(ValueError, match=r"kl_coef=0.5 has no effect with algorithm='ppo_clip'; "
+                                         r"allowed: algorithm='ppo_penalty'"):
         PPOConfig(kl_coef=0.5)
-    assert PPOConfig(kl_coef=0.5, policy_objective="kl_penalty").kl_coef == 0.5
+    assert PPOConfig(kl_coef=0.5, algorithm="ppo_penalty").kl_coef == 0.5
 
 
 def test_kl_penalty_needs_a_positive_coefficient():
-    with pytest.raises(ValueError, match=r"policy_objective='kl_penalty' with kl_coef=0.0.*allowed: kl_coef > 0"):
-        PPOConfig(policy_objective="kl_penalty")
-    assert PPOConfig(policy_objective="kl_penalty", kl_coef=0.3).kl_coef == 0.3
+    with pytest.raises(ValueError, match=r"algorithm='ppo_penalty' with kl_coef=0.0.*allowed: kl_coef > 0"):
+        PPOConfig(algorithm="ppo_penalty")
+    assert PPOConfig(algorithm="ppo_penalty", kl_coef=0.3).kl_coef == 0.3
+
+
+@pytest.mark.parametrize("algorithm", ["a2c", "reinforce_baseline", "reinforce"])
+def test_one_step_algorithms_need_one_epoch_of_one_minibatch(algorithm):
+    with pytest.raises(ValueError, match=rf"algorithm='{algorithm}' with update_epochs=4, num_minibatches=4: "
+                                         r".*allowed: update_epochs=1, num_minibatches=1"):
+        PPOConfig(algorithm=algorithm)
+    with pytest.raises(ValueError, match=rf"target_kl=0.01 has no effect with algorithm='{algorithm}'"):
+        PPOConfig(algorithm=algorithm, update_epochs=1, num_minibatches=1, target_kl=0.01)
+    assert PPOConfig(algorithm=algorithm, update_epochs=1, num_minibatches=1).algorithm == algorithm
+
+
+def test_trpo_needs_a_trust_region_and_its_own_critic():
+    with pytest.raises(ValueError, match=r"algorithm='trpo' with target_kl=0.0 .*allowed: target_kl > 0"):
+        PPOConfig(algorithm="trpo")
+    with pytest.raises(ValueError, match=r"target_kl must be finite and in \[0, inf\), got -0.01"):
+        PPOConfig(algorithm="trpo", target_kl=-0.01)
+    with pytest.raises(ValueError, match=r"algorithm='trpo' with recurrent_core='shared'.*"
+                                         r"allowed: recurrent_core='separate'"):
+        PPOConfig(algorithm="trpo", target_kl=0.01, recurrent="gru", num_minibatches=2)
+    config = PPOConfig(algorithm="trpo", target_kl=0.01)
+    assert config.hyperparams().target_kl == np.float32(0.01)
 
 
 def test_unknown_env_suggests_close_names():
@@ -159,9 +181,10 @@ def test_bad_network_sizes():
         PPOConfig(hidden_sizes=(64.0,))
 
 
-def test_unknown_policy_objective():
-    with pytest.raises(ValueError, match=r"policy_objective='trpo' is unknown; allowed: clip, kl_penalty, pg"):
-        PPOConfig(policy_objective="trpo")
+def test_unknown_algorithm():
+    with pytest.raises(ValueError, match=r"algorithm='sac' is unknown; allowed: ppo_clip, ppo_penalty, "
+                                         r"trpo, a2c, reinforce_baseline, reinforce"):
+        PPOConfig(algorithm="sac")
 
 
 def test_unknown_env_param_fails_in_make_train_before_tracing():
@@ -214,7 +237,7 @@ def test_make_train_rejects_non_config():
 def test_hyperparams_are_a_traced_pytree():
     hp = PPOConfig(lr=1e-3).hyperparams()
     leaves = jax.tree.leaves(hp)
-    assert len(leaves) == 11 and all(x.shape == () for x in leaves)
+    assert len(leaves) == 12 and all(x.shape == () for x in leaves)
     assert float(hp.lr) == pytest.approx(1e-3)
 
 

@@ -138,7 +138,7 @@ def _batch(key, b=32, d=3, k=4):
 @pytest.mark.parametrize("objective", ["clip", "kl_penalty", "pg"])
 @pytest.mark.parametrize("clip_vloss", [False, True])
 def test_ppo_loss_gradient_matches_finite_differences(objective, clip_vloss):
-    hp = PPOConfig(kl_coef=0.3, policy_objective="kl_penalty").hyperparams()  # kl_coef for every objective
+    hp = PPOConfig(kl_coef=0.3, algorithm="ppo_penalty").hyperparams()  # kl_coef for every objective
     static = LossStatic(norm_adv=True, clip_vloss=clip_vloss, policy_objective=objective)
     with enable_x64():
         key = jax.random.PRNGKey(1)
@@ -209,7 +209,7 @@ def test_ppo_loss_and_diagnostics_against_numpy(objective):
     loss with its 1/2 and vf_coef, the entropy bonus's sign, the (r - 1) -
     log r KL estimate and the clip fractions on the normalised advantages."""
     hp = PPOConfig(vf_coef=0.7, ent_coef=0.3, kl_coef=0.4, clip_eps=0.2,
-                   policy_objective="kl_penalty").hyperparams()  # kl_coef read by kl_penalty only
+                   algorithm="ppo_penalty").hyperparams()  # kl_coef read by kl_penalty only
     static = LossStatic(norm_adv=True, clip_vloss=True, policy_objective=objective)
     params = {"w": jax.random.normal(jax.random.PRNGKey(1), (3, 4)), "v": jax.random.normal(jax.random.PRNGKey(2), (3,))}
     batch = _batch(jax.random.PRNGKey(3), b=64)

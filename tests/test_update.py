@@ -150,7 +150,7 @@ def test_chunked_gradient_equals_the_one_pass_gradient(objective, norm_adv):
     from purejaxppo.losses import LossStatic
     from purejaxppo.update import UpdateSettings, minibatch_gradient
 
-    hp = PPOConfig(kl_coef=0.3, policy_objective="kl_penalty").hyperparams()  # kl_coef for every objective
+    hp = PPOConfig(kl_coef=0.3, algorithm="ppo_penalty").hyperparams()  # kl_coef for every objective
     static = LossStatic(norm_adv=norm_adv, clip_vloss=True, policy_objective=objective)
     params = {
         "w": jax.random.normal(jax.random.PRNGKey(1), (3, 4)),
@@ -360,7 +360,8 @@ def test_ppo_update_against_a_hand_written_loop(key_form, num_chunks, with_refer
     np.testing.assert_allclose(adam_state.nu, v, rtol=1e-4, atol=1e-9)
     expected_names = {"loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction",
                       "clip_fraction_pos_adv", "clip_fraction_neg_adv", "grad_norm"}
-    assert set(got) == expected_names | ({"reference_kl"} if with_reference else set())
+    assert set(got) == expected_names | {"gradient_steps"} | ({"reference_kl"} if with_reference else set())
+    assert float(got.pop("gradient_steps")) == epochs * minibatches
     for name, value in got.items():
         per_step = np.array([float(d[name]) for d in step_diagnostics])
         assert np.ptp(per_step) > 0, name  # a last-step or first-step value would differ from the mean
