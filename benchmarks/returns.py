@@ -2,8 +2,11 @@
 
     python benchmarks/returns.py                                  # every preset
     python benchmarks/returns.py --presets CartPole-v1 Pendulum-v1 --seeds 16
-    python benchmarks/returns.py --presets "Breakout-MinAtar (PureJaxRL settings)"
+    python benchmarks/returns.py --presets Breakout-MinAtar+cnn
     python benchmarks/returns.py --quick --presets CartPole-v1    # a smoke run
+    python benchmarks/returns.py --table-only                     # rewrite md/PNGs from the JSON
+
+Needs rliable (``pip install -e ".[bench]"``), which computes the statistics.
 
 ``--presets`` takes keys of `purejaxppo.presets.PRESETS` (one tuned config
 per env) or of ``presets.BASELINES`` (labelled reference configs, where the
@@ -17,32 +20,53 @@ only, and its memory is freed before the next. Per preset:
   large to repeat);
 * the final return of a seed is the mean ``episode_return`` over its last 10
   updates (`purejaxppo.evaluation.final_return`); the table gives their mean,
-  median and interquartile mean (IQM) with a 95% percentile bootstrap CI
-  over seeds, and the preset's target is met when the IQM reaches it;
+  median and interquartile mean (IQM: rliable's ``metrics.aggregate_iqm``,
+  the 25% trimmed mean, so the plain mean for fewer than 4 seeds) with
+  rliable's stratified-bootstrap 95% CI (``library.get_interval_estimates``,
+  one task, the seeds as runs; percentile method, BOOTSTRAP_RESAMPLES
+  resamples, NumPy's global RNG seeded with BOOTSTRAP_SEED for each CI, so
+  the table is reproducible), and the preset's target is met when the IQM
+  reaches it;
 * each seed's final policy also plays ``--eval-episodes`` greedy episodes
   (`purejaxppo.evaluation.make_evaluate`);
 * the learning curve is the median and the 25th/75th percentiles over seeds
   of ``episode_return`` after every update, against env steps.
 
+The statistics of every row are recomputed from its ``final_returns``
+whenever the files are written. Aggregates over the MinAtar games
+(`aggregates`): the IQM of the scores normalised by MINATAR_REFERENCE, over
+all seeds of all games, with rliable's stratified-bootstrap CI (seeds
+resampled within each game); the probability that a preset's run beats a
+``<env>+BASELINE_LABEL`` run of the same game (rliable's
+``metrics.probability_of_improvement``, averaged over the games, with its
+stratified-bootstrap CI); and a performance profile of the normalised scores.
+
 Writes, under ``benchmarks/results/`` (or ``--out-dir``), with ``<device>``
 named as in ``throughput.py`` (e.g. ``cpu``):
 
-* ``returns-<device>.json``: one row per preset. An existing file is MERGED:
-  rows of presets not rerun are kept, rerun ones replaced, so the full table
-  can be built over several invocations (some envs take 30+ minutes);
-* ``returns-<device>.md``: the table, from all rows of the JSON;
+* ``returns-<device>.json``: one row per preset under ``rows``, and the
+  aggregates under ``aggregates``. An existing file is MERGED: rows of
+  presets not rerun are kept, rerun ones replaced, so the full table can be
+  built over several invocations (some envs take 30+ minutes);
+* ``returns-<device>.md``: the table, from all rows of the JSON, then the
+  aggregates;
 * ``returns-<device>-<env>.png`` per env (the preset's curve, and any
-  BASELINES rows of the same env on the same axes) and ``returns-<device>.png``
-  (all envs in one grid).
+  BASELINES rows of the same env on the same axes), ``returns-<device>.png``
+  (all envs in one grid) and ``returns-<device>-minatar-profile.png`` (the
+  MinAtar performance profile).
 
 ``--quick`` is a smoke mode: at most 4 envs x 128 steps, 2 updates, 2 seeds;
 its files get a ``-quick`` suffix and never mix with the real ones.
+``--table-only`` trains nothing: it rewrites the JSON's statistics, the md
+and the PNGs of this device's (``--quick``: the smoke run's) JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -59,8 +83,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # timing.py beside this script
 
-from purejaxppo.statistics import (  # noqa: E402, F401  (re-exported: the table's statistics)
-    BOOTSTRAP_RESAMPLES, CONFIDENCE, bootstrap_ci, iqm, summarize_final_returns)
+BENCH_EXTRA_HINT = 'pip install -e ".[bench]"'
+if importlib.util.find_spec("rliable") is None:  # before anything runs (rliable is imported where used)
+    raise SystemExit(f"benchmarks/returns.py needs rliable, which is not installed: {BENCH_EXTRA_HINT}")
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -119,6 +144,209 @@ def _num(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
+# --------------------------------------------------------------- statistics
+# All by rliable (Agarwal et al. 2021, "Deep Reinforcement Learning at the Edge
+# of the Statistical Precipice"). rliable's bootstrap draws from NumPy's global
+# RNG whatever random_state it is given, so each estimate seeds that RNG with
+# BOOTSTRAP_SEED (and restores its state after): every CI is reproducible and
+# independent of which other rows the table holds.
+CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 10_000  # per CI: each row's IQM, each aggregate
+PROFILE_RESAMPLES = 2_000  # the performance profile's bands (rliable's default there)
+BOOTSTRAP_SEED = 0
+
+# MinAtar games aggregated in `aggregates`; Seaquest only where its rows are present.
+MINATAR_GAMES = ("Breakout-MinAtar", "SpaceInvaders-MinAtar", "Asterix-MinAtar", "Freeway-MinAtar")
+MINATAR_OPTIONAL_GAMES = ("Seaquest-MinAtar",)
+# Reference scores that normalise MinAtar returns (score / reference): the best
+# published PPO final return at 1e7 env steps in gymnax-blines
+# (RobertTLange/gymnax-blines, docs/lcurves.png: PPO with lr 5e-4, 1e-3 and 1e-4,
+# agents/<env>/ppo.yaml, 1e7 steps; the best of the three, read off the plot:
+# Breakout and Asterix with lr 1e-3, SpaceInvaders and Freeway with lr 5e-4).
+# Seaquest has no PPO figure there (no curve, no checkpoint), so it is left out
+# of the normalised aggregate and the profile.
+MINATAR_REFERENCE: Mapping[str, float] = {
+    "Breakout-MinAtar": 43.0,
+    "SpaceInvaders-MinAtar": 131.0,
+    "Asterix-MinAtar": 18.0,
+    "Freeway-MinAtar": 58.0,
+}
+# The rows the presets are compared with: ``<env>+BASELINE_LABEL`` (presets.BASELINES).
+BASELINE_LABEL = "purejaxrl"
+PRESETS_SET = "presets"
+
+
+def _rliable():
+    """rliable's ``library`` and ``metrics`` modules, or one clear line and exit."""
+    try:
+        from rliable import library, metrics
+    except Exception as err:  # not installed, or its dependencies do not import together
+        raise SystemExit(f"benchmarks/returns.py needs rliable, which does not import "
+                         f"({type(err).__name__}: {err}): {BENCH_EXTRA_HINT}") from err
+    return library, metrics
+
+
+@contextlib.contextmanager
+def _numpy_seeded(seed: int):
+    """NumPy's global RNG seeded with ``seed`` inside, its previous state restored after."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def interval_estimate(scores: Any, statistic, resamples: int = BOOTSTRAP_RESAMPLES,
+                      seed: int = BOOTSTRAP_SEED) -> tuple[float, tuple[float, float]]:
+    """``statistic`` of ``scores`` and its stratified-bootstrap CI, by
+    ``rliable.library.get_interval_estimates`` (percentile method, CONFIDENCE).
+
+    ``scores``: an array (runs, tasks), runs resampled within each task; or a
+    tuple of such arrays, each resampled on its own (rliable's
+    StratifiedIndependentBootstrap), passed to ``statistic`` as separate
+    arguments. ``statistic`` returns a scalar.
+    """
+    library, _ = _rliable()
+    func = lambda *arrays: np.array([statistic(*arrays)], dtype=np.float64)
+    data = list(scores) if isinstance(scores, tuple) else scores
+    with _numpy_seeded(seed):
+        point, interval = library.get_interval_estimates(
+            {"x": data}, func, reps=resamples, confidence_interval_size=CONFIDENCE)
+    low, high = np.asarray(interval["x"], dtype=np.float64).reshape(2)
+    return float(np.asarray(point["x"]).reshape(())), (float(low), float(high))
+
+
+def iqm(values: Any) -> float:
+    """rliable's IQM (``metrics.aggregate_iqm``: the 25% trimmed mean) of ``values``; NaN if empty."""
+    _, metrics = _rliable()
+    x = np.asarray(values, dtype=np.float64).ravel()
+    return float(metrics.aggregate_iqm(x)) if x.size else math.nan
+
+
+def iqm_ci95(values: Any, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> dict:
+    """The IQM of a 1-D sample (one task, its values the runs) and its
+    stratified-bootstrap CI: ``{"iqm": float, "ci95": (low, high)}``, NaN if empty."""
+    _, metrics = _rliable()
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if x.size == 0:
+        return {"iqm": math.nan, "ci95": (math.nan, math.nan)}
+    point, ci = interval_estimate(x[:, None], metrics.aggregate_iqm, resamples, seed)
+    return {"iqm": point, "ci95": ci}
+
+
+def summarize_final_returns(final_returns: Any, resamples: int = BOOTSTRAP_RESAMPLES) -> dict:
+    """Mean, median, IQM and the IQM's CI over the finite per-seed values.
+
+    A seed with no episode finished in its final window has a NaN final
+    return (None in the JSON); it is left out and counted in ``nan_seeds``.
+    """
+    x = np.array([_num(v) for v in np.asarray(final_returns, dtype=object).ravel()], dtype=np.float64)
+    finite = x[np.isfinite(x)]
+    estimate = iqm_ci95(finite, resamples)
+    return {
+        "mean": float(np.mean(finite)) if finite.size else math.nan,
+        "median": float(np.median(finite)) if finite.size else math.nan,
+        "iqm": estimate["iqm"],
+        "iqm_ci95": list(estimate["ci95"]),
+        "nan_seeds": int(x.size - finite.size),
+    }
+
+
+def row_statistics(row: Mapping[str, Any], resamples: int = BOOTSTRAP_RESAMPLES) -> dict:
+    """A row's statistic keys (``final_return_mean``, ``_median``, ``_iqm``,
+    ``_iqm_ci95``, ``_nan_seeds``, ``target_met``) from its ``final_returns``."""
+    stats = summarize_final_returns(row["final_returns"], resamples)
+    target = row.get("target")
+    return {
+        **{f"final_return_{k}": v for k, v in stats.items()},
+        "target_met": None if target is None else bool(stats["iqm"] >= target),
+    }
+
+
+def _finite_returns(row: Mapping[str, Any]) -> np.ndarray:
+    x = np.array([_num(v) for v in row.get("final_returns") or []], dtype=np.float64)
+    return x[np.isfinite(x)]
+
+
+def _score_matrix(rows: Mapping[str, dict], names: list[str],
+                  scale: Mapping[str, float] | None = None) -> tuple[np.ndarray, bool]:
+    """(runs, games) of the rows ``names`` (one per game, in order), each
+    divided by ``scale[env]`` if given: the first n finite seeds of each row,
+    n the fewest any row has (rliable's bootstrap wants as many runs per
+    game); also whether a row was cut to n."""
+    columns = [_finite_returns(rows[name]) for name in names]
+    n = min(len(c) for c in columns)
+    scores = np.stack([c[:n] for c in columns], axis=1)
+    if scale is not None:
+        scores = scores / np.array([scale[rows[name]["env"]] for name in names])
+    return scores, any(len(c) > n for c in columns)
+
+
+def _missing(rows: Mapping[str, dict], names: list[str]) -> list[str]:
+    """The names among ``names`` with no row, or a row without a finite final return."""
+    return [name for name in names if name not in rows or _finite_returns(rows[name]).size == 0]
+
+
+def _games(rows: Mapping[str, dict], suffixes: tuple[str, ...]) -> list[str]:
+    """MINATAR_GAMES, then each of MINATAR_OPTIONAL_GAMES whose rows ``game + suffix`` all exist."""
+    return list(MINATAR_GAMES) + [g for g in MINATAR_OPTIONAL_GAMES
+                                  if not _missing(rows, [g + suffix for suffix in suffixes])]
+
+
+def aggregates(rows: Mapping[str, dict], resamples: int = BOOTSTRAP_RESAMPLES,
+               seed: int = BOOTSTRAP_SEED) -> dict:
+    """The MinAtar aggregates of the table's rows (JSON-ready; a pure function
+    of ``rows``):
+
+    * ``normalised_iqm[set]``, for the presets (``"presets"``: rows named by
+      env id) and the baselines (``"+purejaxrl"``: rows ``<env>+BASELINE_LABEL``):
+      the IQM over all seeds of all games of score / MINATAR_REFERENCE[game],
+      with rliable's stratified-bootstrap CI (seeds resampled within each
+      game), over the games of `_games` that have a reference score;
+    * ``probability_of_improvement``: P(a preset's run beats a baseline run
+      of the same game) averaged over the games of `_games` (rliable's
+      ``metrics.probability_of_improvement``: no normalisation needed), with
+      rliable's stratified-bootstrap CI (each set's seeds resampled on their
+      own, within each game).
+
+    Where a row is missing, that entry lists it under ``missing`` and its
+    values are None.
+    """
+    _, metrics = _rliable()
+    baseline = f"+{BASELINE_LABEL}"
+    out: dict[str, Any] = {
+        "reference_scores": dict(MINATAR_REFERENCE),
+        "left_out": {g: "no gymnax-blines PPO reference score"
+                     for g in (*MINATAR_GAMES, *MINATAR_OPTIONAL_GAMES) if g not in MINATAR_REFERENCE},
+        "resamples": resamples, "seed": seed, "confidence": CONFIDENCE,
+        "normalised_iqm": {},
+    }
+    for set_name, suffix in ((PRESETS_SET, ""), (baseline, baseline)):
+        games = [g for g in _games(rows, (suffix,)) if g in MINATAR_REFERENCE]
+        names = [g + suffix for g in games]
+        entry = {"rows": names, "games": games, "missing": _missing(rows, names),
+                 "seeds_per_game": None, "cut": None, "iqm": None, "ci95": None}
+        if not entry["missing"]:
+            scores, entry["cut"] = _score_matrix(rows, names, MINATAR_REFERENCE)
+            entry["seeds_per_game"] = scores.shape[0]
+            entry["iqm"], entry["ci95"] = interval_estimate(scores, metrics.aggregate_iqm, resamples, seed)
+        out["normalised_iqm"][set_name] = entry
+
+    games = _games(rows, ("", baseline))
+    x_names, y_names = games, [g + baseline for g in games]
+    poi = {"x": PRESETS_SET, "y": baseline, "games": games, "missing": _missing(rows, x_names + y_names),
+           "seeds_per_game": None, "cut": None, "value": None, "ci95": None}
+    if not poi["missing"]:
+        x, cut_x = _score_matrix(rows, x_names)
+        y, cut_y = _score_matrix(rows, y_names)
+        poi["seeds_per_game"], poi["cut"] = [x.shape[0], y.shape[0]], cut_x or cut_y
+        poi["value"], poi["ci95"] = interval_estimate((x, y), metrics.probability_of_improvement,
+                                                      resamples, seed)
+    out["probability_of_improvement"] = poi
+    return out
+
+
 # ------------------------------------------------------------------ presets
 def available_presets() -> dict:
     """Every benchmarkable name: ``PRESETS`` (env id -> Preset), then ``BASELINES``."""
@@ -162,7 +390,6 @@ def run_preset(name: str, seeds: int, quick: bool, eval_episodes: int, env_devic
     result, run_s, _ = run_timed(compiled, keys, repeats=1)
     episode_return = np.asarray(result.metrics["episode_return"])
     final_returns = final_return({"episode_return": episode_return}, window=FINAL_WINDOW)
-    stats = summarize_final_returns(final_returns)
 
     # Greedy evaluation of every seed's final policy, all seeds in one call.
     state = result.train_state
@@ -191,13 +418,7 @@ def run_preset(name: str, seeds: int, quick: bool, eval_episodes: int, env_devic
         "config": dataclasses.asdict(config),
         "source": preset.source,
         "target": target,
-        "final_returns": final_returns.tolist(),
-        "final_return_mean": stats["mean"],
-        "final_return_median": stats["median"],
-        "final_return_iqm": stats["iqm"],
-        "final_return_iqm_ci95": stats["iqm_ci95"],
-        "final_return_nan_seeds": stats["nan_seeds"],
-        "target_met": None if target is None else bool(stats["iqm"] >= target),
+        "final_returns": final_returns.tolist(),  # the parent adds their statistics (row_statistics)
         "eval_episodes": eval_episodes,
         "eval_returns": eval_per_seed.tolist(),
         "eval_return_mean": float(np.mean(eval_per_seed)),
@@ -288,7 +509,10 @@ def markdown_table(rows: Mapping[str, dict], meta: dict) -> str:
         "",
         f"{meta['machine']}; jax {meta['jax']}, backend {meta['backend']}. "
         f"Final return per seed = mean episode return over the last {FINAL_WINDOW} updates; "
-        f"IQM over seeds with a {CONFIDENCE:.0%} percentile bootstrap CI ({BOOTSTRAP_RESAMPLES} resamples); "
+        f"IQM over seeds (rliable's `aggregate_iqm`, the 25% trimmed mean: the plain mean below 4 seeds) "
+        f"with rliable's stratified-bootstrap {CONFIDENCE:.0%} CI (`get_interval_estimates`, percentile, "
+        f"{BOOTSTRAP_RESAMPLES:,} resamples, NumPy seeded with {BOOTSTRAP_SEED} for each CI), "
+        "recomputed from each row's per-seed final returns whenever the table is written; "
         "the target is met when the IQM reaches it. Greedy eval = mean over seeds of the mean return "
         "of greedy episodes. Compile timed apart from the one run of the compiled call (all seeds vmapped). "
         "Commit: the code a row was measured on (— for rows from before it was recorded).",
@@ -314,6 +538,101 @@ def markdown_table(rows: Mapping[str, dict], meta: dict) -> str:
             f"| {r.get('commit') or '—'} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _game(name: str) -> str:
+    return name.removesuffix("-MinAtar")
+
+
+def _cut_note(entry: Mapping[str, Any]) -> str:
+    return " (the first seeds of each row: rows differ in seed count)" if entry.get("cut") else ""
+
+
+def markdown_aggregates(agg: Mapping[str, Any], profile: str | None = None) -> str:
+    """The "Aggregates" section of the table, from `aggregates`' result; ``profile``:
+    the file name of the performance profile PNG, if one was drawn."""
+    ref = agg["reference_scores"]
+    fmt = lambda v: _fmt(v, ".3g")
+    lines = [
+        "## Aggregates",
+        "",
+        "MinAtar, scores normalised per game: final return / reference score, the reference being the best "
+        "published PPO final return at 1e7 env steps in gymnax-blines (docs/lcurves.png, the best of its "
+        "three learning rates): " + ", ".join(f"{g} {v:g}" for g, v in ref.items()) + ". "
+        + "".join(f"{g} is left out of the normalised aggregate and the profile: {why}. "
+                  for g, why in agg["left_out"].items())
+        + f"IQM over all seeds of all games with rliable's stratified-bootstrap {agg['confidence']:.0%} CI "
+        f"(seeds resampled within each game; {agg['resamples']:,} resamples, NumPy seeded with {agg['seed']}).",
+        "",
+        "| rows | games | seeds per game | normalised IQM [95% CI] |",
+        "|---|---|---:|---|",
+    ]
+    for set_name, e in agg["normalised_iqm"].items():
+        label = "presets (rows named by env id)" if set_name == PRESETS_SET else f"`<env>{set_name}`"
+        games = ", ".join(map(_game, e["games"]))
+        if e["missing"]:
+            lines.append(f"| {label} | {games} | — | not computed: missing {', '.join(e['missing'])} |")
+        else:
+            low, high = e["ci95"]
+            lines.append(f"| {label} | {games} | {e['seeds_per_game']}{_cut_note(e)} "
+                         f"| {fmt(e['iqm'])} [{fmt(low)}, {fmt(high)}] |")
+    poi = agg["probability_of_improvement"]
+    lines += [
+        "",
+        f"Probability of improvement of the presets over the `<env>{poi['y']}` rows: P(a preset's final "
+        f"return > a `{poi['y']}` row's on the same game), averaged over "
+        f"{', '.join(map(_game, poi['games']))} (rliable's `probability_of_improvement`, on the raw returns), "
+        f"with rliable's stratified-bootstrap {agg['confidence']:.0%} CI (each set's seeds resampled on "
+        "their own within each game): "
+        + (f"not computed: missing {', '.join(poi['missing'])}." if poi["missing"] else
+           f"**{poi['value']:.3g}** [{poi['ci95'][0]:.3g}, {poi['ci95'][1]:.3g}] "
+           f"({poi['seeds_per_game'][0]} vs {poi['seeds_per_game'][1]} seeds per game{_cut_note(poi)})."),
+    ]
+    if profile:
+        lines += ["", "Performance profile: the fraction of runs (seeds x games) whose normalised score "
+                      f"exceeds τ, with rliable's stratified-bootstrap {agg['confidence']:.0%} bands "
+                      f"({PROFILE_RESAMPLES:,} resamples).", "",
+                  f"![MinAtar performance profile]({profile})"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_profile(agg: Mapping[str, Any], rows: Mapping[str, dict], path: Path) -> bool:
+    """The MinAtar performance profile (rliable's ``create_performance_profile``
+    and ``plot_utils.plot_performance_profiles``) of every set in ``agg`` with
+    its rows present, to ``path``; False, drawing nothing, without matplotlib
+    or without such a set."""
+    scores = {}
+    for set_name, e in agg["normalised_iqm"].items():
+        if not e["missing"]:
+            label = "presets" if set_name == PRESETS_SET else f"<env>{set_name}"
+            scores[f"{label} ({e['seeds_per_game']} seeds per game)"] = _score_matrix(
+                rows, e["rows"], MINATAR_REFERENCE)[0]
+    if not scores or importlib.util.find_spec("matplotlib") is None:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rliable import library, plot_utils
+
+    top = max(1.5, max(float(s.max()) for s in scores.values()) * 1.05)
+    taus = np.linspace(0.0, top, 201)
+    with _numpy_seeded(agg["seed"]):
+        profiles, cis = library.create_performance_profile(scores, taus, reps=PROFILE_RESAMPLES)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    plot_utils.plot_performance_profiles(
+        profiles, taus, performance_profile_cis=cis, ax=ax,
+        colors={label: f"C{i}" for i, label in enumerate(scores)},
+        xlabel=r"normalised score $\tau$ (return / gymnax-blines PPO)",
+        ylabel=r"fraction of runs with score $> \tau$", labelsize="medium", ticklabelsize="small")
+    games = ", ".join(_game(g) for g in next(e for e in agg["normalised_iqm"].values() if not e["missing"])["games"])
+    ax.set_title(f"MinAtar ({games}): performance profile", fontsize="medium")
+    ax.axvline(1.0, color="0.4", ls=":", lw=0.9)
+    ax.legend(fontsize="small", loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def _plot_rows(ax, rows: list[tuple[str, dict]], legend: str | None) -> None:
@@ -406,9 +725,21 @@ def _load_rows(json_path: Path) -> dict:
 
 
 def write_results(rows: dict, out_dir: Path, stem: str, meta: dict) -> None:
-    """The JSON of all rows, the markdown table and the PNGs, regenerated from ``rows``."""
-    (out_dir / f"{stem}.json").write_text(json.dumps(json_safe({"meta": meta, "rows": rows}), indent=1))
-    (out_dir / f"{stem}.md").write_text(markdown_table(rows, meta))
+    """The JSON of all rows with the aggregates, the markdown table and the
+    PNGs, regenerated from ``rows``. Each row's statistics are recomputed from
+    its ``final_returns`` first (`row_statistics`; in place)."""
+    for row in rows.values():
+        if row.get("final_returns") is not None:
+            row.update(row_statistics(row))
+    agg = aggregates(rows)
+    profile = out_dir / f"{stem}-minatar-profile.png"
+    drawn = plot_profile(agg, rows, profile)
+    if not drawn:
+        profile.unlink(missing_ok=True)  # never a stale profile beside a table without one
+    (out_dir / f"{stem}.json").write_text(
+        json.dumps(json_safe({"meta": meta, "rows": rows, "aggregates": agg}), indent=1))
+    (out_dir / f"{stem}.md").write_text(
+        markdown_table(rows, meta) + "\n" + markdown_aggregates(agg, profile.name if drawn else None))
     if rows:
         plot_curves(rows, out_dir, stem, meta["device"])
 
@@ -418,6 +749,22 @@ def _machine_name() -> str:
     from throughput import machine_name
 
     return machine_name()
+
+
+def _rewrite_table(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--table-only: the existing JSON's rows, their statistics and the
+    aggregates recomputed, written back with the md and the PNGs."""
+    if args.presets or args.seeds is not None or args.env_devices != 1:
+        parser.error("--table-only trains nothing: it takes only --out-dir, --quick and --device")
+    device = args.device or _spawn(["--probe-device"], "DEVICE ", timeout=600)
+    stem = f"returns-{device}" + ("-quick" if args.quick else "")
+    json_path = args.out_dir / f"{stem}.json"
+    if not json_path.exists():
+        raise SystemExit(f"{json_path}: no such results file (--table-only rewrites an existing one)")
+    rows = _load_rows(json_path)
+    meta = json.loads(json_path.read_text()).get("meta", {"device": device})
+    write_results(rows, args.out_dir, stem, meta)
+    print(f"rewrote {args.out_dir / stem}.{{json,md}} and {stem}*.png from {len(rows)} rows")
 
 
 def main() -> None:
@@ -434,6 +781,11 @@ def main() -> None:
                         help="split each seed's envs over this many devices (make_train's "
                              "env_devices; on a CPU, that many CPU devices); its rows are named "
                              "'<preset> (envs over N devices)'")
+    parser.add_argument("--table-only", action="store_true",
+                        help="train nothing: recompute the statistics and aggregates of the existing "
+                             "JSON and rewrite it, the md and the PNGs (with --quick: the smoke run's)")
+    parser.add_argument("--device", help="with --table-only: the device whose table to rewrite, as in "
+                                         "returns-<device>.json (default: this machine's)")
     parser.add_argument("--child-preset", help=argparse.SUPPRESS)
     parser.add_argument("--probe-device", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -444,6 +796,12 @@ def main() -> None:
                          args.env_devices)
         print("RESULT " + json.dumps(json_safe(row)))
         return
+
+    _rliable()  # a missing or broken rliable stops here, before any training
+    if args.table_only:
+        return _rewrite_table(parser, args)
+    if args.device:
+        parser.error("--device goes with --table-only (a run measures this machine's device)")
 
     import purejaxppo  # noqa: F401  (XLA guard before jax starts; inherited by the children)
     from purejaxppo import presets

@@ -103,27 +103,104 @@ def test_machine_name_gives_the_family_and_core(tmp_path):
 def test_returns_iqm_and_bootstrap():
     import numpy as np
 
+    pytest.importorskip("rliable")
     returns = _load_benchmark("returns")
     # n = 8: drop the lowest and highest two, mean of 3, 4, 5, 6.
     assert returns.iqm(np.arange(1, 9)) == 4.5
     assert returns.iqm([8, 1, 7, 2, 6, 3, 5, 4]) == 4.5  # order does not matter
-    # n = 5 on [0, 5): the middle half [1.25, 3.75] covers 3/4 of x1, all of x2,
-    # 3/4 of x3: (0.75 x1 + x2 + 0.75 x3) / 2.5.
-    x = [100.0, 0.0, 10.0, 1.0, 2.0]  # sorted: 0, 1, 2, 10, 100
-    assert np.isclose(returns.iqm(x), (0.75 * 1 + 2 + 0.75 * 10) / 2.5)  # 4.1
-    assert returns.iqm([3.0]) == 3.0
-    np.testing.assert_allclose(returns.iqm(np.arange(16).reshape(2, 8), axis=1), [3.5, 11.5])
+    # rliable's IQM is the 25% trimmed mean: floor(n/4) values off each end, so
+    # for n = 5 the mean of the middle 3, and below 4 values the plain mean.
+    assert returns.iqm([100.0, 0.0, 10.0, 1.0, 2.0]) == pytest.approx((1 + 2 + 10) / 3)
+    assert returns.iqm([1.0, 2.0, 9.0]) == 4.0 and returns.iqm([3.0]) == 3.0
+    x = np.random.default_rng(0).normal(size=10)
+    assert returns.iqm(x) == pytest.approx(np.sort(x)[2:8].mean())  # NumPy's: n = 10 drops 2 each end
 
-    low, high = returns.bootstrap_ci(np.arange(1, 9))
-    assert low <= 4.5 <= high and (low, high) == returns.bootstrap_ci(np.arange(1, 9))  # seeded
-    assert returns.bootstrap_ci([2.0, 2.0, 2.0]) == (2.0, 2.0)
-    stats = returns.summarize_final_returns([1.0, float("nan"), 3.0])
+    estimate = returns.iqm_ci95(np.arange(1, 9))
+    low, high = estimate["ci95"]
+    assert estimate["iqm"] == 4.5 and low < 4.5 < high
+    assert estimate == returns.iqm_ci95(np.arange(1, 9))  # seeded: the same twice
+    # A percentile bootstrap CI of the IQM: close to NumPy's (seeds resampled with replacement).
+    rng = np.random.default_rng(1)
+    resampled = np.sort(np.arange(1.0, 9.0)[rng.integers(0, 8, size=(10_000, 8))], axis=1)[:, 2:6].mean(axis=1)
+    np.testing.assert_allclose(estimate["ci95"], np.quantile(resampled, [0.025, 0.975]), atol=0.3)
+    # NumPy's global RNG (which rliable's bootstrap draws from) is left as it was.
+    np.random.seed(123)
+    expected = np.random.rand()
+    np.random.seed(123)
+    returns.iqm_ci95(x, resamples=50)
+    assert np.random.rand() == expected
+    assert returns.iqm_ci95([2.0, 2.0, 2.0], resamples=50)["ci95"] == (2.0, 2.0)
+    stats = returns.summarize_final_returns([1.0, float("nan"), 3.0], resamples=50)
     assert stats["nan_seeds"] == 1 and stats["iqm"] == 2.0
+    # A row's statistics from its JSON final returns (NaN stored as None).
+    row = returns.row_statistics({"final_returns": [1.0, None, 3.0, 5.0], "target": 3.0}, resamples=50)
+    assert row["final_return_nan_seeds"] == 1 and row["final_return_iqm"] == 3.0 and row["target_met"] is True
+    assert len(row["final_return_iqm_ci95"]) == 2
+
+
+def test_returns_aggregates():
+    import numpy as np
+
+    pytest.importorskip("rliable")
+    returns = _load_benchmark("returns")
+    reference = returns.MINATAR_REFERENCE
+    games = list(returns.MINATAR_GAMES)
+    baseline = "+" + returns.BASELINE_LABEL
+
+    def rows_of(normalised, suffix=""):
+        return {game + suffix: {"env": game, "final_returns": [v * reference[game] for v in values]}
+                for game, values in zip(games, normalised)}
+
+    # Normalised scores of 4 seeds per game. All 16 sorted: 0 x4, 0.25 ... 2.0, 3 x4; the
+    # IQM drops 4 at each end: the mean of 0.25, 0.5, ..., 2.0 = 9/8.
+    normalised = [[0.5, 1.0, 1.5, 2.0], [0.25, 0.75, 1.25, 1.75], [0.0] * 4, [3.0] * 4]
+    presets = rows_of(normalised)
+    presets["Seaquest-MinAtar"] = {"env": "Seaquest-MinAtar", "final_returns": [5.0, 6.0, 7.0, 8.0]}
+    agg = returns.aggregates(presets, resamples=200)
+    entry = agg["normalised_iqm"]["presets"]
+    assert entry["games"] == games and entry["seeds_per_game"] == 4 and not entry["missing"]
+    assert entry["iqm"] == pytest.approx(9 / 8)
+    assert entry["ci95"][0] <= 9 / 8 <= entry["ci95"][1]
+    assert agg == returns.aggregates(presets, resamples=200)  # reproducible
+    assert "Seaquest-MinAtar" in agg["left_out"]  # no reference score: not in the normalised aggregate
+    # No baseline rows: reported, nothing computed.
+    poi = agg["probability_of_improvement"]
+    assert poi["value"] is None and poi["missing"] == [g + baseline for g in games]
+    assert agg["normalised_iqm"][baseline]["iqm"] is None
+    assert "not computed: missing Breakout-MinAtar" + baseline in returns.markdown_aggregates(agg)
+
+    # Every preset seed above every baseline seed: P = 1, also in every resample.
+    worse = rows_of([[v - 5.0 for v in values] for values in normalised], baseline)
+    poi = returns.aggregates({**presets, **worse}, resamples=200)["probability_of_improvement"]
+    assert poi["games"] == games and not poi["missing"]  # Seaquest only with both of its rows
+    assert poi["value"] == 1.0 and poi["ci95"] == (1.0, 1.0)
+    # Identical rows: P = 1/2.
+    same = rows_of(normalised, baseline)
+    agg = returns.aggregates({**presets, **same}, resamples=200)
+    poi = agg["probability_of_improvement"]
+    assert poi["value"] == 0.5 and poi["ci95"][0] <= 0.5 <= poi["ci95"][1]
+    assert agg["normalised_iqm"][baseline]["iqm"] == pytest.approx(9 / 8)
+    assert "**0.5** [" in returns.markdown_aggregates(agg)
+    # With Seaquest's baseline row too, the comparison covers Seaquest (raw returns need no reference).
+    seaquest = {"Seaquest-MinAtar" + baseline: {"env": "Seaquest-MinAtar", "final_returns": [1.0, 2.0, 3.0, 4.0]}}
+    poi = returns.aggregates({**presets, **same, **seaquest}, resamples=200)["probability_of_improvement"]
+    assert poi["games"] == games + ["Seaquest-MinAtar"]
+    assert poi["value"] == pytest.approx((4 * 0.5 + 1.0) / 5)
+    # One baseline row missing: listed, no error; rows of different seed counts are cut to the fewest.
+    partial = {**presets, **same}
+    del partial["Freeway-MinAtar" + baseline]
+    assert returns.aggregates(partial, resamples=200)["probability_of_improvement"]["missing"] == [
+        "Freeway-MinAtar" + baseline]
+    longer = {**presets, **same}
+    longer["Asterix-MinAtar" + baseline] = {"env": "Asterix-MinAtar", "final_returns": [0.0] * 4 + [np.nan, 1.0]}
+    entry = returns.aggregates(longer, resamples=200)["normalised_iqm"][baseline]
+    assert entry["seeds_per_game"] == 4 and entry["cut"] is True
 
 
 def test_returns_benchmark_smoke(tmp_path):
     import math
 
+    pytest.importorskip("rliable")
     cmd = [sys.executable, str(ROOT / "benchmarks" / "returns.py"), "--quick", "--presets", "CartPole-v1",
            "--out-dir", str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -141,6 +218,11 @@ def test_returns_benchmark_smoke(tmp_path):
     assert "| CartPole-v1 | 2 |" in md
     assert (tmp_path / f"{json_path.stem}.png").exists()
     assert (tmp_path / f"{json_path.stem}-CartPole-v1.png").exists()
+    # The aggregates: no MinAtar rows here, so reported missing, and no profile drawn.
+    aggregates = json.loads(json_path.read_text())["aggregates"]
+    assert aggregates["normalised_iqm"]["presets"]["missing"][0] == "Breakout-MinAtar"
+    assert "## Aggregates" in md and "not computed: missing Breakout-MinAtar" in md
+    assert not (tmp_path / f"{json_path.stem}-minatar-profile.png").exists()
 
 
 def test_compile_profile_parses_xla_logs_and_smoke_runs(tmp_path):
@@ -567,6 +649,7 @@ def test_processes_benchmark_smoke(tmp_path):
 def test_pbt_benchmark_smoke(tmp_path):
     # Both arms at a tiny budget on one env: the script's selection, greedy
     # evaluation, tables, schedules plot and its rows in the returns table.
+    pytest.importorskip("rliable")  # the returns table's statistics
     cmd = [sys.executable, str(ROOT / "benchmarks" / "pbt.py"), "--quick", "--envs", "Pendulum-v1",
            "--seeds", "2", "--out-dir", str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
