@@ -9,7 +9,12 @@ Read top to bottom, one update is::
     update    K epochs x M shuffled minibatches of PPO gradient steps
     metrics   a fixed set of scalars for this update
 
-and ``train`` scans that update ``num_updates`` times. Nothing leaves the
+and ``train`` scans that update ``num_updates`` times. The other rungs of
+the policy-gradient ladder (``config.algorithm``, docs/algorithm.md) change
+two stages: REINFORCE takes Monte Carlo returns in place of GAE (and
+weighs out the steps whose episode does not end in the rollout), and TRPO
+takes one natural-gradient step (`purejaxppo.trpo`) before the minibatch
+steps, which then fit the critic alone. Nothing leaves the
 device, nothing is recompiled, and the metrics are O(num_updates) in memory.
 With ``config.recurrent`` the rollout also carries and stores the GRU state,
 the critic reads the values from the stored states, and the update's
