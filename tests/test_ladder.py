@@ -88,10 +88,11 @@ def test_weighted_loss_is_the_loss_of_the_masked_in_samples():
     weights = sample_weights(jnp.asarray(mask))
     np.testing.assert_allclose(float(jnp.mean(weights)), 1.0, rtol=1e-6)
     loss = lambda p, b: ppo_loss(p, _linear_apply, b, hp, static)[0]
+    value_and_grad = jax.jit(jax.value_and_grad(loss))
     weighted = batch.replace(weights=weights)
     subset = jax.tree.map(lambda x: x[np.flatnonzero(mask)], batch)
-    np.testing.assert_allclose(loss(params, weighted), loss(params, subset), rtol=1e-5)
-    g_weighted, g_subset = jax.grad(loss)(params, weighted), jax.grad(loss)(params, subset)
+    (l_weighted, g_weighted), (l_subset, g_subset) = value_and_grad(params, weighted), value_and_grad(params, subset)
+    np.testing.assert_allclose(l_weighted, l_subset, rtol=1e-5)
     for name in params:
         np.testing.assert_allclose(g_weighted[name], g_subset[name], rtol=1e-4, atol=1e-6)
     x = np.asarray(batch.advantages, np.float64)
@@ -194,11 +195,16 @@ def test_target_kl_stops_the_clip_objective_epochs(short_run):
 
 
 def test_ppo_penalty_adapts_beta_as_schulman_et_al(short_run):
-    # KL always under target / 1.5: beta halves after every update.
-    low = np.asarray(short_run(algorithm="ppo_penalty", kl_coef=0.5, target_kl=1e3)["kl_coef"])
+    config = PPOConfig(total_timesteps=4 * 32 * 6, num_envs=4, num_steps=32, hidden_sizes=(16,),
+                       update_epochs=2, num_minibatches=2, algorithm="ppo_penalty", kl_coef=0.5,
+                       target_kl=0.01)
+    # Two targets in one compiled call: one the KL always stays under by far
+    # (beta halves after every update), one it always exceeds (beta doubles).
+    hp = jax.tree.map(lambda x: jnp.stack([x, x]), config.hyperparams())
+    hp = hp.replace(target_kl=jnp.array([1e3, 1e-12], jnp.float32))
+    train = jax.vmap(make_train(config), in_axes=(None, 0))
+    low, high = np.asarray(jax.jit(train)(jax.random.PRNGKey(0), hp).metrics["kl_coef"])
     np.testing.assert_allclose(low, 0.5 * 0.5 ** np.arange(len(low)), rtol=1e-6)
-    # KL always over 1.5 * target: beta doubles.
-    high = np.asarray(short_run(algorithm="ppo_penalty", kl_coef=0.5, target_kl=1e-12)["kl_coef"])
     np.testing.assert_allclose(high, 0.5 * 2.0 ** np.arange(len(high)), rtol=1e-6)
     # Without a target beta stays.
     fixed = np.asarray(short_run(algorithm="ppo_penalty", kl_coef=0.5)["kl_coef"])
@@ -206,11 +212,11 @@ def test_ppo_penalty_adapts_beta_as_schulman_et_al(short_run):
 
 
 LEARNS = {  # rung -> (total_timesteps, the final return each of 2 seeds must pass)
-    "reinforce": (150_000, 100.0),
-    "reinforce_baseline": (150_000, 100.0),
-    "a2c": (150_000, 100.0),
-    "trpo": (150_000, 100.0),
-    "ppo_penalty": (150_000, 100.0),
+    "reinforce": (60_000, 100.0),
+    "reinforce_baseline": (100_000, 100.0),
+    "a2c": (60_000, 100.0),
+    "trpo": (60_000, 100.0),
+    "ppo_penalty": (60_000, 100.0),
     # ppo_clip: tests/test_learning.py trains the CartPole defaults to 475.
 }
 
@@ -239,13 +245,12 @@ def test_ladder_example_writes_its_table_and_plot(tmp_path):
     from examples.policy_gradient_ladder import main
 
     out = tmp_path / "ladder.png"
-    rows = main(["--envs", "CartPole-v1", "--rungs", "reinforce", "trpo", "--seeds", "2",
+    rows = main(["--envs", "CartPole-v1", "--rungs", "reinforce", "a2c", "--seeds", "2",
                  "--total-timesteps", "8192", "--out", str(out)])
-    assert [r["algorithm"] for r in rows] == ["reinforce", "trpo"]
+    assert [r["algorithm"] for r in rows] == ["reinforce", "a2c"]
     assert rows[0]["returns"].shape == (2, 2) and rows[0]["gradient_steps"] == 1.0
-    assert rows[1]["gradient_steps"] <= 1.0
     table = out.with_suffix(".md").read_text()
-    assert "| CartPole-v1 | REINFORCE | " in table and "| CartPole-v1 | TRPO | " in table
+    assert "| CartPole-v1 | REINFORCE | " in table and "| CartPole-v1 | actor-critic (A2C) | " in table
     assert out.stat().st_size > 10_000
 
 
@@ -258,10 +263,10 @@ def test_weights_and_trpo_over_device_shares_are_those_of_the_union():
     mask = jnp.asarray(np.arange(48) % 5 != 0) & (jnp.arange(48) < 40)  # uneven across shares
     shares = lambda x: x.reshape((d, x.shape[0] // d) + x.shape[1:])
     union = lambda x: x.reshape((-1,) + x.shape[2:])
-    over_shares = jax.vmap(lambda m: sample_weights(m, axis), axis_name=axis)(shares(mask))
+    over_shares = jax.jit(jax.vmap(lambda m: sample_weights(m, axis), axis_name=axis))(shares(mask))
     np.testing.assert_allclose(union(over_shares), sample_weights(mask), rtol=1e-6)
     w = sample_weights(mask)
-    normalized = jax.vmap(lambda x, w: normalize(x, axis_name=axis, weights=w), axis_name=axis)(
+    normalized = jax.jit(jax.vmap(lambda x, w: normalize(x, axis_name=axis, weights=w), axis_name=axis))(
         shares(batch.advantages), shares(w))
     np.testing.assert_allclose(union(normalized), normalize(batch.advantages, weights=w), rtol=1e-4, atol=1e-5)
 
@@ -269,9 +274,9 @@ def test_weights_and_trpo_over_device_shares_are_those_of_the_union():
               "v": jax.random.normal(jax.random.PRNGKey(10), (3,))}
     batch = batch.replace(log_probs=_linear_apply(params, batch.obs)[0].log_prob(batch.actions))
     hp = PPOConfig(algorithm="trpo", target_kl=0.01).hyperparams()
-    whole, _ = trpo_step(params, _linear_apply, batch, hp, norm_adv=True)
-    split, diagnostics = jax.vmap(lambda b: trpo_step(params, _linear_apply, b, hp, norm_adv=True,
-                                                      axis_name=axis), axis_name=axis)(jax.tree.map(shares, batch))
+    whole, _ = jax.jit(lambda b: trpo_step(params, _linear_apply, b, hp, norm_adv=True))(batch)
+    split, diagnostics = jax.jit(jax.vmap(lambda b: trpo_step(params, _linear_apply, b, hp, norm_adv=True,
+                                                              axis_name=axis), axis_name=axis))(jax.tree.map(shares, batch))
     for share in range(d):  # every share takes the union's step
         np.testing.assert_allclose(split["w"][share], whole["w"], rtol=1e-4, atol=1e-6)
     assert float(diagnostics["gradient_steps"][0]) == 1.0
