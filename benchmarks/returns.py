@@ -294,13 +294,35 @@ def _games(rows: Mapping[str, dict], suffixes: tuple[str, ...]) -> list[str]:
                                   if not _missing(rows, [g + suffix for suffix in suffixes])]
 
 
+def _holds(config: Mapping[str, Any], settings: Mapping[str, Any]) -> bool:
+    """Whether a row's stored ``config`` has every field of ``settings``
+    (lists read back from JSON compared as tuples)."""
+    as_stored = lambda v: tuple(v) if isinstance(v, list) else v
+    return all(as_stored(config.get(k)) == v for k, v in settings.items())
+
+
+def baseline_row(rows: Mapping[str, dict], game: str) -> str:
+    """The name of the row that scores PureJaxRL's settings on ``game``:
+    ``<game>+BASELINE_LABEL``, or the preset's own row where the preset holds
+    those settings (`purejaxppo.presets.PUREJAXRL_MINATAR`), so that it has
+    no separate baseline; the first name when neither row is there."""
+    from purejaxppo.presets import PUREJAXRL_MINATAR
+
+    name = f"{game}+{BASELINE_LABEL}"
+    if name not in rows and game in rows and _holds(rows[game].get("config", {}), PUREJAXRL_MINATAR):
+        return game
+    return name
+
+
 def aggregates(rows: Mapping[str, dict], resamples: int = BOOTSTRAP_RESAMPLES,
                seed: int = BOOTSTRAP_SEED) -> dict:
     """The MinAtar aggregates of the table's rows (JSON-ready; a pure function
     of ``rows``):
 
     * ``normalised_iqm[set]``, for the presets (``"presets"``: rows named by
-      env id) and the baselines (``"+purejaxrl"``: rows ``<env>+BASELINE_LABEL``):
+      env id) and the baselines (``"+purejaxrl"``: rows ``<env>+BASELINE_LABEL``,
+      or the preset's row where the preset holds PureJaxRL's settings,
+      `baseline_row`):
       the IQM over all seeds of all games of score / MINATAR_REFERENCE[game],
       with rliable's stratified-bootstrap CI (seeds resampled within each
       game), over the games of `_games` that have a reference score;
@@ -322,9 +344,10 @@ def aggregates(rows: Mapping[str, dict], resamples: int = BOOTSTRAP_RESAMPLES,
         "resamples": resamples, "seed": seed, "confidence": CONFIDENCE,
         "normalised_iqm": {},
     }
+    row_name = {PRESETS_SET: lambda g: g, baseline: lambda g: baseline_row(rows, g)}
     for set_name, suffix in ((PRESETS_SET, ""), (baseline, baseline)):
         games = [g for g in _games(rows, (suffix,)) if g in MINATAR_REFERENCE]
-        names = [g + suffix for g in games]
+        names = [row_name[set_name](g) for g in games]
         entry = {"rows": names, "games": games, "missing": _missing(rows, names),
                  "seeds_per_game": None, "cut": None, "iqm": None, "ci95": None}
         if not entry["missing"]:
@@ -334,7 +357,7 @@ def aggregates(rows: Mapping[str, dict], resamples: int = BOOTSTRAP_RESAMPLES,
         out["normalised_iqm"][set_name] = entry
 
     games = _games(rows, ("", baseline))
-    x_names, y_names = games, [g + baseline for g in games]
+    x_names, y_names = games, [baseline_row(rows, g) for g in games]
     poi = {"x": PRESETS_SET, "y": baseline, "games": games, "missing": _missing(rows, x_names + y_names),
            "seeds_per_game": None, "cut": None, "value": None, "ci95": None}
     if not poi["missing"]:
@@ -568,7 +591,8 @@ def markdown_aggregates(agg: Mapping[str, Any], profile: str | None = None) -> s
         "|---|---|---:|---|",
     ]
     for set_name, e in agg["normalised_iqm"].items():
-        label = "presets (rows named by env id)" if set_name == PRESETS_SET else f"`<env>{set_name}`"
+        label = ("presets (rows named by env id)" if set_name == PRESETS_SET else
+                 f"PureJaxRL's settings: {', '.join(f'`{n}`' for n in e['rows'])}")
         games = ", ".join(map(_game, e["games"]))
         if e["missing"]:
             lines.append(f"| {label} | {games} | — | not computed: missing {', '.join(e['missing'])} |")
@@ -579,8 +603,9 @@ def markdown_aggregates(agg: Mapping[str, Any], profile: str | None = None) -> s
     poi = agg["probability_of_improvement"]
     lines += [
         "",
-        f"Probability of improvement of the presets over the `<env>{poi['y']}` rows: P(a preset's final "
-        f"return > a `{poi['y']}` row's on the same game), averaged over "
+        f"Probability of improvement of the presets over PureJaxRL's settings (the `<env>{poi['y']}` rows, "
+        "or the preset's own row where the preset holds those settings, which counts 0.5 there): "
+        "P(a preset's final return > a baseline run's on the same game), averaged over "
         f"{', '.join(map(_game, poi['games']))} (rliable's `probability_of_improvement`, on the raw returns), "
         f"with rliable's stratified-bootstrap {agg['confidence']:.0%} CI (each set's seeds resampled on "
         "their own within each game): "

@@ -195,6 +195,19 @@ def test_returns_aggregates():
     longer["Asterix-MinAtar" + baseline] = {"env": "Asterix-MinAtar", "final_returns": [0.0] * 4 + [np.nan, 1.0]}
     entry = returns.aggregates(longer, resamples=200)["normalised_iqm"][baseline]
     assert entry["seeds_per_game"] == 4 and entry["cut"] is True
+    # A preset that holds PureJaxRL's settings is its own baseline (0.5 against itself).
+    from purejaxppo.presets import PUREJAXRL_MINATAR
+
+    held = {**presets, **worse}
+    del held["Freeway-MinAtar" + baseline]
+    stored = {k: list(v) if isinstance(v, tuple) else v for k, v in PUREJAXRL_MINATAR.items()}
+    held["Freeway-MinAtar"] = dict(held["Freeway-MinAtar"], config=stored)
+    assert returns.baseline_row(held, "Freeway-MinAtar") == "Freeway-MinAtar"
+    assert returns.baseline_row(held, "Asterix-MinAtar") == "Asterix-MinAtar" + baseline
+    poi = returns.aggregates(held, resamples=200)["probability_of_improvement"]
+    assert not poi["missing"] and poi["value"] == pytest.approx((3 * 1.0 + 0.5) / 4)
+    held["Freeway-MinAtar"]["config"] = dict(stored, lr=1e-3)  # another setting: the baseline is missing
+    assert returns.baseline_row(held, "Freeway-MinAtar") == "Freeway-MinAtar" + baseline
 
 
 def test_returns_benchmark_smoke(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from purejaxppo import PPOConfig, make_train, preset_config
 from purejaxppo.cli import default_args
 from purejaxppo.envs import registered_env_names
-from purejaxppo.presets import BASELINES, NOT_PRESET, PRESETS, Preset, get_preset
+from purejaxppo.presets import PUREJAXRL_MINATAR, BASELINES, NOT_PRESET, PRESETS, Preset, get_preset
 
 pytestmark = pytest.mark.usefixtures("quick_compiles")  # compile-bound: XLA's quick mode
 
@@ -145,8 +145,9 @@ _STATED = {
                           activation="relu", hidden_sizes=(64, 64), normalize_obs=True,
                           total_timesteps=10_000_000),
     **{env: _UNTUNED_CONTINUOUS for env in ("PointRobot-misc", "Reacher-misc", "Swimmer-misc")},
-    **{env: _MINATAR for env in ("Breakout-MinAtar", "SpaceInvaders-MinAtar", "Asterix-MinAtar",
-                                 "Freeway-MinAtar", "Seaquest-MinAtar")},
+    **{env: _MINATAR for env in ("Breakout-MinAtar", "SpaceInvaders-MinAtar", "Freeway-MinAtar",
+                                 "Seaquest-MinAtar")},
+    "Asterix-MinAtar": dict(_MINATAR, hidden_sizes=(256, 256), lr=2.5e-3),
     # Other suites (purejaxppo.adapters), tuned here: the values each source states.
     "navix/Navix-Empty-8x8-v0": dict(_GRID, env_kwargs=(("penalty_coeff", 0.9), ("max_steps", 256)),
                                      total_timesteps=200_000),
@@ -178,6 +179,20 @@ def test_presets_hold_the_values_their_sources_state(name):
 
 def test_the_cnn_baseline_is_breakouts_preset_with_the_cnn():
     assert BASELINES["Breakout-MinAtar+cnn"].config() == PRESETS["Breakout-MinAtar"].config(torso="cnn")
+
+
+def test_purejaxrls_minatar_settings_are_each_games_preset_or_baseline():
+    """The returns table compares every MinAtar preset with PureJaxRL's
+    settings: a preset that departs from them has a `+purejaxrl` baseline
+    holding them; the others hold them themselves."""
+    assert dict(PUREJAXRL_MINATAR) == _MINATAR
+    for env in ("Breakout-MinAtar", "SpaceInvaders-MinAtar", "Asterix-MinAtar", "Freeway-MinAtar"):
+        preset = PRESETS[env].config()
+        holds = {field: getattr(preset, field) for field in _MINATAR} == _MINATAR
+        assert holds != (f"{env}+purejaxrl" in BASELINES), env
+        if not holds:
+            config = BASELINES[f"{env}+purejaxrl"].config()
+            assert {field: getattr(config, field) for field in _MINATAR} == _MINATAR, env
 
 
 def test_unknown_preset_suggests_close_names_and_lists_all():
