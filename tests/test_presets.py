@@ -145,8 +145,8 @@ _STATED = {
                           activation="relu", hidden_sizes=(64, 64), normalize_obs=True,
                           total_timesteps=10_000_000),
     **{env: _UNTUNED_CONTINUOUS for env in ("PointRobot-misc", "Reacher-misc", "Swimmer-misc")},
-    **{env: _MINATAR for env in ("Breakout-MinAtar", "SpaceInvaders-MinAtar", "Freeway-MinAtar",
-                                 "Seaquest-MinAtar")},
+    **{env: _MINATAR for env in ("Breakout-MinAtar", "Freeway-MinAtar", "Seaquest-MinAtar")},
+    "SpaceInvaders-MinAtar": dict(_MINATAR, hidden_sizes=(256, 256)),
     "Asterix-MinAtar": dict(_MINATAR, hidden_sizes=(256, 256), lr=2.5e-3),
     # Other suites (purejaxppo.adapters), tuned here: the values each source states.
     "navix/Navix-Empty-8x8-v0": dict(_GRID, env_kwargs=(("penalty_coeff", 0.9), ("max_steps", 256)),
