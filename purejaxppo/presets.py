@@ -346,11 +346,12 @@ BASELINES: Mapping[str, Preset] = MappingProxyType({
         **_MASKED_CARTPOLE,
     ),
     # PureJaxRL's settings, where a MinAtar preset departs from them.
-    **{
-        f"{env}+purejaxrl": _preset(env, "A comparison, not a preset: " + _MINATAR_SOURCE,
-                                    benchmark_seeds=4, **PUREJAXRL_MINATAR)
-        for env in ("SpaceInvaders-MinAtar", "Asterix-MinAtar")
-    },
+    "SpaceInvaders-MinAtar+purejaxrl": _preset(
+        "SpaceInvaders-MinAtar", "A comparison, not a preset: " + _MINATAR_SOURCE,
+        benchmark_seeds=3, **PUREJAXRL_MINATAR),
+    "Asterix-MinAtar+purejaxrl": _preset(
+        "Asterix-MinAtar", "A comparison, not a preset: " + _MINATAR_SOURCE,
+        benchmark_seeds=4, **PUREJAXRL_MINATAR),
     "Breakout-MinAtar+cnn": _preset(
         "Breakout-MinAtar",
         "A comparison, not a preset: PureJaxRL's MinAtar settings with the CNN torso (one 3x3 "
