@@ -572,6 +572,12 @@ def _validate(c: PPOConfig) -> None:
             "target_kl=0, or algorithm='ppo_clip' (early stop), 'ppo_penalty' (adaptive beta) "
             "or 'trpo' (trust region)"
         )
+    if c.algorithm == "trpo" and c.reference_kl:
+        raise ValueError(
+            "algorithm='trpo' with reference_kl=True: the reference KL would move the policy in "
+            "the critic's steps, outside the trust region; allowed: reference_kl=False with trpo, "
+            "or algorithm='ppo_clip' for fine-tuning"
+        )
     if c.algorithm == "trpo" and c.recurrent is not None and c.recurrent_core == "shared":
         raise ValueError(
             "algorithm='trpo' with recurrent_core='shared': the critic's steps would move the "

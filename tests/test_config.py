@@ -96,6 +96,8 @@ def test_trpo_needs_a_trust_region_and_its_own_critic():
     with pytest.raises(ValueError, match=r"algorithm='trpo' with recurrent_core='shared'.*"
                                          r"allowed: recurrent_core='separate'"):
         PPOConfig(algorithm="trpo", target_kl=0.01, recurrent="gru", num_minibatches=2)
+    with pytest.raises(ValueError, match=r"algorithm='trpo' with reference_kl=True.*allowed: reference_kl=False"):
+        PPOConfig(algorithm="trpo", target_kl=0.01, reference_kl=True, reference_kl_coef=0.1)
     config = PPOConfig(algorithm="trpo", target_kl=0.01)
     assert config.hyperparams().target_kl == np.float32(0.01)
 
