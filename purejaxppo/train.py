@@ -49,7 +49,7 @@ from purejaxppo.fast.random_draws import key_words, keys_from_words, random_word
 from purejaxppo.fast.shuffle import FEISTEL_ROUNDS
 from purejaxppo.fast.transposed_matmul import transposed_grad_pays
 from purejaxppo.hyperparams import HyperParams
-from purejaxppo.losses import LossStatic, Minibatch, kl_estimate, sample_weights, union_mean_var
+from purejaxppo.losses import LossStatic, Minibatch, approx_kl, sample_weights, union_mean_var
 from purejaxppo.networks import ActorCritic, make_network
 from purejaxppo.normalization import RewardScaler, RunningMeanStd
 from purejaxppo.rollout import (
@@ -505,7 +505,7 @@ def _build_train(config: PPOConfig, axis_name: str | None = None, log_fn: LogFn 
         if adaptive_kl:  # beta / 2 below target / 1.5, beta * 2 above 1.5 * target
             with jax.named_scope("adapt_kl"):
                 dist, _ = apply_fn(params, *batch.inputs())
-                kl = jnp.mean(kl_estimate(dist.log_prob(batch.actions) - batch.log_probs))
+                kl = approx_kl(dist.log_prob(batch.actions) - batch.log_probs)
                 if axis_name is not None:
                     kl = jax.lax.pmean(kl, axis_name)
                 next_kl_coef = jnp.where(kl < hp.target_kl / 1.5, kl_coef / 2,

@@ -113,10 +113,10 @@ def trpo_step(
     def surrogate_and_kl(theta):  # this device's means
         dist, _ = apply_fn(unravel(theta), *inputs)
         ratio = jnp.exp(dist.log_prob(batch.actions) - batch.log_probs)
-        surrogate = (weighted_mean(ratio * advantages, weights)
-                     + hp.ent_coef * weighted_mean(dist.entropy(), weights))
+        entropy = weighted_mean(dist.entropy(), weights)
+        surrogate = weighted_mean(ratio * advantages, weights) + hp.ent_coef * entropy
         kl = weighted_mean(old_dist.kl(dist), weights)
-        return surrogate, (kl, weighted_mean(dist.entropy(), weights))
+        return surrogate, (kl, entropy)
 
     grad_surrogate = jax.grad(lambda theta: surrogate_and_kl(theta)[0])
     grad_kl = jax.grad(lambda theta: surrogate_and_kl(theta)[1][0])
